@@ -1,0 +1,360 @@
+"""Read a Llama checkpoint from the layouts users have.
+
+In:  a folder holding either
+       * Hugging Face: `config.json` + `*.safetensors` (sharded or not, with or
+         without `model.safetensors.index.json`) + `tokenizer.json`/`tokenizer.model`;
+       * Meta's original: `params.json` + `consolidated.00.pth` + `tokenizer.model`.
+Out: `Checkpoint` (shape, token ids, files) from `open_checkpoint`, and the
+     weights, renamed to `edge.model` names, from `iter_weights` one tensor at a
+     time so that no more than one copy of the model is ever resident.
+
+Everything is validated up front: architecture, the shape of every tensor
+against the config, corrupt or truncated files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import torch
+
+from edge.errors import EdgeError
+from edge.model import ModelArgs, RopeScaling, Transformer
+
+
+class CheckpointFormat(Enum):
+    HF = "hf"
+    META = "meta"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint on disk, described; the weights stay on disk until `iter_weights`."""
+
+    path: Path
+    format: CheckpointFormat
+    args: ModelArgs
+    weight_files: tuple[Path, ...]
+    tokenizer: Path | None
+    bos_id: int
+    eos_ids: tuple[int, ...]
+
+
+# Llama 3's special tokens, used when a Meta checkpoint does not name them.
+LLAMA3_BOS = 128000
+LLAMA3_EOS = (128001, 128009)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EdgeError(f"cannot read {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise EdgeError(f"{path} does not hold a JSON object")
+    return data
+
+
+def _find_tokenizer(folder: Path) -> Path | None:
+    for name in ("tokenizer.json", "tokenizer.model"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _as_ids(value: object) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, int):
+        return (value,)
+    return tuple(int(v) for v in value)  # type: ignore[union-attr]
+
+
+def _hf_args(config: dict, path: Path) -> ModelArgs:
+    model_type = config.get("model_type")
+    architectures = config.get("architectures") or []
+    if model_type != "llama" or any(a != "LlamaForCausalLM" for a in architectures):
+        arch = ", ".join(architectures) or model_type or "unknown"
+        raise EdgeError(f"{path}: architecture {arch} is not Llama (edge exports LlamaForCausalLM checkpoints)")
+    try:
+        dim, n_heads = int(config["hidden_size"]), int(config["num_attention_heads"])
+        # transformers 5 nests rope settings in `rope_parameters`; 4.x configs use rope_scaling + rope_theta.
+        rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        if rope_type not in ("default", "llama3"):
+            raise EdgeError(f"{path}: rope type {rope_type!r} is not supported (llama3 or default)")
+        scaling = None
+        if rope_type == "llama3":
+            scaling = RopeScaling(
+                factor=float(rope["factor"]),
+                low_freq_factor=float(rope["low_freq_factor"]),
+                high_freq_factor=float(rope["high_freq_factor"]),
+                original_max_position_embeddings=int(rope["original_max_position_embeddings"]),
+            )
+        return ModelArgs(
+            dim=dim,
+            n_layers=int(config["num_hidden_layers"]),
+            n_heads=n_heads,
+            n_kv_heads=int(config.get("num_key_value_heads") or n_heads),
+            head_dim=int(config.get("head_dim") or dim // n_heads),
+            hidden_dim=int(config["intermediate_size"]),
+            vocab_size=int(config["vocab_size"]),
+            norm_eps=float(config.get("rms_norm_eps", 1e-5)),
+            rope_theta=float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),
+            rope_scaling=scaling,
+            max_position_embeddings=int(config.get("max_position_embeddings", 2048)),
+            tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise EdgeError(f"{path}: config.json is missing or has a bad value for {e}") from None
+
+
+def _meta_args(params: dict, path: Path) -> ModelArgs:
+    try:
+        dim, n_heads = int(params["dim"]), int(params["n_heads"])
+        # Meta's FFN width rule (llama-models' FeedForward).
+        hidden = int(2 * 4 * dim / 3)
+        if params.get("ffn_dim_multiplier") is not None:
+            hidden = int(float(params["ffn_dim_multiplier"]) * hidden)
+        multiple_of = int(params.get("multiple_of", 256))
+        hidden = multiple_of * math.ceil(hidden / multiple_of)
+        scaling = None
+        if params.get("use_scaled_rope"):
+            # Llama 3.2's params.json says only `use_scaled_rope`; its factor is 32 (HF config of the same model).
+            scaling = RopeScaling(
+                factor=float(params.get("rope_scale_factor", 32.0)),
+                low_freq_factor=1.0,
+                high_freq_factor=4.0,
+                original_max_position_embeddings=8192,
+            )
+        return ModelArgs(
+            dim=dim,
+            n_layers=int(params["n_layers"]),
+            n_heads=n_heads,
+            n_kv_heads=int(params.get("n_kv_heads") or n_heads),
+            head_dim=dim // n_heads,
+            hidden_dim=hidden,
+            vocab_size=int(params["vocab_size"]),
+            norm_eps=float(params.get("norm_eps", 1e-5)),
+            rope_theta=float(params.get("rope_theta", 500000.0)),
+            rope_scaling=scaling,
+            max_position_embeddings=int(params.get("max_seq_len", 131072)),
+            # Meta's checkpoints store `output.weight` even when the HF release ties it.
+            tie_word_embeddings=False,
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise EdgeError(f"{path}: params.json is missing or has a bad value for {e}") from None
+
+
+def open_checkpoint(path: Path) -> Checkpoint:
+    """A checkpoint folder (or a file inside one) -> `Checkpoint`, fully validated."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    if not path.exists():
+        raise EdgeError(f"checkpoint {path} does not exist")
+    if (folder / "config.json").is_file():
+        config = _read_json(folder / "config.json")
+        args = _hf_args(config, folder / "config.json")
+        index = folder / "model.safetensors.index.json"
+        if index.is_file():
+            weight_map = _read_json(index).get("weight_map", {})
+            files = tuple(sorted({folder / f for f in weight_map.values()}))
+        else:
+            files = tuple(sorted(folder.glob("*.safetensors")))
+        if not files:
+            raise EdgeError(f"{folder} has config.json but no *.safetensors weights")
+        ckpt = Checkpoint(
+            path=folder,
+            format=CheckpointFormat.HF,
+            args=args,
+            weight_files=files,
+            tokenizer=_find_tokenizer(folder),
+            bos_id=int(config.get("bos_token_id") if config.get("bos_token_id") is not None else LLAMA3_BOS),
+            eos_ids=_as_ids(config.get("eos_token_id")) or LLAMA3_EOS,
+        )
+    elif (folder / "params.json").is_file():
+        args = _meta_args(_read_json(folder / "params.json"), folder / "params.json")
+        files = tuple(sorted(folder.glob("consolidated.*.pth")))
+        if not files:
+            raise EdgeError(f"{folder} has params.json but no consolidated.00.pth")
+        if len(files) > 1:
+            raise EdgeError(f"{folder} holds {len(files)} model-parallel shards; Llama 3.2 1B/3B ship one consolidated.00.pth")
+        ckpt = Checkpoint(
+            path=folder,
+            format=CheckpointFormat.META,
+            args=args,
+            weight_files=files,
+            tokenizer=_find_tokenizer(folder),
+            bos_id=LLAMA3_BOS,
+            eos_ids=LLAMA3_EOS,
+        )
+    else:
+        raise EdgeError(f"{folder} is not a checkpoint: expected config.json + *.safetensors or params.json + consolidated.00.pth")
+    for f in ckpt.weight_files:
+        if not f.is_file():
+            raise EdgeError(f"checkpoint file {f} is missing")
+    _check_shapes(ckpt)
+    return ckpt
+
+
+def expected_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
+    """ModelArgs -> {edge.model parameter name: shape} for every weight a checkpoint must hold."""
+    d, hd, f = args.dim, args.head_dim, args.hidden_dim
+    shapes: dict[str, tuple[int, ...]] = {"embed_tokens.weight": (args.vocab_size, d), "norm.weight": (d,)}
+    for i in range(args.n_layers):
+        p = f"layers.{i}."
+        shapes |= {
+            p + "input_layernorm.weight": (d,),
+            p + "post_attention_layernorm.weight": (d,),
+            p + "self_attn.q_proj.weight": (args.n_heads * hd, d),
+            p + "self_attn.k_proj.weight": (args.n_kv_heads * hd, d),
+            p + "self_attn.v_proj.weight": (args.n_kv_heads * hd, d),
+            p + "self_attn.o_proj.weight": (d, args.n_heads * hd),
+            p + "mlp.gate_proj.weight": (f, d),
+            p + "mlp.up_proj.weight": (f, d),
+            p + "mlp.down_proj.weight": (d, f),
+        }
+    if not args.tie_word_embeddings:
+        shapes["lm_head.weight"] = (args.vocab_size, d)
+    return shapes
+
+
+_META_NAMES = [
+    (r"^tok_embeddings\.weight$", "embed_tokens.weight"),
+    (r"^output\.weight$", "lm_head.weight"),
+    (r"^norm\.weight$", "norm.weight"),
+    (r"^layers\.(\d+)\.attention\.wq\.weight$", r"layers.\1.self_attn.q_proj.weight"),
+    (r"^layers\.(\d+)\.attention\.wk\.weight$", r"layers.\1.self_attn.k_proj.weight"),
+    (r"^layers\.(\d+)\.attention\.wv\.weight$", r"layers.\1.self_attn.v_proj.weight"),
+    (r"^layers\.(\d+)\.attention\.wo\.weight$", r"layers.\1.self_attn.o_proj.weight"),
+    (r"^layers\.(\d+)\.feed_forward\.w1\.weight$", r"layers.\1.mlp.gate_proj.weight"),
+    (r"^layers\.(\d+)\.feed_forward\.w2\.weight$", r"layers.\1.mlp.down_proj.weight"),
+    (r"^layers\.(\d+)\.feed_forward\.w3\.weight$", r"layers.\1.mlp.up_proj.weight"),
+    (r"^layers\.(\d+)\.attention_norm\.weight$", r"layers.\1.input_layernorm.weight"),
+    (r"^layers\.(\d+)\.ffn_norm\.weight$", r"layers.\1.post_attention_layernorm.weight"),
+]
+
+
+def _edge_name(fmt: CheckpointFormat, name: str) -> str | None:
+    """A checkpoint's tensor name -> the edge.model name, or None for tensors to skip."""
+    if fmt is CheckpointFormat.HF:
+        if name.endswith("rotary_emb.inv_freq"):
+            return None
+        return name.removeprefix("model.")
+    for pattern, replacement in _META_NAMES:
+        if re.match(pattern, name):
+            return re.sub(pattern, replacement, name)
+    return name
+
+
+def _meta_to_hf_rope_layout(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    # Meta's wq/wk interleave each head's rotary pairs; HF (and edge.model) keep them
+    # in two halves. Same permutation as transformers' convert_llama_weights_to_hf.
+    out_dim, in_dim = w.shape
+    return w.view(n_heads, out_dim // n_heads // 2, 2, in_dim).transpose(1, 2).reshape(out_dim, in_dim)
+
+
+def _raw_tensors(ckpt: Checkpoint, *, shapes_only: bool) -> Iterator[tuple[str, torch.Tensor | tuple[int, ...]]]:
+    """Yield (checkpoint name, tensor or shape) for every tensor, one file at a time."""
+    for f in ckpt.weight_files:
+        if ckpt.format is CheckpointFormat.HF:
+            from safetensors import safe_open
+
+            try:
+                with safe_open(str(f), framework="pt") as st:
+                    for name in st.keys():
+                        if shapes_only:
+                            yield name, tuple(st.get_slice(name).get_shape())
+                        else:
+                            yield name, st.get_tensor(name)
+            except EdgeError:
+                raise
+            except Exception as e:  # safetensors raises its own error types for bad headers and short files
+                raise EdgeError(f"{f} is not a readable safetensors file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'corrupt'})") from None
+        else:
+            try:
+                # mmap: tensors are paged in from disk as they are used, never all at once.
+                state = torch.load(f, map_location="cpu", mmap=True, weights_only=True)
+            except Exception as e:
+                raise EdgeError(f"{f} is not a readable PyTorch checkpoint ({type(e).__name__})") from None
+            if any(k.endswith(("scales", "zeros")) for k in state):
+                raise EdgeError(f"{f} is a pre-quantized checkpoint (it holds quantization scales); export from the BF16 checkpoint instead")
+            for name in list(state):
+                t = state.pop(name)
+                yield name, (tuple(t.shape) if shapes_only else t)
+            del state
+
+
+def _check_shapes(ckpt: Checkpoint) -> None:
+    expected = expected_shapes(ckpt.args)
+    found: dict[str, tuple[int, ...]] = {}
+    for name, shape in _raw_tensors(ckpt, shapes_only=True):
+        edge_name = _edge_name(ckpt.format, name)
+        if edge_name is None:
+            continue
+        if edge_name not in expected:
+            if edge_name == "lm_head.weight":  # an untied output layer in a checkpoint that says tied: use it
+                continue
+            raise EdgeError(f"{ckpt.path}: unexpected tensor {name} (not part of a Llama model with this config)")
+        found[edge_name] = shape  # type: ignore[assignment]
+    missing = sorted(set(expected) - set(found), key=_natural)
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise EdgeError(f"{ckpt.path}: tensor {missing[0]}{more} missing from the checkpoint")
+    for name, shape in found.items():
+        if tuple(shape) != expected[name]:
+            raise EdgeError(
+                f"{ckpt.path}: tensor {name} has shape {list(shape)} but the checkpoint's config implies {list(expected[name])}"
+            )
+
+
+def _natural(name: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def iter_weights(ckpt: Checkpoint) -> Iterator[tuple[str, torch.Tensor]]:
+    """Checkpoint -> (edge.model name, tensor in the checkpoint's dtype), one at a time.
+
+    A tied checkpoint yields `embed_tokens.weight` only; the caller ties `lm_head`.
+    """
+    for name, tensor in _raw_tensors(ckpt, shapes_only=False):
+        edge_name = _edge_name(ckpt.format, name)
+        if edge_name is None:
+            continue
+        assert isinstance(tensor, torch.Tensor)
+        if ckpt.format is CheckpointFormat.META:
+            if edge_name.endswith("q_proj.weight"):
+                tensor = _meta_to_hf_rope_layout(tensor, ckpt.args.n_heads)
+            elif edge_name.endswith("k_proj.weight"):
+                tensor = _meta_to_hf_rope_layout(tensor, ckpt.args.n_kv_heads)
+        if edge_name == "lm_head.weight" and ckpt.args.tie_word_embeddings:
+            continue
+        yield edge_name, tensor
+
+
+def load_model(ckpt: Checkpoint, *, max_context: int, dtype: torch.dtype | None, full_logits: bool = False) -> Transformer:
+    """Checkpoint -> `edge.model.Transformer` holding its weights in `dtype` (None: the checkpoint's own).
+
+    The module is built on the meta device and each weight is assigned as it is
+    read, so peak memory is one copy of the weights plus one tensor in flight.
+    """
+
+    with torch.device("meta"):
+        model = Transformer(ckpt.args, max_context=max_context, full_logits=full_logits)
+    for name, tensor in iter_weights(ckpt):
+        module_name, _, attr = name.rpartition(".")
+        module = model.get_submodule(module_name)
+        setattr(module, attr, torch.nn.Parameter(tensor if dtype is None else tensor.to(dtype), requires_grad=False))
+    if ckpt.args.tie_word_embeddings:
+        model.lm_head.weight = model.embed_tokens.weight
+    # Buffers (rope tables, KV caches) were created on the CPU explicitly; cast them too.
+    for module in model.modules() if dtype is not None else ():
+        for bname, buf in list(module.named_buffers(recurse=False)):
+            module.register_buffer(bname, buf.to(dtype), persistent=False)
+    return model.eval()

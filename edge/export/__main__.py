@@ -1,0 +1,113 @@
+"""`python -m edge.export [CONFIG] [--checkpoint DIR] [--output DIR] ...`
+
+In:  a shipped config name (`llama3_2_1b_8da4w`) or a YAML path, and flags that
+     override its keys one to one (`--max-context` is `max_context`,
+     `--group-size` is `quantization.group_size`, ...). No CONFIG: `fixture_8da4w`,
+     which exports the small model the repo ships.
+Out: the output folder (see `edge.export.pipeline`), a summary on stdout,
+     progress on stderr; exit 0, or exit 2 with one line for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+DEFAULT_CONFIG = "fixture_8da4w"
+
+
+def _quiet_libraries() -> None:
+    # torchao, torch.export and ExecuTorch warn about internals users cannot act on.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    for name in ("torchao", "torch", "executorch", "root"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger().setLevel(logging.ERROR)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m edge.export",
+        description="Export a Llama 3.2 checkpoint to an ExecuTorch .pte for Arm CPUs (XNNPACK).",
+    )
+    p.add_argument("config", nargs="?", default=DEFAULT_CONFIG, help=f"shipped config name or YAML path (default {DEFAULT_CONFIG})")
+    p.add_argument("--checkpoint", type=Path, help="checkpoint folder: HF (config.json + safetensors) or Meta (params.json + consolidated.00.pth)")
+    p.add_argument("--output", type=Path, help="output folder (must not exist unless --force)")
+    p.add_argument("--max-context", type=int, help="KV cache length in tokens (default 2048)")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], help="activation / unquantized weight dtype")
+    p.add_argument("--full-logits", action="store_true", default=None, help="return logits for every position, not only the last")
+    p.add_argument("--force", action="store_true", default=None, help="replace an existing output folder")
+    q = p.add_argument_group("quantization")
+    q.add_argument("--linear", choices=["none", "int4", "int8"], help="transformer-block linears (8-bit dynamic activations)")
+    q.add_argument("--group-size", type=int, help="int4 group size (default 32)")
+    q.add_argument("--output-layer", choices=["none", "int4", "int8"], help="output layer weights")
+    q.add_argument("--embedding", choices=["none", "int8"], help="embedding weights")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    return p
+
+
+def overrides_from_args(ns: argparse.Namespace) -> dict:
+    """Parsed flags -> the config keys they override (unset flags override nothing)."""
+    top = {
+        "checkpoint": ns.checkpoint,
+        "output": ns.output,
+        "max_context": ns.max_context,
+        "dtype": ns.dtype,
+        "full_logits": ns.full_logits,
+        "force": ns.force,
+    }
+    quant = {"linear": ns.linear, "group_size": ns.group_size, "output": ns.output_layer, "embedding": ns.embedding}
+    out = {k: (str(v) if isinstance(v, Path) else v) for k, v in top.items() if v is not None}
+    quant = {k: v for k, v in quant.items() if v is not None}
+    if quant:
+        out["quantization"] = quant
+    return out
+
+
+def print_summary(result, *, config, stream=sys.stdout) -> None:
+    mb = lambda b: f"{b / 1e6:9.1f} MB"  # noqa: E731
+    print(f"\nexported {result.pte}", file=stream)
+    print(f"  .pte size        {mb(result.pte_bytes)}", file=stream)
+    for kind, b in result.size_breakdown.items():
+        print(f"    {kind:<38} {mb(b)}", file=stream)
+    times = "  ".join(f"{k} {v:.1f}s" for k, v in result.stage_seconds.items())
+    print(f"  stage times      {times}  (total {sum(result.stage_seconds.values()):.1f}s)", file=stream)
+    print(f"  files            {result.output_dir}/: {result.pte.name}, {result.tokenizer.name}, manifest.json, NOTICE", file=stream)
+    print(
+        "  run it           python -m android_bench --host "
+        f"--pte {result.pte} --tokenizer {result.tokenizer}",
+        file=stream,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_libraries()
+    ns = build_parser().parse_args(argv)
+    from edge.config import load_config
+    from edge.errors import EdgeError
+    from edge.progress import Progress
+
+    try:
+        config = load_config(config=ns.config, overrides=overrides_from_args(ns))
+        from edge.export.pipeline import run_export
+
+        result = run_export(config, progress=Progress(quiet=ns.quiet))
+    except EdgeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("error: out of memory during export; nothing was written", file=sys.stderr)
+        return 1
+    print_summary(result, config=config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""The export pipeline: checkpoint -> model -> quantized model -> program -> .pte + manifest.
+
+In:  `ExportConfig`.
+Out: an output folder, created atomically (built beside the target, then renamed):
+       model.pte                 the ExecuTorch program (XNNPACK, KV cache, runner metadata)
+       tokenizer.json|.model     the checkpoint's tokenizer, so the folder is all a phone needs
+       manifest.json             config, model shape, scheme per layer kind, versions,
+                                 sha256 of inputs and output, size breakdown by tensor kind
+       NOTICE                    Llama 3.2 Community License notice and "Built with Llama"
+     and an `ExportResult` (paths, sizes, stage times) for the summary.
+
+Stages, each a function from artifact to artifact:
+  open_checkpoint -> load_model -> quantize_model -> export_program -> lower_program -> write_outputs
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import torch
+
+from edge.checkpoint import Checkpoint, load_model, open_checkpoint
+from edge.config import DType, ExportConfig
+from edge.errors import EdgeError
+from edge.lower import RunnerMetadata, export_program, lower_program, write_pte
+from edge.model import Transformer
+from edge.progress import Progress
+from edge.quantize import QuantReport, check_group_size, quantize_model
+
+EDGE_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_CHECKPOINT = EDGE_DIR / "assets" / "fixture"
+NOTICE = EDGE_DIR / "NOTICE"
+PTE_NAME = "model.pte"
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
+
+TORCH_DTYPES = {DType.FP32: torch.float32, DType.BF16: torch.bfloat16}
+
+
+@dataclass
+class ExportResult:
+    output_dir: Path
+    pte: Path
+    tokenizer: Path | None
+    manifest: Path
+    pte_bytes: int
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    size_breakdown: dict[str, int] = field(default_factory=dict)
+
+
+def sha256_file(path: Path, *, chunk: int = 1 << 24) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("edge", "torch", "executorch", "torchao", "transformers"):
+        try:
+            out[pkg] = importlib_metadata.version(pkg)
+        except importlib_metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _tensor_bytes(t: torch.Tensor) -> int:
+    """Bytes a (possibly torchao-quantized) tensor needs at its real bit width."""
+    qdata = getattr(t, "qdata", None)
+    if qdata is None:
+        return t.numel() * t.element_size()
+    bits = {torch.int4: 4, torch.int8: 8}.get(getattr(t, "target_dtype", torch.int8), 8)
+    total = qdata.numel() * bits // 8
+    for name in ("scale", "zero_point"):
+        part = getattr(t, name, None)
+        if part is not None:
+            total += part.numel() * part.element_size()
+    return total
+
+
+def size_breakdown(model: Transformer) -> dict[str, int]:
+    """Quantized model -> bytes per tensor kind (at their bit widths, before XNNPACK packing)."""
+    kinds: dict[str, int] = {}
+    seen: set[int] = set()
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in seen and not name.startswith("lm_head"):
+            continue
+        seen.add(id(p))
+        if name.startswith("embed_tokens"):
+            kind = "embedding"
+        elif name.startswith("lm_head"):
+            kind = "output_layer"
+        elif "norm" in name:
+            kind = "norms"
+        elif ".self_attn." in name:
+            kind = "attention_linears"
+        else:
+            kind = "ffn_linears"
+        kinds[kind] = kinds.get(kind, 0) + _tensor_bytes(p)
+    kv = sum(b.numel() * b.element_size() for n, b in model.named_buffers() if "cache" in n)
+    kinds["kv_cache (runtime memory, not in .pte)"] = kv
+    return kinds
+
+
+def _check_output_free(config: ExportConfig) -> None:
+    out = config.output
+    if out.exists() and not config.force:
+        raise EdgeError(f"output {out} already exists (pass --force to replace it)")
+    if out.exists() and not out.is_dir():
+        raise EdgeError(f"output {out} exists and is not a folder")
+
+
+def _resolve_checkpoint(config: ExportConfig) -> Path:
+    return config.checkpoint if config.checkpoint is not None else DEFAULT_CHECKPOINT
+
+
+def prepare(config: ExportConfig) -> Checkpoint:
+    """ExportConfig -> validated Checkpoint; every cheap check runs here, before any long stage."""
+    _check_output_free(config)
+    ckpt = open_checkpoint(_resolve_checkpoint(config))
+    if config.max_context > ckpt.args.max_position_embeddings:
+        raise EdgeError(
+            f"max context {config.max_context} is longer than the {ckpt.args.max_position_embeddings} tokens the model supports"
+        )
+    if ckpt.tokenizer is None:
+        raise EdgeError(f"{ckpt.path} has no tokenizer.json or tokenizer.model beside the weights")
+    with torch.device("meta"):  # shapes only: the group-size check needs the modules, not the weights
+        check_group_size(Transformer(ckpt.args, max_context=2), config.quantization)
+    return ckpt
+
+
+def write_outputs(
+    *,
+    program,
+    config: ExportConfig,
+    ckpt: Checkpoint,
+    report: QuantReport,
+    breakdown: dict[str, int],
+    metadata: RunnerMetadata,
+    progress: Progress,
+) -> ExportResult:
+    """Lowered program -> the output folder, all or nothing."""
+    out = config.output
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        pte = tmp / PTE_NAME
+        pte_bytes = write_pte(program, pte)
+        progress.info(f"wrote {pte_bytes / 1e6:.1f} MB; hashing inputs and output")
+        tokenizer = tmp / ckpt.tokenizer.name  # type: ignore[union-attr]
+        shutil.copyfile(ckpt.tokenizer, tokenizer)  # type: ignore[arg-type]
+        shutil.copyfile(NOTICE, tmp / "NOTICE")
+        inputs = [*ckpt.weight_files, ckpt.tokenizer]
+        for name in ("config.json", "params.json", "model.safetensors.index.json"):
+            if (ckpt.path / name).is_file():
+                inputs.append(ckpt.path / name)
+        manifest = {
+            "manifest_version": MANIFEST_VERSION,
+            "config": config.to_dict() | {"checkpoint": str(ckpt.path)},
+            "checkpoint_format": ckpt.format.value,
+            "model": asdict(ckpt.args) | {"n_params": ckpt.args.n_params},
+            "runner_metadata": metadata.methods(),
+            "quantization": {
+                "scheme": report.scheme,
+                "min_weight_sqnr_db": {
+                    kind: report.min_sqnr(kind)
+                    for kind in ("self_attn", "mlp", "lm_head", "embed_tokens")
+                    if any(kind in k for k in report.weight_sqnr_db)
+                },
+            },
+            "versions": versions(),
+            "sha256": {
+                "inputs": {str(p.relative_to(ckpt.path)): sha256_file(p) for p in inputs},  # type: ignore[union-attr]
+                "output": {PTE_NAME: sha256_file(pte), tokenizer.name: sha256_file(tokenizer)},
+            },
+            "size_bytes": {"pte": pte_bytes, "by_tensor_kind": breakdown},
+            "stage_seconds": {k: round(v, 2) for k, v in progress.stage_seconds.items()},
+        }
+        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+        os.chmod(tmp, 0o755)
+        old = None
+        if out.exists():
+            if not config.force:
+                raise EdgeError(f"output {out} already exists (pass --force to replace it)")
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ExportResult(
+        output_dir=out,
+        pte=out / PTE_NAME,
+        tokenizer=out / tokenizer.name,
+        manifest=out / MANIFEST_NAME,
+        pte_bytes=pte_bytes,
+        stage_seconds=dict(progress.stage_seconds),
+        size_breakdown=breakdown,
+    )
+
+
+def run_export(config: ExportConfig, *, progress: Progress) -> ExportResult:
+    """ExportConfig -> the output folder; the whole pipeline."""
+    with progress.stage("check", "checkpoint, config and output path"):
+        ckpt = prepare(config)
+    args = ckpt.args
+    progress.info(
+        f"model: {ckpt.format.value} checkpoint, {args.n_layers} layers, dim {args.dim}, "
+        f"{args.n_heads}/{args.n_kv_heads} heads, vocab {args.vocab_size}, {args.n_params / 1e6:.1f}M params"
+    )
+    dtype = TORCH_DTYPES[config.dtype]
+    with progress.stage("load", str(ckpt.path)):
+        # Quantized exports keep the checkpoint's dtype until each block is quantized, one at a time.
+        load_dtype = None if config.quantization.is_quantized else dtype
+        model = load_model(ckpt, max_context=config.max_context, dtype=load_dtype, full_logits=config.full_logits)
+    with progress.stage("quantize", ", ".join(f"{k}: {v}" for k, v in quant_summary(config).items())):
+        report = quantize_model(
+            model, config.quantization, dtype=dtype, on_step=lambda d, t: progress.step(d, t, label="blocks")
+        )
+    breakdown = size_breakdown(model)
+    with progress.stage("export", f"torch.export, prompt length 1..{config.max_context - 1}"):
+        ep = export_program(model)
+    del model
+    metadata = RunnerMetadata(
+        max_seq_len=config.max_context,
+        max_context_len=config.max_context,
+        vocab_size=args.vocab_size,
+        n_layers=args.n_layers,
+        bos_id=ckpt.bos_id,
+        eos_ids=ckpt.eos_ids,
+    )
+    with progress.stage("lower", "XNNPACK delegate, ExecuTorch program"):
+        program = lower_program(ep, metadata)
+    del ep
+    with progress.stage("serialize", str(config.output)):
+        result = write_outputs(
+            program=program, config=config, ckpt=ckpt, report=report, breakdown=breakdown, metadata=metadata, progress=progress
+        )
+    return result
+
+
+def quant_summary(config: ExportConfig) -> dict[str, str]:
+    q = config.quantization
+    return {"linear": q.linear.value + (f"/g{q.group_size}" if q.linear.value == "int4" else ""), "output": q.output.value, "embedding": q.embedding.value, "dtype": config.dtype.value}

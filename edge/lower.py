@@ -1,0 +1,95 @@
+"""torch.export -> ExecuTorch: the program the stock LLM runner loads.
+
+In:  a (quantized) `edge.model.Transformer` and the `RunnerMetadata` to embed.
+Out: `export_program` -> `torch.export.ExportedProgram` with a dynamic prompt length;
+     `lower_program` -> `ExecutorchProgramManager`, every supported op delegated
+     to XNNPACK, the metadata as constant methods, the KV cache as mutable buffers;
+     `write_pte` -> the .pte, written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from edge.model import Transformer
+
+
+@dataclass(frozen=True)
+class RunnerMetadata:
+    """The constant methods ExecuTorch's LLM runner reads from a .pte."""
+
+    max_seq_len: int
+    max_context_len: int
+    vocab_size: int
+    n_layers: int
+    bos_id: int
+    eos_ids: tuple[int, ...]
+
+    def methods(self) -> dict[str, object]:
+        """-> {method name: value}, ExecuTorch's names (extension/llm/runner/constants.h)."""
+        return {
+            "get_max_seq_len": self.max_seq_len,
+            "get_max_context_len": self.max_context_len,
+            "get_vocab_size": self.vocab_size,
+            "get_n_layers": self.n_layers,
+            "get_bos_id": self.bos_id,
+            "get_eos_ids": list(self.eos_ids),
+            "use_kv_cache": True,
+            "use_sdpa_with_kv_cache": True,
+            "enable_dynamic_shape": True,
+        }
+
+
+def export_program(model: Transformer) -> torch.export.ExportedProgram:
+    """Transformer -> ExportedProgram of forward(tokens[1, S], input_pos[1]), S in 1..max_context-1."""
+    seq = torch.export.Dim("seq_len", min=1, max=model.max_context - 1)
+    example = (torch.zeros((1, 2), dtype=torch.long), torch.tensor([0], dtype=torch.long))
+    with torch.no_grad():
+        ep = torch.export.export(model, example, dynamic_shapes=({1: seq}, None), strict=False)
+        # Unwrap torchao's tensor subclasses into plain (de)quantize ops the partitioner recognises.
+        return ep.run_decompositions({})
+
+
+def lower_program(ep: torch.export.ExportedProgram, metadata: RunnerMetadata):
+    """ExportedProgram -> ExecutorchProgramManager delegated to XNNPACK."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
+    from executorch.exir.passes import MemoryPlanningPass
+    from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
+
+    edge = to_edge_transform_and_lower(
+        ep,
+        partitioner=[XnnpackPartitioner()],
+        compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
+        constant_methods=metadata.methods(),
+    )
+    return edge.to_executorch(
+        ExecutorchBackendConfig(
+            extract_delegate_segments=True,
+            # Fuses torchao's dequantize_affine + embedding into quantized_decomposed::embedding_byte.
+            do_quant_fusion_and_const_prop=True,
+            memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
+            sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass(),
+        )
+    )
+
+
+def write_pte(program, path: Path) -> int:
+    """ExecutorchProgramManager -> .pte at `path` (temp file + rename); returns its size in bytes."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            program.write_to_file(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path.stat().st_size

@@ -1,0 +1,228 @@
+"""Llama 3.2 as ExecuTorch runs it: one file, top to bottom.
+
+In:  `ModelArgs` (read from a checkpoint's own config by `edge.checkpoint`).
+Out: `Transformer`, an `nn.Module` whose `forward(tokens, input_pos)` is the
+     method ExecuTorch's stock LLM runner calls:
+       tokens    [1, S] int64   the S new tokens (S is dynamic, 1..max_seq_len)
+       input_pos [1]    int64   position of tokens[0, 0] in the sequence
+       returns   [1, V] float32 logits of the last token ([1, S, V] with full_logits)
+
+The KV cache lives inside the module as buffers, updated in place with
+ExecuTorch's `llama::update_cache` op and read by `llama::custom_sdpa`; both
+also run eagerly on the host once `executorch.extension.llm.custom_ops` is
+imported, so the eager model and the .pte execute the same attention code.
+
+Parameter names follow Hugging Face's (`layers.0.self_attn.q_proj.weight`) so an
+HF checkpoint maps on by stripping a prefix. Places that later stages rewrite:
+  * every projection is a plain `nn.Linear`, found by name, so torchao's
+    `quantize_` can swap it for a quantized one and LoRA can sit beside it;
+  * `FeedForward.down_proj_input` is an `nn.Identity` that SpinQuant replaces
+    with an online Hadamard (its transpose folded into `down_proj`);
+  * RMSNorm scales are separate `weight`s that can be fused into the following
+    linears, which rotations need.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+# Registers torch.ops.llama.{update_cache, custom_sdpa} (eager CPU kernels + export meta).
+from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401
+
+
+@dataclass(frozen=True)
+class RopeScaling:
+    """Llama 3 rope scaling ("llama3" rope type)."""
+
+    factor: float
+    low_freq_factor: float
+    high_freq_factor: float
+    original_max_position_embeddings: int
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    """The shape of a Llama model, as its checkpoint's config states it."""
+
+    dim: int  # hidden size D
+    n_layers: int
+    n_heads: int  # query heads H
+    n_kv_heads: int  # key/value heads Hkv (grouped-query attention)
+    head_dim: int  # Dh, usually D // H
+    hidden_dim: int  # FFN width F
+    vocab_size: int  # V
+    norm_eps: float
+    rope_theta: float
+    rope_scaling: RopeScaling | None
+    max_position_embeddings: int  # longest context the checkpoint supports
+    tie_word_embeddings: bool
+
+    @property
+    def n_params(self) -> int:
+        """Parameter count, counting a tied embedding once."""
+        d, hd = self.dim, self.head_dim
+        attn = d * hd * (self.n_heads * 2 + self.n_kv_heads * 2)
+        ffn = 3 * d * self.hidden_dim
+        per_layer = attn + ffn + 2 * d
+        emb = self.vocab_size * d
+        return self.n_layers * per_layer + d + emb * (1 if self.tie_word_embeddings else 2)
+
+
+def rope_inverse_frequencies(args: ModelArgs) -> torch.Tensor:
+    """ModelArgs -> inverse frequencies [Dh/2] float32, llama3 scaling applied.
+
+    The llama3 scaling is computed by transformers' own implementation
+    (`ROPE_INIT_FUNCTIONS["llama3"]`) so it cannot drift from the reference.
+    """
+    exponents = torch.arange(0, args.head_dim, 2, dtype=torch.float32, device="cpu") / args.head_dim
+    base = 1.0 / (args.rope_theta**exponents)
+    if args.rope_scaling is None:
+        return base
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    s = args.rope_scaling
+    config = LlamaConfig(
+        hidden_size=args.dim,
+        num_attention_heads=args.n_heads,
+        head_dim=args.head_dim,
+        max_position_embeddings=max(args.max_position_embeddings, s.original_max_position_embeddings + 1),
+        rope_parameters={
+            "rope_type": "llama3",
+            "rope_theta": args.rope_theta,
+            "factor": s.factor,
+            "low_freq_factor": s.low_freq_factor,
+            "high_freq_factor": s.high_freq_factor,
+            "original_max_position_embeddings": s.original_max_position_embeddings,
+        },
+    )
+    with torch.device("cpu"):  # real values even while the model is being built on "meta"
+        inv_freq, _ = ROPE_INIT_FUNCTIONS["llama3"](config, torch.device("cpu"))
+    return inv_freq.float()
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    # x: [..., Dh] -> [..., Dh] with halves swapped and the first negated (HF's rope layout)
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # x: [B, S, H, Dh]; cos, sin: [S, Dh] in x's dtype (as transformers computes it)
+    return x * cos[None, :, None, :] + rotate_half(x) * sin[None, :, None, :]
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, S, D]; normalised in float32 as transformers does, then scaled in x's dtype
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.type_as(x)
+
+
+class Attention(nn.Module):
+    """Grouped-query attention with the KV cache as in-place-updated buffers."""
+
+    def __init__(self, args: ModelArgs, max_context: int) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.n_kv_heads, args.head_dim
+        self.q_proj = nn.Linear(args.dim, args.n_heads * args.head_dim, bias=False)
+        self.k_proj = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=False)
+        self.v_proj = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=False)
+        self.o_proj = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=False)
+        # Cache layout [B, T, Hkv, Dh] is the one llama::update_cache / custom_sdpa expect.
+        cache_shape = (1, max_context, args.n_kv_heads, args.head_dim)
+        # device="cpu" even when the module is built on the meta device: buffers are not loaded.
+        self.register_buffer("k_cache", torch.zeros(cache_shape, device="cpu"), persistent=False)
+        self.register_buffer("v_cache", torch.zeros(cache_shape, device="cpu"), persistent=False)
+
+    def forward(self, x: torch.Tensor, start_pos: int, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        # x: [B, S, D]
+        b, s, _ = x.shape
+        q = self.q_proj(x).view(b, s, self.n_heads, self.head_dim)  # [B, S, H, Dh]
+        k = self.k_proj(x).view(b, s, self.n_kv_heads, self.head_dim)  # [B, S, Hkv, Dh]
+        v = self.v_proj(x).view(b, s, self.n_kv_heads, self.head_dim)  # [B, S, Hkv, Dh]
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        torch.ops.llama.update_cache(k, self.k_cache, start_pos)  # k_cache[:, start:start+S] = k
+        torch.ops.llama.update_cache(v, self.v_cache, start_pos)
+        # Causal attention over cache[:, :start+S]; the op handles Hkv < H itself.
+        y = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, start_pos, None, 0.0, True)  # [B, S, H, Dh]
+        return self.o_proj(y.reshape(b, s, self.n_heads * self.head_dim))  # [B, S, D]
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, args: ModelArgs) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(args.dim, args.hidden_dim, bias=False)
+        self.up_proj = nn.Linear(args.dim, args.hidden_dim, bias=False)
+        self.down_proj = nn.Linear(args.hidden_dim, args.dim, bias=False)
+        self.down_proj_input = nn.Identity()  # SpinQuant's online Hadamard (R4) goes here
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, S, D]
+        h = F.silu(self.gate_proj(x)) * self.up_proj(x)  # [B, S, F]
+        return self.down_proj(self.down_proj_input(h))  # [B, S, D]
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, args: ModelArgs, max_context: int) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(args.dim, args.norm_eps)
+        self.self_attn = Attention(args, max_context)
+        self.post_attention_layernorm = RMSNorm(args.dim, args.norm_eps)
+        self.mlp = FeedForward(args)
+
+    def forward(self, x: torch.Tensor, start_pos: int, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        # x: [B, S, D] -> [B, S, D]
+        x = x + self.self_attn(self.input_layernorm(x), start_pos, cos, sin)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, args: ModelArgs, *, max_context: int, full_logits: bool = False) -> None:
+        super().__init__()
+        self.args, self.max_context, self.full_logits = args, max_context, full_logits
+        self.embed_tokens = nn.Embedding(args.vocab_size, args.dim)
+        self.layers = nn.ModuleList(TransformerBlock(args, max_context) for _ in range(args.n_layers))
+        self.norm = RMSNorm(args.dim, args.norm_eps)
+        # Untied even when the checkpoint ties them: the output layer and the
+        # embedding are quantized differently (8-bit linear vs 8-bit lookup table).
+        self.lm_head = nn.Linear(args.dim, args.vocab_size, bias=False)
+        positions = torch.arange(max_context, dtype=torch.float32, device="cpu")
+        freqs = torch.outer(positions, rope_inverse_frequencies(args))
+        freqs = torch.cat((freqs, freqs), dim=-1)  # [T, Dh] in rotate_half layout
+        self.register_buffer("rope_cos", freqs.cos(), persistent=False)
+        self.register_buffer("rope_sin", freqs.sin(), persistent=False)
+
+    def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        # tokens: [1, S] int64; input_pos: [1] int64
+        seq_len = tokens.shape[1]
+        start_pos = input_pos[0].item()
+        torch._check(start_pos >= 0)
+        torch._check(start_pos + seq_len <= self.max_context)
+        cos = self.rope_cos.narrow(0, start_pos, seq_len)  # [S, Dh]
+        sin = self.rope_sin.narrow(0, start_pos, seq_len)
+        x = self.embed_tokens(tokens)  # [1, S, D]
+        for layer in self.layers:
+            x = layer(x, start_pos, cos, sin)
+        if not self.full_logits:
+            x = x[:, -1, :]  # [1, D]: the runner only samples from the last position
+        return self.lm_head(self.norm(x)).float()  # [1, V] or [1, S, V]
+
+    def reset_cache(self) -> None:
+        """Zero every layer's KV cache (eager use only)."""
+        for layer in self.layers:
+            layer.self_attn.k_cache.zero_()
+            layer.self_attn.v_cache.zero_()

@@ -1,0 +1,98 @@
+"""Shared fixtures: tiny Llama checkpoints and tokenizers made in the test, never downloaded."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+logging.getLogger("torchao").setLevel(logging.ERROR)
+
+TEXT = (
+    "The quick brown fox jumps over the lazy dog. A phone runs a small language model on its CPU. "
+    "Quantization makes weights smaller: four bits per weight in groups of thirty-two. "
+    "The runner reads the program, loads the tokenizer and generates text one token at a time. "
+) * 20
+
+SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
+
+
+def make_tokenizer(path: Path, *, vocab_size: int = 320) -> int:
+    """Train a byte-level BPE on TEXT and save it as tokenizer.json; returns its vocab size."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator([TEXT], trainer=trainer)
+    tok.save(str(path))
+    return tok.get_vocab_size()
+
+
+def make_hf_checkpoint(
+    folder: Path,
+    *,
+    seed: int = 0,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    ffn: int = 128,
+    vocab: int | None = None,
+    tie: bool = True,
+    max_positions: int = 16384,
+    shard: bool = False,
+) -> Path:
+    """Write a tiny random LlamaForCausalLM (llama3 rope scaling, GQA) plus a trained tokenizer.json."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok_vocab = make_tokenizer(folder / "tokenizer.json")
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        intermediate_size=ffn,
+        vocab_size=vocab or tok_vocab,
+        max_position_embeddings=max_positions,
+        rms_norm_eps=1e-5,
+        rope_parameters={
+            "rope_type": "llama3",
+            "rope_theta": 500000.0,
+            "factor": 32.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        },
+        tie_word_embeddings=tie,
+        bos_token_id=0,
+        eos_token_id=1,
+    )
+    model = LlamaForCausalLM(config)
+    # Larger-than-default init so logits are far from uniform and greedy decoding is decisive.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.1)
+    model.save_pretrained(folder, max_shard_size="100KB" if shard else "10GB")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_hf(tmp_path_factory) -> Path:
+    """A tiny tied HF checkpoint with a tokenizer (session-wide; treat as read-only)."""
+    return make_hf_checkpoint(tmp_path_factory.mktemp("tiny_hf") / "ckpt")
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
