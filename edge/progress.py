@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import sys
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ class Progress:
         self.quiet = quiet
         self.start = time.monotonic()
         self.stage_seconds: dict[str, float] = {}
+        self.stage_peak_rss_mb: dict[str, float] = {}
         self._stage: str | None = None
         self._stage_start = 0.0
 
@@ -37,7 +39,8 @@ class Progress:
         finally:
             took = time.monotonic() - self._stage_start
             self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + took
-            self._print(f"[{self._elapsed()}] {name:<9} done in {took:.1f}s")
+            self.stage_peak_rss_mb[name] = peak_rss_mb()
+            self._print(f"[{self._elapsed()}] {name:<9} done in {took:.1f}s (peak RSS so far {self.stage_peak_rss_mb[name]:.0f} MB)")
             self._stage = None
 
     def step(self, done: int, total: int, *, label: str = "") -> None:
@@ -53,3 +56,8 @@ class Progress:
 
     def info(self, text: str) -> None:
         self._print(f"[{self._elapsed()}] {text}")
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far, in MB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

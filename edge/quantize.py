@@ -40,10 +40,20 @@ class QuantReport:
         return min(values) if values else float("nan")
 
 
-def sqnr_db(reference: torch.Tensor, approx: torch.Tensor) -> float:
-    """Signal-to-quantization-noise ratio in dB: 10*log10(|ref|^2 / |ref-approx|^2)."""
-    ref, err = reference.double(), reference.double() - approx.double()
-    return float(10 * torch.log10(ref.pow(2).sum() / err.pow(2).sum().clamp_min(1e-30)))
+def sqnr_db(reference: torch.Tensor, approx: torch.Tensor, *, rows_per_chunk: int = 8192) -> float:
+    """Signal-to-quantization-noise ratio in dB: 10*log10(|ref|^2 / |ref-approx|^2).
+
+    `approx` may be a torchao quantized tensor; it is dequantized a chunk of rows
+    at a time so that measuring a 128k-row output layer costs no full-size copy.
+    """
+    signal = noise = 0.0
+    for r0 in range(0, reference.shape[0], rows_per_chunk):
+        ref = reference[r0 : r0 + rows_per_chunk].float()
+        part = approx[r0 : r0 + rows_per_chunk]
+        part = part.dequantize() if hasattr(part, "dequantize") and hasattr(part, "qdata") else part
+        signal += float(ref.double().pow(2).sum())
+        noise += float((ref - part.float()).double().pow(2).sum())
+    return float(10 * torch.log10(torch.tensor(signal / max(noise, 1e-30))))
 
 
 def _linear_config(bits: WeightBits, group_size: int | None):
@@ -87,13 +97,11 @@ def check_group_size(model: Transformer, quant: QuantizationConfig) -> None:
 def _quantize_linears(module: nn.Module, *, prefix: str, config, report: QuantReport, filter_fn: Callable[[nn.Module, str], bool]) -> None:
     from torchao.quantization import quantize_
 
-    originals = {
-        name: m.weight.detach().float().clone() for name, m in module.named_modules() if filter_fn(m, name)
-    }
+    # quantize_ swaps in new weight tensors; holding the old ones (no copy) lets us measure the error.
+    originals = {name: m.weight.detach() for name, m in module.named_modules() if filter_fn(m, name)}
     quantize_(module, config, filter_fn=filter_fn)
     for name, w in originals.items():
-        q = module.get_submodule(name).weight
-        report.weight_sqnr_db[f"{prefix}{name}.weight"] = sqnr_db(w, q.dequantize())
+        report.weight_sqnr_db[f"{prefix}{name}.weight"] = sqnr_db(w, module.get_submodule(name).weight)
 
 
 def quantize_model(
@@ -140,7 +148,7 @@ def quantize_model(
         model.embed_tokens.weight = nn.Parameter(w, requires_grad=False)
         # Lowered to ExecuTorch's quantized_decomposed::embedding_byte by its quant-fusion pass.
         quantize_(model, IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0)), filter_fn=lambda m, _n: isinstance(m, nn.Embedding))
-        report.weight_sqnr_db["embed_tokens.weight"] = sqnr_db(w, model.embed_tokens.weight.dequantize())
+        report.weight_sqnr_db["embed_tokens.weight"] = sqnr_db(w, model.embed_tokens.weight)
         del w
     if on_step:
         on_step(total, total)

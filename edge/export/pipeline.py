@@ -184,6 +184,7 @@ def write_outputs(
             },
             "size_bytes": {"pte": pte_bytes, "by_tensor_kind": breakdown},
             "stage_seconds": {k: round(v, 2) for k, v in progress.stage_seconds.items()},
+            "stage_peak_rss_mb": {k: round(v) for k, v in progress.stage_peak_rss_mb.items()},
         }
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
         os.chmod(tmp, 0o755)

@@ -1,0 +1,38 @@
+"""edge.quantize: Meta's scheme through torchao, with weight error bounds."""
+
+import pytest
+import torch
+
+from edge.checkpoint import load_model, open_checkpoint
+from edge.config import QuantizationConfig, WeightBits
+from edge.errors import EdgeError
+from edge.quantize import quantize_model, sqnr_db
+from tests.conftest import make_hf_checkpoint
+
+SCHEME = QuantizationConfig(linear=WeightBits.INT4, group_size=32, output=WeightBits.INT8, embedding=WeightBits.INT8)
+
+
+def test_weight_sqnr_bounds(tiny_hf):
+    model = load_model(open_checkpoint(tiny_hf), max_context=32, dtype=None)
+    report = quantize_model(model, SCHEME, dtype=torch.float32)
+    # Gaussian weights: int4 symmetric groups of 32 give ~20 dB, int8 per channel ~40 dB.
+    assert 17 < report.min_sqnr("self_attn") < 24 and 17 < report.min_sqnr("mlp") < 24
+    assert report.min_sqnr("lm_head") > 35 and report.min_sqnr("embed_tokens") > 35
+    assert len(report.weight_sqnr_db) == 2 * 7 + 2
+
+
+def test_quantized_model_stays_close_to_float(tiny_hf):
+    ref = load_model(open_checkpoint(tiny_hf), max_context=32, dtype=torch.float32, full_logits=True)
+    model = load_model(open_checkpoint(tiny_hf), max_context=32, dtype=None, full_logits=True)
+    quantize_model(model, SCHEME, dtype=torch.float32)
+    tokens = torch.randint(0, ref.args.vocab_size, (1, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = ref(tokens, torch.tensor([0])), model(tokens, torch.tensor([0]))
+    assert 8 < sqnr_db(a, b) < 40  # quantized: close, but not identical
+
+
+def test_group_size_must_divide_each_linear(tmp_path):
+    ckpt = make_hf_checkpoint(tmp_path / "c", hidden=64, ffn=96)  # down_proj input 96 % 64 != 0
+    model = load_model(open_checkpoint(ckpt), max_context=16, dtype=None)
+    with pytest.raises(EdgeError, match=r"group size 64 does not divide the input width 96 of layers\.0\.mlp\.down_proj"):
+        quantize_model(model, QuantizationConfig(linear=WeightBits.INT4, group_size=64), dtype=torch.float32)
