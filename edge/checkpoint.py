@@ -260,23 +260,57 @@ def _meta_to_hf_rope_layout(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     return w.view(n_heads, out_dim // n_heads // 2, 2, in_dim).transpose(1, 2).reshape(out_dim, in_dim)
 
 
+def _release_pages(t: torch.Tensor) -> None:
+    """Tell the kernel we are done with the mmap'd pages under `t` (Linux madvise DONTNEED).
+
+    torch.load(mmap=True) maps the whole file as one storage, and every page read
+    stays in this process's resident set until the last tensor of the file is
+    gone. Weights are copied out one at a time, so dropping each source range
+    right after its copy keeps one copy of the model resident, not two.
+    No library exposes this; it is a no-op where madvise is unavailable.
+    """
+    import ctypes
+    import mmap
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return
+    page = mmap.PAGESIZE
+    start = (t.data_ptr() + page - 1) // page * page
+    end = (t.data_ptr() + t.numel() * t.element_size()) // page * page
+    if end > start:
+        libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), 4)  # 4 = MADV_DONTNEED
+
+
 def _raw_tensors(ckpt: Checkpoint, *, shapes_only: bool) -> Iterator[tuple[str, torch.Tensor | tuple[int, ...]]]:
-    """Yield (checkpoint name, tensor or shape) for every tensor, one file at a time."""
+    """Yield (checkpoint name, tensor or shape) for every tensor, one at a time.
+
+    Tensors are yielded as private copies, and the file mapping they came from
+    is released as they go, so the caller decides how many copies exist.
+    """
+    from safetensors import safe_open
+
     for f in ckpt.weight_files:
         if ckpt.format is CheckpointFormat.HF:
-            from safetensors import safe_open
-
             try:
                 with safe_open(str(f), framework="pt") as st:
-                    for name in st.keys():
-                        if shapes_only:
+                    names = list(st.keys())
+                    if shapes_only:
+                        for name in names:
                             yield name, tuple(st.get_slice(name).get_shape())
-                        else:
-                            yield name, st.get_tensor(name)
+                        continue
+                for name in names:
+                    # Re-opened per tensor: closing unmaps the file, so pages already
+                    # copied out leave this process's resident set.
+                    with safe_open(str(f), framework="pt") as st:
+                        tensor = st.get_tensor(name)
+                    yield name, tensor
             except EdgeError:
                 raise
             except Exception as e:  # safetensors raises its own error types for bad headers and short files
-                raise EdgeError(f"{f} is not a readable safetensors file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'corrupt'})") from None
+                first = str(e).splitlines()[0] if str(e) else "corrupt"
+                raise EdgeError(f"{f} is not a readable safetensors file ({type(e).__name__}: {first})") from None
         else:
             try:
                 # mmap: tensors are paged in from disk as they are used, never all at once.
@@ -287,7 +321,13 @@ def _raw_tensors(ckpt: Checkpoint, *, shapes_only: bool) -> Iterator[tuple[str, 
                 raise EdgeError(f"{f} is a pre-quantized checkpoint (it holds quantization scales); export from the BF16 checkpoint instead")
             for name in list(state):
                 t = state.pop(name)
-                yield name, (tuple(t.shape) if shapes_only else t)
+                if shapes_only:
+                    yield name, tuple(t.shape)
+                    continue
+                copy = t.clone()
+                _release_pages(t)
+                del t
+                yield name, copy
             del state
 
 

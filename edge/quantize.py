@@ -10,8 +10,8 @@ Out: the same module, changed in place (torchao's `quantize_`), plus a
 | output layer                   | int8 symmetric per channel       | int8 dynamic per token |
 | embedding                      | int8 symmetric per channel       | (lookup)               |
 
-Blocks are quantized one at a time, in float32, so the float32 copy of only
-one block exists at once.
+Weights are quantized a chunk of rows at a time, in float32, so no full-size
+float32 copy of any weight ever exists (see `_quantize_rows`).
 """
 
 from __future__ import annotations
@@ -94,14 +94,39 @@ def check_group_size(model: Transformer, quant: QuantizationConfig) -> None:
             )
 
 
-def _quantize_linears(module: nn.Module, *, prefix: str, config, report: QuantReport, filter_fn: Callable[[nn.Module, str], bool]) -> None:
+def _quantize_rows(module: nn.Linear | nn.Embedding, config, *, name: str, report: QuantReport, rows_per_chunk: int = 8192) -> None:
+    """Replace module.weight by its torchao-quantized float32 version, a chunk of rows at a time.
+
+    torchao quantizes a weight in one piece, with several full-size float32
+    temporaries: for a 128k x 3072 output layer that is gigabytes. Every scheme
+    used here (per channel, per group along the row) treats rows independently,
+    so quantize_ runs on row chunks and the quantized tensors are stitched back
+    together field by field (torchao tensors do not implement torch.cat). The
+    result is identical to quantizing in one piece (tests/test_quantize.py).
+    """
     from torchao.quantization import quantize_
 
-    # quantize_ swaps in new weight tensors; holding the old ones (no copy) lets us measure the error.
-    originals = {name: m.weight.detach() for name, m in module.named_modules() if filter_fn(m, name)}
-    quantize_(module, config, filter_fn=filter_fn)
-    for name, w in originals.items():
-        report.weight_sqnr_db[f"{prefix}{name}.weight"] = sqnr_db(w, module.get_submodule(name).weight)
+    source = module.weight.detach()
+    parts = []
+    signal = noise = 0.0
+    for r0 in range(0, source.shape[0], rows_per_chunk):
+        chunk = source[r0 : r0 + rows_per_chunk].float()
+        if isinstance(module, nn.Embedding):
+            tmp: nn.Module = nn.Embedding(chunk.shape[0], chunk.shape[1], _weight=chunk, _freeze=True)
+            quantize_(tmp, config, filter_fn=lambda m, _n: isinstance(m, nn.Embedding))
+        else:
+            tmp = nn.Linear(chunk.shape[1], chunk.shape[0], bias=False, device="meta")
+            tmp.weight = nn.Parameter(chunk, requires_grad=False)
+            quantize_(tmp, config)
+        q = tmp.weight.detach()
+        signal += float(chunk.double().pow(2).sum())
+        noise += float((chunk - q.dequantize().float()).double().pow(2).sum())
+        parts.append(q)
+    first = parts[0]
+    data = [torch.cat([getattr(p, n) for p in parts]) for n in first.tensor_data_names]
+    stitched = type(first)(*data, *[getattr(first, n) for n in first.tensor_attribute_names])
+    module.weight = nn.Parameter(stitched, requires_grad=False)
+    report.weight_sqnr_db[f"{name}.weight"] = float(10 * torch.log10(torch.tensor(signal / max(noise, 1e-30))))
 
 
 def quantize_model(
@@ -115,41 +140,37 @@ def quantize_model(
 
     `on_step(done, total)` is called after each block (for progress bars).
     """
-    from torchao.quantization import IntxWeightOnlyConfig, PerAxis, quantize_
+    from torchao.quantization import IntxWeightOnlyConfig, PerAxis
 
     check_group_size(model, quant)
     report = QuantReport(scheme=describe(quant))
-    is_linear = lambda m, _name: isinstance(m, nn.Linear)  # noqa: E731
     total = len(model.layers) + 2
     for i, block in enumerate(model.layers):
-        block.to(dtype)
-        if quant.linear is not WeightBits.NONE:
-            config = _linear_config(quant.linear, quant.group_size if quant.linear is WeightBits.INT4 else None)
-            _quantize_linears(block, prefix=f"layers.{i}.", config=config, report=report, filter_fn=is_linear)
+        for name, module in block.named_modules():
+            if isinstance(module, nn.Linear) and quant.linear is not WeightBits.NONE:
+                group = quant.group_size if quant.linear is WeightBits.INT4 else None
+                _quantize_rows(module, _linear_config(quant.linear, group), name=f"layers.{i}.{name}", report=report)
+        block.to(dtype)  # norms, and linears left unquantized
         if on_step:
             on_step(i + 1, total)
 
-    # Output layer. With tied embeddings lm_head.weight *is* embed_tokens.weight;
-    # quantize_ gives lm_head its own quantized tensor and leaves the embedding's alone.
+    # With tied embeddings lm_head.weight *is* embed_tokens.weight: each gets its own
+    # quantized (or cast) tensor and the shared one is dropped.
     model.norm.to(dtype)
     if quant.output is WeightBits.NONE:
         model.lm_head.weight = nn.Parameter(model.lm_head.weight.detach().to(dtype), requires_grad=False)
     else:
-        config = _linear_config(quant.output, quant.group_size if quant.output is WeightBits.INT4 else None)
-        model.lm_head.weight = nn.Parameter(model.lm_head.weight.detach().float(), requires_grad=False)
-        _quantize_linears(model, prefix="", config=config, report=report, filter_fn=lambda m, name: name == "lm_head")
+        group = quant.group_size if quant.output is WeightBits.INT4 else None
+        _quantize_rows(model.lm_head, _linear_config(quant.output, group), name="lm_head", report=report)
     if on_step:
         on_step(len(model.layers) + 1, total)
 
     if quant.embedding is WeightBits.NONE:
-        model.embed_tokens.to(dtype)
+        model.embed_tokens.weight = nn.Parameter(model.embed_tokens.weight.detach().to(dtype), requires_grad=False)
     else:
-        w = model.embed_tokens.weight.detach().float()
-        model.embed_tokens.weight = nn.Parameter(w, requires_grad=False)
         # Lowered to ExecuTorch's quantized_decomposed::embedding_byte by its quant-fusion pass.
-        quantize_(model, IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0)), filter_fn=lambda m, _n: isinstance(m, nn.Embedding))
-        report.weight_sqnr_db["embed_tokens.weight"] = sqnr_db(w, model.embed_tokens.weight)
-        del w
+        config = IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0))
+        _quantize_rows(model.embed_tokens, config, name="embed_tokens", report=report)
     if on_step:
         on_step(total, total)
     for buf_owner in model.modules():  # rope tables and KV caches follow the activation dtype

@@ -36,3 +36,24 @@ def test_group_size_must_divide_each_linear(tmp_path):
     model = load_model(open_checkpoint(ckpt), max_context=16, dtype=None)
     with pytest.raises(EdgeError, match=r"group size 64 does not divide the input width 96 of layers\.0\.mlp\.down_proj"):
         quantize_model(model, QuantizationConfig(linear=WeightBits.INT4, group_size=64), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("bits,group", [(WeightBits.INT4, 32), (WeightBits.INT8, None)])
+def test_row_chunked_quantization_equals_one_piece(bits, group):
+    from torchao.quantization import quantize_
+
+    from edge.quantize import QuantReport, _linear_config, _quantize_rows
+
+    w = torch.randn(300, 64, generator=torch.Generator().manual_seed(0))
+    whole = torch.nn.Linear(64, 300, bias=False)
+    whole.weight = torch.nn.Parameter(w.clone(), requires_grad=False)
+    quantize_(whole, _linear_config(bits, group))
+    chunked = torch.nn.Linear(64, 300, bias=False)
+    chunked.weight = torch.nn.Parameter(w.clone(), requires_grad=False)
+    report = QuantReport()
+    _quantize_rows(chunked, _linear_config(bits, group), name="x", report=report, rows_per_chunk=64)  # 5 chunks, last partial
+    for field in ("qdata", "scale", "zero_point"):
+        assert torch.equal(getattr(chunked.weight, field), getattr(whole.weight, field))
+    x = torch.randn(4, 64)
+    torch.testing.assert_close(chunked(x), whole(x), rtol=0, atol=0)
+    assert report.weight_sqnr_db["x.weight"] == pytest.approx(sqnr_db(w, whole.weight), abs=1e-3)
