@@ -96,3 +96,29 @@ def tiny_hf(tmp_path_factory) -> Path:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+MAX_CONTEXT = 128
+
+
+def export_tiny(ckpt: Path, out: Path, config: str, **overrides) -> Path:
+    """Export `ckpt` with a shipped config (context MAX_CONTEXT unless overridden) -> the output folder."""
+    from edge.config import load_config
+    from edge.export.pipeline import run_export
+    from edge.progress import Progress
+
+    cfg = load_config(config=config, overrides={"checkpoint": str(ckpt), "output": str(out), "max_context": MAX_CONTEXT, **overrides})
+    run_export(cfg, progress=Progress(quiet=True))
+    return out
+
+
+@pytest.fixture(scope="session")
+def fp32_export(tiny_hf, tmp_path_factory) -> Path:
+    """tiny_hf exported unquantized in fp32, with logits for every position."""
+    return export_tiny(tiny_hf, tmp_path_factory.mktemp("fp32") / "out", "llama3_2_1b_bf16", dtype="fp32", full_logits=True)
+
+
+@pytest.fixture(scope="session")
+def q_export(tiny_hf, tmp_path_factory) -> Path:
+    """tiny_hf exported with Meta's 8da4w scheme exactly as the shipped config says (last-position logits)."""
+    return export_tiny(tiny_hf, tmp_path_factory.mktemp("q") / "out", "llama3_2_1b_8da4w")

@@ -21,26 +21,7 @@ from edge.quantize import quantize_model, sqnr_db
 from edge.runtime import load_pte
 from tests.conftest import make_hf_checkpoint, read_json
 
-MAX_CONTEXT = 128
-
-
-def _export(ckpt: Path, out: Path, config: str, **overrides) -> Path:
-    cfg = load_config(config=config, overrides={"checkpoint": str(ckpt), "output": str(out), "max_context": MAX_CONTEXT, **overrides})
-    run_export(cfg, progress=Progress(quiet=True))
-    return out
-
-
-@pytest.fixture(scope="session")
-def fp32_export(tiny_hf, tmp_path_factory) -> Path:
-    """Unquantized fp32 export with full logits (every position comparable)."""
-    out = tmp_path_factory.mktemp("fp32") / "out"
-    return _export(tiny_hf, out, "llama3_2_1b_bf16", dtype="fp32", full_logits=True)
-
-
-@pytest.fixture(scope="session")
-def q_export(tiny_hf, tmp_path_factory) -> Path:
-    """Meta's 8da4w scheme, exactly as the shipped config says."""
-    return _export(tiny_hf, tmp_path_factory.mktemp("q") / "out", "llama3_2_1b_8da4w")
+from tests.conftest import MAX_CONTEXT, export_tiny as _export
 
 
 # --- against an independent implementation -------------------------------------------------

@@ -1,0 +1,71 @@
+"""The model card's quality comparison, reproduced on the shipped fixture model.
+
+In:  the fixture in edge/assets/fixture (trained by `python -m edge.fixture.train`)
+     and its held-out text (heldout.txt, never trained on).
+Out: benchmarks/results/quality_fixture.{md,json}: one row per export (bf16 baseline,
+     plain 8da4w PTQ; SpinQuant and QAT+LoRA rows join when those exports exist),
+     each with the .pte's perplexity measured in ExecuTorch's runtime, its
+     difference from the bf16 row, and top-1 agreement / KL against the eager
+     float32 reference.
+
+    python benchmarks/quality_table.py [--windows N] [--context 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+ROWS = [("bf16", "fixture_bf16"), ("8da4w PTQ (vanilla)", "fixture_8da4w")]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--context", type=int, default=256)
+    ap.add_argument("--windows", type=int, default=None, help="evaluate at most N windows (default: all of heldout.txt)")
+    ap.add_argument("--work", type=Path, default=ROOT / "out" / "quality")
+    ns = ap.parse_args()
+
+    from edge.config import load_config
+    from edge.evaluate import evaluate
+    from edge.export.pipeline import DEFAULT_CHECKPOINT, run_export
+    from edge.progress import Progress
+
+    progress = Progress()
+    text = DEFAULT_CHECKPOINT / "heldout.txt"
+    results = []
+    for label, config_name in ROWS:
+        out = ns.work / config_name
+        run_export(load_config(config=config_name, overrides={"output": str(out), "force": True}), progress=progress)
+        with progress.stage("evaluate", label):
+            r = evaluate(pte_path=out / "model.pte", reference=DEFAULT_CHECKPOINT, text_path=text, context=ns.context,
+                         max_windows=ns.windows, on_window=lambda d, t: progress.step(d, t, label="windows"))
+        size = (out / "model.pte").stat().st_size
+        results.append({"row": label, "config": config_name, "pte_mb": round(size / 1e6, 2)} | r.to_dict())
+    base = results[0]["pte_perplexity"]
+    lines = [
+        "# Quality on the fixture model (held-out text, perplexity of the .pte run in ExecuTorch's runtime)", "",
+        f"Measured {datetime.now(timezone.utc).isoformat(timespec='seconds')} on {platform.machine()}, "
+        f"{results[0]['predicted_tokens']} predicted tokens per row in windows of {ns.context}.", "",
+        "| export | perplexity | Δ vs bf16 | top-1 agreement with fp32 reference | mean KL | .pte MB |", "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(f"| {r['row']} | {r['pte_perplexity']:.3f} | {r['pte_perplexity'] - base:+.3f} | {r['top1_agreement']:.2%} | "
+                     f"{r['mean_kl']:.4f} | {r['pte_mb']} |")
+    lines += ["", f"Eager float32 reference perplexity: {results[0]['reference_perplexity']:.3f}.", "",
+              "Reproduce: `python benchmarks/quality_table.py" + (f" --windows {ns.windows}" if ns.windows else "") + "`"]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "quality_fixture.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / "quality_fixture.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""`python -m edge.evaluate --pte X.pte --reference CHECKPOINT --text FILE`
+
+In:  the .pte, its reference checkpoint, held-out text; --context, --max-windows,
+     --tokenizer, --json.
+Out: a markdown table row on stdout (with its header), the result as JSON
+     (default: evaluate.json beside the .pte, written atomically), progress on
+     stderr; exit 2 with one line for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from edge.export.__main__ import _quiet_libraries
+
+    _quiet_libraries()
+    p = argparse.ArgumentParser(prog="python -m edge.evaluate", description="Perplexity, top-1 agreement and KL of a .pte against its reference checkpoint.")
+    p.add_argument("--pte", type=Path, required=True)
+    p.add_argument("--reference", type=Path, required=True, help="the checkpoint the .pte was exported from")
+    p.add_argument("--text", type=Path, required=True, help="held-out text (UTF-8)")
+    p.add_argument("--context", type=int, default=256, help="tokens per window, BOS included (default 256)")
+    p.add_argument("--max-windows", type=int, help="evaluate at most this many windows")
+    p.add_argument("--tokenizer", type=Path, help="default: the reference checkpoint's")
+    p.add_argument("--json", type=Path, help="default: evaluate.json beside the .pte")
+    p.add_argument("--quiet", action="store_true")
+    ns = p.parse_args(argv)
+
+    from edge.errors import EdgeError
+    from edge.evaluate import TABLE_HEADER, evaluate, table_row
+    from edge.progress import Progress
+
+    progress = Progress(quiet=ns.quiet)
+    try:
+        with progress.stage("evaluate", f"{ns.pte} vs {ns.reference}"):
+            result = evaluate(
+                pte_path=ns.pte,
+                reference=ns.reference,
+                text_path=ns.text,
+                context=ns.context,
+                max_windows=ns.max_windows,
+                tokenizer_path=ns.tokenizer,
+                on_window=lambda d, t: progress.step(d, t, label="windows"),
+            )
+        out = ns.json or ns.pte.parent / "evaluate.json"
+        write_json_atomic(out, result.to_dict())
+    except EdgeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    print(TABLE_HEADER)
+    print(table_row(result))
+    progress.info(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
