@@ -198,16 +198,10 @@ def load_config(*, config: str | None, overrides: dict[str, Any]) -> ExportConfi
     source = "command line"
     if config is not None:
         path = resolve_config_path(config)
-        raw = read_yaml(path)
-        source = str(path)
-    raw = dict(raw)
-    quant = dict(raw.get("quantization") or {}) if isinstance(raw.get("quantization") or {}, dict) else raw.get("quantization")
-    for key, value in overrides.items():
-        if key == "quantization":
-            if isinstance(quant, dict):
-                quant.update(value)
-        else:
-            raw[key] = value
-    if quant:
-        raw["quantization"] = quant
-    return parse_config(raw, source=source)
+        raw, source = read_yaml(path), str(path)
+    merged = raw | {k: v for k, v in overrides.items() if k != "quantization"}
+    if "quantization" in overrides:
+        base = raw.get("quantization") or {}
+        # A non-mapping `quantization:` in the YAML is left for parse_config to report.
+        merged["quantization"] = base | overrides["quantization"] if isinstance(base, dict) else base
+    return parse_config(merged, source=source)

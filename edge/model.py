@@ -160,6 +160,17 @@ class Attention(nn.Module):
         return self.o_proj(y.reshape(b, s, self.n_heads * self.head_dim))  # [B, S, D]
 
 
+class OnlineHadamard(nn.Module):
+    """x [..., F] -> x @ H, H the orthonormal Sylvester Hadamard matrix (F a power of two).
+
+    SpinQuant's R4, run at inference by ExecuTorch's `llama::fast_hadamard_transform`
+    (O(F log F), no F x F matrix in the program); H^T is folded into down_proj.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.llama.fast_hadamard_transform(x)
+
+
 class FeedForward(nn.Module):
     """SwiGLU: down(silu(gate(x)) * up(x))."""
 

@@ -53,7 +53,13 @@ class PteModel:
 
     def forward(self, tokens: torch.Tensor, start_pos: int) -> torch.Tensor:
         """tokens [1, S] int64 at positions start_pos.. -> logits [1, V] (or [1, S, V]) float32."""
-        out = self._forward.execute([tokens.to(torch.long), torch.tensor([start_pos], dtype=torch.long)])  # type: ignore[attr-defined]
+        try:
+            out = self._forward.execute([tokens.to(torch.long), torch.tensor([start_pos], dtype=torch.long)])  # type: ignore[attr-defined]
+        except RuntimeError as e:
+            raise EdgeError(
+                f"{self.path} rejected {tokens.shape[1]} tokens at position {start_pos} "
+                f"(maximum context {self.max_context}): {str(e).splitlines()[0]}"
+            ) from None
         return out[0].float()
 
     def greedy(self, prompt: list[int], *, max_new_tokens: int) -> list[int]:

@@ -31,3 +31,20 @@ def test_last_token_logits_only_by_default(tiny_hf):
     with torch.no_grad():
         out = model(torch.tensor([[3, 4, 5]]), torch.tensor([0]))
     assert out.shape == (1, model.args.vocab_size)
+
+
+def test_online_hadamard_hook_with_folded_weight_preserves_outputs(tiny_hf):
+    """SpinQuant's R4 slots in without touching the model code: swap down_proj_input, fold H^T."""
+    from edge.model import OnlineHadamard
+
+    model = load_model(open_checkpoint(tiny_hf), max_context=32, dtype=torch.float32, full_logits=True)
+    tokens = torch.arange(3, 15)[None]
+    with torch.no_grad():
+        before = model(tokens, torch.tensor([0]))
+        for block in model.layers:
+            f = block.mlp.down_proj.in_features
+            h = OnlineHadamard()(torch.eye(f))  # rows of H
+            block.mlp.down_proj_input = OnlineHadamard()
+            block.mlp.down_proj.weight.copy_(block.mlp.down_proj.weight @ h.T)
+        after = model(tokens, torch.tensor([0]))
+    torch.testing.assert_close(after, before, rtol=0, atol=1e-4)

@@ -124,8 +124,8 @@ def evaluate(
     pte = load_pte(pte_path)
     if context < 2:
         raise EdgeError(f"context {context} is too short (at least 2 tokens)")
-    if context > pte.max_context:
-        raise EdgeError(f"context {context} is longer than the .pte's maximum context {pte.max_context}")
+    if context >= pte.max_context:  # the program takes at most max_context - 1 tokens per call
+        raise EdgeError(f"context {context} must be shorter than the .pte's maximum context {pte.max_context}")
     tokenizer_path = tokenizer_path or ckpt.tokenizer
     if tokenizer_path is None:
         raise EdgeError(f"{ckpt.path} has no tokenizer; pass --tokenizer")

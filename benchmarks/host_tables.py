@@ -1,0 +1,73 @@
+"""Host benchmark tables for the embedded default model, as CI keeps them.
+
+In:  nothing but the repo: the fixture model in edge/assets/fixture and the shipped configs
+     fixture_bf16 and fixture_8da4w. Options: --work DIR (exports, default out/host_tables),
+     --artifacts DIR (default artifacts), --repetitions N (default 5).
+Out: artifacts/host_table.md, .csv, .jsonl, .json: `python -m android_bench --host` on both
+     exports (prompt 64 tokens, 128 new tokens, one warm-up and N measured runs), the bf16
+     export as the baseline row. The markdown table is also printed on stdout.
+     Exit status: android_bench's (0, or 2 with one line per fault; the tables are written
+     either way).
+
+    python benchmarks/host_tables.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ("fixture_bf16", "fixture_8da4w")  # the baseline first
+
+
+def _quiet_libraries() -> None:
+    # torch.export, torchao and ExecuTorch warn about internals nobody here can act on.
+    import logging
+    import warnings
+
+    for category in (FutureWarning, UserWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
+    for name in ("torchao", "torch", "executorch", "root"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def export(name: str, work: Path) -> Path:
+    """Shipped config name -> its export folder (re-exported every time: the table must match the code)."""
+    from edge.config import load_config
+    from edge.export.pipeline import run_export
+    from edge.progress import Progress
+
+    out = work / name
+    print(f"exporting {name} -> {out}", file=sys.stderr, flush=True)
+    run_export(load_config(config=name, overrides={"output": str(out), "force": True}), progress=Progress(quiet=True))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Export the fixture model (bf16, 8da4w) and write its host benchmark tables.")
+    p.add_argument("--work", type=Path, default=ROOT / "out" / "host_tables", help="export folder (default out/host_tables)")
+    p.add_argument("--artifacts", type=Path, default=ROOT / "artifacts", help="where the tables go (default artifacts)")
+    p.add_argument("--repetitions", type=int, default=5, help="measured runs per export (default 5)")
+    ns = p.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    _quiet_libraries()
+    from edge.errors import EdgeError
+
+    try:
+        folders = [export(name, ns.work) for name in CONFIGS]
+    except EdgeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    command = [sys.executable, "-m", "android_bench", "--host", "--repetitions", str(ns.repetitions),
+               "--output", str(ns.artifacts / "host_table")]
+    for folder in folders:
+        command += ["--pte", str(folder / "model.pte")]
+    print("$ python -m android_bench " + " ".join(command[3:]), file=sys.stderr, flush=True)
+    return subprocess.run(command, cwd=ROOT).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

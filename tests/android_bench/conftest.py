@@ -1,0 +1,102 @@
+"""Fixtures for the android_bench tests: one tiny export per session, and fake phones.
+
+`exported`   a tiny Llama exported with the fixture_8da4w scheme (max context 128), once.
+`phones`     a fresh $FAKE_ADB_HOME with tests/android_bench/fake_adb first on PATH as `adb`;
+             `phones.add(serial, ...)` attaches a fake device (see fake_adb for its settings).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+FAKE_ADB = HERE / "fake_adb"
+FAKE_LLAMA_MAIN = HERE / "fake_llama_main"
+
+# A Pixel 8 (Tensor G3): 4 little cores at 1704 MHz, 4 at 2367 MHz, 1 at 2910 MHz.
+PIXEL_8 = {
+    "model": "Pixel 8",
+    "product": "shiba",
+    "device": "shiba",
+    "props": {
+        "ro.product.model": "Pixel 8",
+        "ro.product.manufacturer": "Google",
+        "ro.soc.manufacturer": "Google",
+        "ro.soc.model": "Tensor G3",
+        "ro.board.platform": "zuma",
+        "ro.hardware": "shiba",
+        "ro.build.version.release": "14",
+        "ro.build.version.sdk": "34",
+        "ro.product.cpu.abi": "arm64-v8a",
+    },
+    "cpu_max_khz": [1704000] * 4 + [2367000] * 4 + [2910000],
+}
+
+
+class Phones:
+    """The fake adb's world: devices, their file trees, and the log of adb calls."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.db = home / "devices.json"
+        self.db.write_text("{}")
+
+    def add(self, serial: str, *, state: str = "device", like: dict = PIXEL_8, **settings) -> Path:
+        """Attach a device; returns its file tree's root."""
+        db = json.loads(self.db.read_text())
+        dev = {**json.loads(json.dumps(like)), "state": state, "transport_id": len(db) + 1, **settings}
+        db[serial] = dev
+        self.db.write_text(json.dumps(db, indent=1))
+        root = self.home / serial / "fs"
+        (root / "data/local/tmp").mkdir(parents=True, exist_ok=True)
+        cpu = root / "sys/devices/system/cpu"
+        freqs = dev.get("cpu_max_khz", [])
+        cpu.mkdir(parents=True, exist_ok=True)
+        (cpu / "possible").write_text(f"0-{len(freqs) - 1}\n" if freqs else "0\n")
+        for i, khz in enumerate(freqs):
+            (cpu / f"cpu{i}/cpufreq").mkdir(parents=True, exist_ok=True)
+            (cpu / f"cpu{i}/cpufreq/cpuinfo_max_freq").write_text(f"{khz}\n")
+        return root
+
+    def fs(self, serial: str) -> Path:
+        return self.home / serial / "fs"
+
+    def calls(self) -> list[dict]:
+        log = self.home / "log.jsonl"
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    def device(self, serial: str) -> dict | None:
+        return json.loads(self.db.read_text()).get(serial)
+
+
+@pytest.fixture
+def phones(tmp_path, monkeypatch) -> Phones:
+    home = tmp_path / "fake_adb_home"
+    home.mkdir()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "adb").symlink_to(FAKE_ADB)
+    # The fake adb and the fake runner are Python scripts (`#!/usr/bin/env python3`): this
+    # interpreter's folder goes right after the fake adb, before anything else on PATH.
+    monkeypatch.setenv("PATH", os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    monkeypatch.setenv("FAKE_ADB_HOME", str(home))
+    monkeypatch.delenv("ANDROID_SERIAL", raising=False)
+    return Phones(home)
+
+
+@pytest.fixture(scope="session")
+def exported(tiny_hf, tmp_path_factory) -> Path:
+    """Folder with model.pte (tiny Llama, 8da4w, max context 128), tokenizer.json, manifest.json."""
+    from edge.config import load_config
+    from edge.export.pipeline import run_export
+    from edge.progress import Progress
+
+    out = tmp_path_factory.mktemp("bench_export") / "tiny_8da4w"
+    config = load_config(config="fixture_8da4w", overrides={"checkpoint": str(tiny_hf), "output": str(out), "max_context": 128})
+    run_export(config, progress=Progress(quiet=True))
+    return out
