@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edge.errors import EdgeError
 from android_bench.config import FIELDS, BenchConfig, BenchError, LengthFlag, OutputFormat, Target
 
 
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         targets = make_targets(config)
         session = Session(config=config, models=models, progress=progress)
         session.run(targets)
-    except BenchError as e:
+    except EdgeError as e:  # BenchError and edge.io errors alike
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:

@@ -35,9 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from edge.errors import EdgeError
+from edge.io import read_yaml
 
 
 class BenchError(EdgeError):
@@ -260,21 +259,6 @@ def parse_bench_config(raw: dict[str, Any], *, source: str) -> BenchConfig:
     if problems:
         raise BenchError(f"{source}: " + "; ".join(problems))
     return BenchConfig(**values)  # type: ignore[arg-type]
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    """A YAML file -> its top-level mapping (BenchError if unreadable)."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise BenchError(f"config {path} does not exist") from None
-    except (OSError, yaml.YAMLError) as e:
-        raise BenchError(f"config {path} is not readable YAML: {str(e).splitlines()[0]}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise BenchError(f"config {path}: expected a mapping of config keys")
-    return data
 
 
 def load_bench_config(*, config: Path | None, overrides: dict[str, Any]) -> BenchConfig:

@@ -18,12 +18,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from edge.io import write_text_atomic
 from android_bench import HARNESS_VERSION
 from android_bench.config import OutputFormat
 from android_bench.records import CARD_METRICS, BenchResult, ConfigSummary, Metric, baseline_for, ratio
@@ -317,27 +316,12 @@ def render(result: BenchResult, fmt: OutputFormat) -> str:
     return buf.getvalue()
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write text to path all or nothing: a temporary file in the same folder, then a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_all(result: BenchResult, stem: Path) -> list[Path]:
     """stem -> stem.md, stem.csv, stem.jsonl, stem.json (each atomic); the paths written."""
     stem = Path(stem)
     paths = []
     for fmt in OutputFormat:
         path = stem.parent / f"{stem.name}.{fmt.value}"
-        write_atomic(path, render(result, fmt))
+        write_text_atomic(path, render(result, fmt))
         paths.append(path)
     return paths

@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from edge.errors import EdgeError
+from edge.io import read_yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "export_configs"
 
@@ -164,21 +163,6 @@ def parse_config(raw: dict[str, Any], *, source: str) -> ExportConfig:
     if problems:
         raise EdgeError(f"{source}: " + "; ".join(problems))
     return ExportConfig(quantization=QuantizationConfig(**quant), **top)  # type: ignore[arg-type]
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    """A YAML file -> its top-level mapping (EdgeError if unreadable)."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise EdgeError(f"config {path} does not exist") from None
-    except (OSError, yaml.YAMLError) as e:
-        raise EdgeError(f"config {path} is not readable YAML: {str(e).splitlines()[0]}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise EdgeError(f"config {path}: expected a mapping of config keys")
-    return data
 
 
 def resolve_config_path(name_or_path: str) -> Path:

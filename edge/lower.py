@@ -9,13 +9,12 @@ Out: `export_program` -> `torch.export.ExportedProgram` with a dynamic prompt le
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from edge.io import write_atomic
 from edge.model import Transformer
 
 
@@ -81,15 +80,5 @@ def lower_program(ep: torch.export.ExportedProgram, metadata: RunnerMetadata):
 
 def write_pte(program, path: Path) -> int:
     """ExecutorchProgramManager -> .pte at `path` (temp file + rename); returns its size in bytes."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            program.write_to_file(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path.stat().st_size
+    write_atomic(Path(path), program.write_to_file)
+    return Path(path).stat().st_size

@@ -11,19 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+from edge.io import write_text_atomic
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                 on_window=lambda d, t: progress.step(d, t, label="windows"),
             )
         out = ns.json or ns.pte.parent / "evaluate.json"
-        write_json_atomic(out, result.to_dict())
+        write_text_atomic(out, json.dumps(result.to_dict(), indent=2) + "\n")
     except EdgeError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

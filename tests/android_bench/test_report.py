@@ -23,7 +23,8 @@ from android_bench.records import (
     stat,
     summarize,
 )
-from android_bench.report import WRITERS, csv_rows, fmt_ratio, render, v3_rows, write_all, write_atomic
+from android_bench.report import WRITERS, csv_rows, fmt_ratio, render, v3_rows, write_all
+from edge.io import write_text_atomic as write_atomic
 
 
 def record(label: str, *, decode, ttft, prefill, pte_mb, rss, index=1, target_id="R5CX", phase="measured", ok=True, warnings=(), **kw) -> RunRecord:
