@@ -147,7 +147,7 @@ def main() -> int:
              "(one run each, same session, one after the other).", "",
              "| exporter | wall time | peak RSS | .pte size | exit |", "|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['exporter']} | {r['wall_s'] / 60:.1f} min ({r['wall_s']:.0f} s) | {r['peak_rss_mb'] / 1024:.2f} GB | "
+        lines.append(f"| {r['exporter']} | {r['wall_s'] / 60:.1f} min ({r['wall_s']:.0f} s) | {r['peak_rss_mb'] / 1024:.2f} GiB | "
                      f"{r['pte_mb'] if r['pte_mb'] is not None else '-'} MB | {r['returncode']} |")
     if len(rows) == 2 and rows[1]["wall_s"]:
         lines += ["", f"edge / ExecuTorch wall-time ratio: **{rows[0]['wall_s'] / rows[1]['wall_s']:.2f}**; "
