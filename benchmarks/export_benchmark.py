@@ -108,6 +108,39 @@ def machine() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "memory": mem.split(":", 1)[1].strip(), "python": platform.python_version()}
 
 
+# Meta's published .pte sizes for the same bit widths (SpinQuant rows of the model card's
+# OnePlus 12 table), in MiB: the card's "MB" are 2^20 bytes (its 1B BF16 row, 2358, is
+# 1.236e9 parameters x 2 bytes in MiB).
+META_SPINQUANT_MIB = {"1b": 1083, "3b": 2435}
+
+
+def render_markdown(result: dict) -> str:
+    """Benchmark result (as saved in the JSON) -> the committed markdown table."""
+    size, rows = result["size"], result["runs"]
+    mib = lambda b: f"{b / 2**20:.0f} MiB" if b else "-"  # noqa: E731
+    lines = [f"# Export benchmark: Llama 3.2 {size.upper()} shape, random weights, 8da4w g32, 8-bit embedding, max context 2048", "",
+             f"Measured {result['date']} on {result['machine']['cpu']}, {result['machine']['cores']} cores, {result['machine']['memory']} "
+             "(one run each, same session, one after the other).", "",
+             "| exporter | wall time | peak RSS | .pte size | exit |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['exporter']} | {r['wall_s'] / 60:.1f} min ({r['wall_s']:.0f} s) | {r['peak_rss_mb'] / 1024:.2f} GiB | "
+                     f"{mib(r.get('pte_bytes'))} | {r['returncode']} |")
+    if len(rows) == 2 and rows[1]["wall_s"]:
+        lines += ["", f"edge / ExecuTorch wall-time ratio: **{rows[0]['wall_s'] / rows[1]['wall_s']:.2f}**; "
+                  f"peak RSS ratio: **{rows[0]['peak_rss_mb'] / rows[1]['peak_rss_mb']:.2f}**."]
+    if rows[0].get("pte_bytes"):
+        ours, meta = rows[0]["pte_bytes"] / 2**20, META_SPINQUANT_MIB[size]
+        lines += ["", f"edge's .pte: {ours:.0f} MiB, {100 * (ours / meta - 1):+.1f}% against the {meta} MiB of Meta's "
+                  f"{size.upper()} SpinQuant .pte (same bit widths)."]
+    if result.get("note"):
+        lines += ["", result["note"]]
+    if rows[0].get("stage_seconds"):
+        lines += ["", "edge stage times (s): " + ", ".join(f"{k} {v}" for k, v in rows[0]["stage_seconds"].items())]
+    lines += ["", "Commands:", ""] + [f"- `python {r['command']}`" for r in rows]
+    lines += ["", f"Reproduce: `python benchmarks/export_benchmark.py --size {size} --random-weights`"]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", choices=sorted(PARAMS), default="1b")
@@ -125,7 +158,7 @@ def main() -> int:
     print("running edge:", " ".join(edge_cmd), file=sys.stderr)
     r = measure(edge_cmd, log=ns.work / f"edge_{ns.size}.log")
     pte = edge_out / "model.pte"
-    r |= {"exporter": "edge", "pte_mb": round(pte.stat().st_size / 1e6, 1) if pte.exists() and r["returncode"] == 0 else None,
+    r |= {"exporter": "edge", "pte_bytes": pte.stat().st_size if pte.exists() and r["returncode"] == 0 else None,
           "command": " ".join(edge_cmd[1:])}
     if pte.exists():
         r["stage_seconds"] = json.loads((edge_out / "manifest.json").read_text())["stage_seconds"]
@@ -135,29 +168,16 @@ def main() -> int:
         et_cmd = [sys.executable] + [a.format(params=ckpt / "params.json", out=et_pte) for a in ET_COMMAND]
         print("running ExecuTorch's exporter:", " ".join(et_cmd), file=sys.stderr)
         r = measure(et_cmd, log=ns.work / f"executorch_{ns.size}.log")
-        r |= {"exporter": "executorch export_llama", "pte_mb": round(et_pte.stat().st_size / 1e6, 1) if et_pte.exists() else None,
+        r |= {"exporter": "executorch export_llama", "pte_bytes": et_pte.stat().st_size if et_pte.exists() else None,
               "command": " ".join(et_cmd[1:])}
         rows.append(r)
     result = {"size": ns.size, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
               "versions": {p: __import__(p).__version__ for p in ("torch", "torchao")}, "runs": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"export_{ns.size}.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [f"# Export benchmark: Llama 3.2 {ns.size.upper()} shape, random weights, 8da4w g32, 8-bit embedding, max context 2048", "",
-             f"Measured {result['date']} on {result['machine']['cpu']}, {result['machine']['cores']} cores, {result['machine']['memory']} "
-             "(one run each, same session, one after the other).", "",
-             "| exporter | wall time | peak RSS | .pte size | exit |", "|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['exporter']} | {r['wall_s'] / 60:.1f} min ({r['wall_s']:.0f} s) | {r['peak_rss_mb'] / 1024:.2f} GiB | "
-                     f"{r['pte_mb'] if r['pte_mb'] is not None else '-'} MB | {r['returncode']} |")
-    if len(rows) == 2 and rows[1]["wall_s"]:
-        lines += ["", f"edge / ExecuTorch wall-time ratio: **{rows[0]['wall_s'] / rows[1]['wall_s']:.2f}**; "
-                  f"peak RSS ratio: **{rows[0]['peak_rss_mb'] / rows[1]['peak_rss_mb']:.2f}**."]
-    if rows[0].get("stage_seconds"):
-        lines += ["", "edge stage times (s): " + ", ".join(f"{k} {v}" for k, v in rows[0]["stage_seconds"].items())]
-    lines += ["", "Commands:", ""] + [f"- `python {r['command']}`" for r in rows]
-    lines += ["", f"Reproduce: `python benchmarks/export_benchmark.py --size {ns.size} --random-weights`"]
-    (RESULTS / f"export_{ns.size}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    markdown = render_markdown(result)
+    (RESULTS / f"export_{ns.size}.md").write_text(markdown)
+    print(markdown)
     return 0 if all(r["returncode"] == 0 for r in rows) else 1
 
 
