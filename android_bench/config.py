@@ -37,6 +37,10 @@ from typing import Any
 
 from edge.errors import EdgeError
 from edge.io import read_yaml
+from edge.validate import bool_field as _bool
+from edge.validate import enum_field as _enum
+from edge.validate import int_field as _int
+from edge.validate import to_plain
 
 
 class BenchError(EdgeError):
@@ -96,16 +100,7 @@ class BenchConfig:
     def to_dict(self) -> dict[str, Any]:
         """BenchConfig -> the YAML-shaped mapping it could have been read from."""
 
-        def plain(v: Any) -> Any:
-            if isinstance(v, enum.Enum):
-                return v.value
-            if isinstance(v, Path):
-                return str(v)
-            if isinstance(v, tuple):
-                return [plain(x) for x in v]
-            return v
-
-        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {f.name: to_plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(BenchConfig)}
@@ -120,16 +115,6 @@ def _as_list(value: Any) -> list[Any]:
     return [value]
 
 
-def _int(value: Any, key: str, problems: list[str], *, minimum: int) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        problems.append(f"{key}: {value!r} is not an integer")
-        return None
-    if value < minimum:
-        problems.append(f"{key}: {value} is less than {minimum}")
-        return None
-    return value
-
-
 def _float(value: Any, key: str, problems: list[str], *, minimum: float, exclusive: bool = False) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         problems.append(f"{key}: {value!r} is not a number")
@@ -138,23 +123,6 @@ def _float(value: Any, key: str, problems: list[str], *, minimum: float, exclusi
         problems.append(f"{key}: {value} is {'not more' if exclusive else 'less'} than {minimum}")
         return None
     return float(value)
-
-
-def _bool(value: Any, key: str, problems: list[str]) -> bool | None:
-    if not isinstance(value, bool):
-        problems.append(f"{key}: {value!r} is not true or false")
-        return None
-    return value
-
-
-def _enum(cls: type[enum.Enum], value: Any, key: str, problems: list[str]) -> Any:
-    if isinstance(value, cls):
-        return value
-    try:
-        return cls(value)
-    except ValueError:
-        problems.append(f"{key}: {value!r} is not one of {', '.join(m.value for m in cls)}")
-        return None
 
 
 def _str(value: Any, key: str, problems: list[str]) -> str | None:

@@ -29,6 +29,10 @@ from typing import Any
 
 from edge.errors import EdgeError
 from edge.io import read_yaml
+from edge.validate import bool_field as _bool
+from edge.validate import enum_field as _enum
+from edge.validate import int_field as _int
+from edge.validate import to_plain
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "export_configs"
 
@@ -69,41 +73,7 @@ class ExportConfig:
     def to_dict(self) -> dict[str, Any]:
         """ExportConfig -> the YAML-shaped mapping it was (or could have been) read from."""
 
-        def plain(v: Any) -> Any:
-            if isinstance(v, enum.Enum):
-                return v.value
-            if isinstance(v, Path):
-                return str(v)
-            if isinstance(v, dict):
-                return {k: plain(x) for k, x in v.items()}
-            return v
-
-        return plain(dataclasses.asdict(self))
-
-
-def _enum(cls: type[enum.Enum], value: Any, key: str, problems: list[str]) -> Any:
-    try:
-        return cls(value)
-    except ValueError:
-        problems.append(f"{key}: {value!r} is not one of {', '.join(m.value for m in cls)}")
-        return None
-
-
-def _int(value: Any, key: str, problems: list[str], *, minimum: int) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        problems.append(f"{key}: {value!r} is not an integer")
-        return None
-    if value < minimum:
-        problems.append(f"{key}: {value} is less than {minimum}")
-        return None
-    return value
-
-
-def _bool(value: Any, key: str, problems: list[str]) -> bool | None:
-    if not isinstance(value, bool):
-        problems.append(f"{key}: {value!r} is not true or false")
-        return None
-    return value
+        return to_plain(dataclasses.asdict(self))
 
 
 def _path(value: Any, key: str, problems: list[str]) -> Path | None:
