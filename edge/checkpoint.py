@@ -393,8 +393,6 @@ def load_model(ckpt: Checkpoint, *, max_context: int, dtype: torch.dtype | None,
         setattr(module, attr, torch.nn.Parameter(tensor if dtype is None else tensor.to(dtype), requires_grad=False))
     if ckpt.args.tie_word_embeddings:
         model.lm_head.weight = model.embed_tokens.weight
-    # Buffers (rope tables, KV caches) were created on the CPU explicitly; cast them too.
-    for module in model.modules() if dtype is not None else ():
-        for bname, buf in list(module.named_buffers(recurse=False)):
-            module.register_buffer(bname, buf.to(dtype), persistent=False)
+    if dtype is not None:
+        model.cast_buffers(dtype)
     return model.eval()

@@ -232,6 +232,12 @@ class Transformer(nn.Module):
             x = x[:, -1, :]  # [1, D]: the runner only samples from the last position
         return self.lm_head(self.norm(x)).float()  # [1, V] or [1, S, V]
 
+    def cast_buffers(self, dtype: torch.dtype) -> None:
+        """Cast the rope tables and KV caches (not loaded from checkpoints) to `dtype`."""
+        for module in self.modules():
+            for name, buf in list(module.named_buffers(recurse=False)):
+                module.register_buffer(name, buf.to(dtype), persistent=False)
+
     def reset_cache(self) -> None:
         """Zero every layer's KV cache (eager use only)."""
         for layer in self.layers:

@@ -108,7 +108,6 @@ def _quantize_rows(module: nn.Linear | nn.Embedding, config, *, name: str, repor
 
     source = module.weight.detach()
     parts = []
-    signal = noise = 0.0
     for r0 in range(0, source.shape[0], rows_per_chunk):
         chunk = source[r0 : r0 + rows_per_chunk].float()
         if isinstance(module, nn.Embedding):
@@ -118,15 +117,12 @@ def _quantize_rows(module: nn.Linear | nn.Embedding, config, *, name: str, repor
             tmp = nn.Linear(chunk.shape[1], chunk.shape[0], bias=False, device="meta")
             tmp.weight = nn.Parameter(chunk, requires_grad=False)
             quantize_(tmp, config)
-        q = tmp.weight.detach()
-        signal += float(chunk.double().pow(2).sum())
-        noise += float((chunk - q.dequantize().float()).double().pow(2).sum())
-        parts.append(q)
+        parts.append(tmp.weight.detach())
     first = parts[0]
     data = [torch.cat([getattr(p, n) for p in parts]) for n in first.tensor_data_names]
     stitched = type(first)(*data, *[getattr(first, n) for n in first.tensor_attribute_names])
     module.weight = nn.Parameter(stitched, requires_grad=False)
-    report.weight_sqnr_db[f"{name}.weight"] = float(10 * torch.log10(torch.tensor(signal / max(noise, 1e-30))))
+    report.weight_sqnr_db[f"{name}.weight"] = sqnr_db(source, stitched, rows_per_chunk=rows_per_chunk)
 
 
 def quantize_model(
@@ -173,7 +169,5 @@ def quantize_model(
         _quantize_rows(model.embed_tokens, config, name="embed_tokens", report=report)
     if on_step:
         on_step(total, total)
-    for buf_owner in model.modules():  # rope tables and KV caches follow the activation dtype
-        for bname, buf in list(buf_owner.named_buffers(recurse=False)):
-            buf_owner.register_buffer(bname, buf.to(dtype), persistent=False)
+    model.cast_buffers(dtype)  # rope tables and KV caches follow the activation dtype
     return report
