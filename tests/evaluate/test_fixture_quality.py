@@ -1,7 +1,8 @@
 """The shipped fixture model's quality through each shipped export, on text it never trained on.
 
-Plain 8da4w PTQ must cost quality (the fixture has the outlier channels of a
-trained model), but stay within a stated bound; bf16 must stay at the reference.
+Plain 8da4w PTQ must visibly cost quality (the fixture is trained for many tokens per
+parameter, which is what makes 4-bit weights hurt), but stay within a stated bound; bf16
+must stay at the reference.
 """
 
 import pytest
@@ -39,7 +40,9 @@ def test_bf16_pte_stays_at_the_reference(fixture_results):
 
 def test_8da4w_costs_quality_within_bound(fixture_results):
     bf16, q = fixture_results["fixture_bf16"], fixture_results["fixture_8da4w"]
-    assert q.pte_perplexity > bf16.pte_perplexity  # 4-bit weights cost a trained model perplexity...
-    assert q.pte_perplexity < 1.02 * bf16.pte_perplexity  # ...less than 2% on this fixture (0.1% measured)
-    assert q.top1_agreement < bf16.top1_agreement - 0.01  # and visibly more argmax flips than bf16
-    assert q.mean_kl > 5 * bf16.mean_kl
+    # Plain PTQ visibly hurts the fixture (measured over 40 windows: +2.4% perplexity, top-1 agreement
+    # 89.4% against bf16's 98.9%, KL 0.027 against 0.0002), but stays under a stated bound of +6%.
+    assert q.pte_perplexity > 1.01 * bf16.pte_perplexity
+    assert q.pte_perplexity < 1.06 * bf16.pte_perplexity
+    assert q.top1_agreement < bf16.top1_agreement - 0.04
+    assert q.mean_kl > 20 * bf16.mean_kl
