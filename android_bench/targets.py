@@ -46,6 +46,7 @@ from android_bench.device import (
     parse_getprop,
     parse_meminfo,
 )
+from edge.progress import cpu_name
 
 PID, MEM, EXIT, STDOUT, STDERR = "@@EDGE_PID", "@@EDGE_MEM", "@@EDGE_EXIT", "@@EDGE_STDOUT", "@@EDGE_STDERR"
 STDERR_TAIL_BYTES = 65536
@@ -286,13 +287,11 @@ class HostTarget:
         self.workdir = Path(tempfile.mkdtemp(prefix="android_bench_host_"))
 
     def facts(self) -> DeviceFacts:
-        cpuinfo = _read("/proc/cpuinfo")
-        model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
         freqs = "\n".join(f"{f} {_read(f).strip()}" for f in sorted(glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/cpuinfo_max_freq")))
         total, avail = parse_meminfo(_read("/proc/meminfo"))
         return DeviceFacts(
             serial="host",
-            model=(model.group(1).strip() if model else platform.processor() or platform.machine()),
+            model=cpu_name(),
             manufacturer=None,
             soc=None,
             hardware=platform.machine(),

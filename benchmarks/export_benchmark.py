@@ -104,8 +104,9 @@ def measure(cmd: list[str], *, log: Path) -> dict:
 
 def machine() -> dict:
     mem = next((l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")), "")
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory": mem.split(":", 1)[1].strip(), "python": platform.python_version()}
+    from edge.progress import cpu_name
+
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "memory": mem.split(":", 1)[1].strip(), "python": platform.python_version()}
 
 
 # Meta's published .pte sizes for the same bit widths (SpinQuant rows of the model card's

@@ -165,7 +165,9 @@ def run_variant(name: str, *, device: str, corpus_dir: Path) -> dict:
     m = r.model.float().eval().to(device)
     import transformers
 
-    where = torch.cuda.get_device_name() if device == "cuda" else f"{device} ({T._cpu_name()})"
+    from edge.progress import cpu_name
+
+    where = torch.cuda.get_device_name() if device == "cuda" else f"{device} ({cpu_name()})"
     result = {"variant": name, "provenance": f"{date.today().isoformat()}, this script on {where}, torch {torch.__version__}, "
               f"transformers {transformers.__version__}", "config": VARIANTS[name], "params": r.log["parameters"],
               "steps": r.log["steps"], "tokens_seen": r.log["tokens_seen"]}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import platform
+import re
 import resource
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TextIO
 
 
@@ -56,6 +59,15 @@ class Progress:
 
     def info(self, text: str) -> None:
         self._print(f"[{self._elapsed()}] {text}")
+
+
+def cpu_name() -> str:
+    """-> this machine's CPU model name from /proc/cpuinfo, else platform.processor() or the architecture."""
+    try:
+        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(errors="replace"), re.M)
+    except OSError:
+        m = None
+    return m.group(1).strip() if m else platform.processor() or platform.machine()
 
 
 def peak_rss_mb() -> float:
