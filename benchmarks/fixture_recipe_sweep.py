@@ -124,19 +124,20 @@ def simulated_8da4w(model: torch.nn.Module, *, weights: bool, activations: bool)
 @torch.no_grad()
 def compare(ref: torch.nn.Module, q: torch.nn.Module, ids: torch.Tensor, *, seq_len: int = 256) -> dict:
     """Reference, quantized model, 1-D ids -> perplexities, mean KL(ref||q), top-1 agreement over 256-token windows."""
+    from edge.metrics import compare_logits
+
     n = (ids.numel() - 1) // seq_len
     inp = torch.stack([ids[i * seq_len : (i + 1) * seq_len] for i in range(n)])
-    tgt = torch.stack([ids[i * seq_len + 1 : (i + 1) * seq_len + 1] for i in range(n)])
-    lr = ref(input_ids=inp).logits.float().log_softmax(-1)
-    lq = q(input_ids=inp).logits.float().log_softmax(-1)
-    ppl = math.exp(-lr.gather(-1, tgt[..., None]).mean().item())
-    ppl_q = math.exp(-lq.gather(-1, tgt[..., None]).mean().item())
+    tgt = torch.stack([ids[i * seq_len + 1 : (i + 1) * seq_len + 1] for i in range(n)]).reshape(-1)
+    vocab = ref.config.vocab_size
+    c = compare_logits(ref(input_ids=inp).logits.float().reshape(-1, vocab), q(input_ids=inp).logits.float().reshape(-1, vocab), tgt)
+    ppl, ppl_q = math.exp(c.nll_ref / len(tgt)), math.exp(c.nll_got / len(tgt))
     return {
         "ppl": round(ppl, 3),
         "ppl_q": round(ppl_q, 3),
         "pct": round(100 * (ppl_q / ppl - 1), 2),
-        "kl": round((lr.exp() * (lr - lq)).sum(-1).mean().item(), 4),
-        "top1": round(100 * (lr.argmax(-1) == lq.argmax(-1)).float().mean().item(), 2),
+        "kl": round(c.kl / len(tgt), 4),
+        "top1": round(100 * c.agree / len(tgt), 2),
     }
 
 

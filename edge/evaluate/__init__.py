@@ -24,10 +24,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from edge.checkpoint import Checkpoint, load_model, open_checkpoint
 from edge.errors import EdgeError
+from edge.metrics import compare_logits
 from edge.runtime import PteModel, load_pte
 
 
@@ -150,11 +150,11 @@ def evaluate(
             ref = model(tokens, torch.tensor([0]))[0, :-1].float()  # [C-1, V] predictions for tokens 1..
         got = pte_window_logits(pte, window, full_logits=full_logits)[:-1].float()
         targets = tokens[0, 1:]
-        ref_logp, got_logp = F.log_softmax(ref, -1), F.log_softmax(got, -1)
-        nll_ref -= float(ref_logp.gather(1, targets[:, None]).sum())
-        nll_pte -= float(got_logp.gather(1, targets[:, None]).sum())
-        kl_sum += float(F.kl_div(got_logp, ref_logp, log_target=True, reduction="sum"))
-        agree += int((ref.argmax(-1) == got.argmax(-1)).sum())
+        stats = compare_logits(ref, got, targets)
+        nll_ref += stats.nll_ref
+        nll_pte += stats.nll_got
+        kl_sum += stats.kl
+        agree += stats.agree
         count += len(targets)
         if on_window:
             on_window(w_i + 1, len(windows))
