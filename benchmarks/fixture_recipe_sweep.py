@@ -183,41 +183,43 @@ def run_variant(name: str, *, device: str, corpus_dir: Path) -> dict:
     return result
 
 
+def _step_time_key(name: str) -> str:
+    """Variant name -> the key of its (shape, batch) in fixture_recipe_cpu_step_times.json."""
+    from edge.fixture.train import ModelShape
+
+    s, batch = ModelShape(**VARIANTS[name]["shape"]), VARIANTS[name]["batch_size"]
+    return f"{s.hidden_size}x{s.num_layers} ffn {s.intermediate_size} vocab {s.vocab_size} batch {batch}"
+
+
 def cpu_step_times(*, threads: int = 2, steps: int = 11) -> dict:
     """-> mean seconds per training step (after the first) for each (shape, batch) in VARIANTS, on this CPU,
     and each as a multiple of the shipped recipe's (measured in the same run: this machine is noisy).
-    Forward, backward and AdamW on random tokens only (no clipping, no data loading): used for ratios."""
-    from edge.fixture.train import ModelShape, build_model
+    The trainer's own step (`edge.fixture.train.train_step`) on random tokens: no data loading."""
+    from edge.fixture.train import ModelShape, TrainConfig, build_model, build_optimizer, train_step
 
     torch.set_num_threads(threads)
     seen: dict[str, float] = {}
-    for cfg in VARIANTS.values():
-        shape = ModelShape(**cfg["shape"])
-        key = f"{shape.hidden_size}x{shape.num_layers} ffn {shape.intermediate_size} vocab {shape.vocab_size} batch {cfg['batch_size']}"
+    for name, cfg in VARIANTS.items():
+        key = _step_time_key(name)
         if key in seen:
             continue
-        model = build_model(shape=shape, seed=0)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        x = torch.randint(0, shape.vocab_size, (cfg["batch_size"], 257))
+        config = TrainConfig(out_dir=Path("unused"), shape=ModelShape(**cfg["shape"]), batch_size=cfg["batch_size"], threads=threads)
+        model = build_model(shape=config.shape, seed=0)
+        opt = build_optimizer(model, config=config)
+        x = torch.randint(0, config.shape.vocab_size, (config.batch_size, config.seq_len + 1))
         times = []
         for _ in range(steps):
             t = time.monotonic()
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                logits = model(input_ids=x[:, :-1], use_cache=False).logits
-            torch.nn.functional.cross_entropy(logits.float().reshape(-1, shape.vocab_size), x[:, 1:].reshape(-1)).backward()
-            opt.step()
-            opt.zero_grad()
+            train_step(model, opt, x, config=config)
             times.append(time.monotonic() - t)
         seen[key] = round(sum(times[1:]) / (steps - 1), 3)
         print(f"{key}: {seen[key]} s/step", file=sys.stderr, flush=True)
-    shipped = seen["128x6 ffn 384 vocab 8192 batch 8"]
+    shipped = seen[_step_time_key(SHIPPED)]
     return {"seconds_per_step": seen, "relative_to_shipped_recipe": {k: round(v / shipped, 2) for k, v in seen.items()}}
 
 
 def write_table() -> Path:
     """SWEEP_DIR/*.json -> fixture_recipe_sweep.md, sorted by parameters then PTQ cost."""
-    from edge.fixture.train import ModelShape
-
     rows = []
     for path in sorted(SWEEP_DIR.glob("*.json")):
         row = json.loads(path.read_text())
@@ -231,9 +233,7 @@ def write_table() -> Path:
     shipped_steps = VARIANTS[SHIPPED]["max_steps"]
 
     def budget_steps(name: str) -> float | None:
-        cfg = VARIANTS[name]
-        s = ModelShape(**cfg["shape"])
-        ratio = relative.get(f"{s.hidden_size}x{s.num_layers} ffn {s.intermediate_size} vocab {s.vocab_size} batch {cfg['batch_size']}")
+        ratio = relative.get(_step_time_key(name))
         return shipped_steps / ratio if ratio else None
 
     over = [f"{r['variant']} (+{100 * (r['steps'] / b - 1):.0f}%)" for r in rows
