@@ -62,7 +62,7 @@ def scheme_from_manifest(manifest: dict) -> str:
 
 def describe_models(config: BenchConfig) -> list[ModelSpec]:
     """--pte (and --label, --tokenizer) -> ModelSpecs (BenchError when a tokenizer is missing)."""
-    from android_bench.targets import sha256_file
+    from edge.io import sha256_file
 
     specs = []
     for i, pte in enumerate(config.pte):

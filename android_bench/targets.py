@@ -20,7 +20,6 @@ A file already there with the same sha256 is not pushed again; free space is che
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 import platform
 import re
@@ -46,6 +45,7 @@ from android_bench.device import (
     parse_getprop,
     parse_meminfo,
 )
+from edge.io import sha256_file
 from edge.progress import cpu_name
 
 PID, MEM, EXIT, STDOUT, STDERR = "@@EDGE_PID", "@@EDGE_MEM", "@@EDGE_EXIT", "@@EDGE_STDOUT", "@@EDGE_STDERR"
@@ -147,14 +147,6 @@ def parse_run_output(text: str, *, transport_stderr: str = "", timed_out: bool =
         transport_stderr=transport_stderr,
         timed_out=timed_out,
     )
-
-
-def sha256_file(path: Path, *, chunk: int = 1 << 24) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass

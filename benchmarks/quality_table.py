@@ -3,10 +3,11 @@
 In:  the fixture in edge/assets/fixture (trained by `python -m edge.fixture.train`)
      and its held-out text (heldout.txt, never trained on).
 Out: benchmarks/results/quality_fixture.{md,json}: one row per export (bf16 baseline,
-     plain 8da4w PTQ; SpinQuant and QAT+LoRA rows join when those exports exist),
-     each with the .pte's perplexity measured in ExecuTorch's runtime, its
-     difference from the bf16 row, and top-1 agreement / KL against the eager
-     float32 reference.
+     plain 8da4w PTQ, then SpinQuant and its parts: random Hadamard + RTN, optimized
+     rotations + RTN, GPTQ without rotation, optimized + GPTQ), each with the .pte's
+     perplexity measured in ExecuTorch's runtime, its difference from the bf16 row,
+     top-1 agreement / KL against the eager float32 reference, the share of plain PTQ's
+     KL / top-1 gap that the row recovers, and the export's wall time on this machine.
 
     python benchmarks/quality_table.py [--windows 40] [--context 256]
 """
@@ -15,14 +16,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import os
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-ROWS = [("bf16", "fixture_bf16"), ("8da4w PTQ (vanilla)", "fixture_8da4w")]
+# (label, shipped config, overrides)
+ROWS = [
+    ("bf16", "fixture_bf16", {}),
+    ("8da4w PTQ (vanilla)", "fixture_8da4w", {}),
+    ("SpinQuant parts: random Hadamard + RTN", "fixture_spinquant", {"rotation": {"kind": "hadamard"}, "quantization": {"rounding": "rtn"}}),
+    ("SpinQuant parts: optimized rotations + RTN", "fixture_spinquant", {"quantization": {"rounding": "rtn"}}),
+    ("SpinQuant parts: GPTQ, no rotation", "fixture_8da4w", {"quantization": {"rounding": "gptq"}}),
+    ("SpinQuant (optimized rotations + GPTQ)", "fixture_spinquant", {}),
+]
 
 
 def main() -> int:
@@ -35,32 +45,43 @@ def main() -> int:
     from edge.config import load_config
     from edge.evaluate import evaluate
     from edge.export.pipeline import DEFAULT_CHECKPOINT, run_export
-    from edge.progress import Progress
+    from edge.metrics import gap_recovered
+    from edge.progress import Progress, cpu_name
 
     progress = Progress()
     text = DEFAULT_CHECKPOINT / "heldout.txt"
     results = []
-    for label, config_name in ROWS:
-        out = ns.work / config_name
+    for row_i, (label, config_name, extra) in enumerate(ROWS):
+        out = ns.work / f"row{row_i}_{config_name}"
         # full_logits: the same program but returning every position's logits, so a window is one
         # call (the default last-position program would be fed one token at a time: same numbers, slower).
-        overrides = {"output": str(out), "force": True, "full_logits": True, "max_context": 2 * ns.context}
+        overrides = {"output": str(out), "force": True, "full_logits": True, "max_context": 2 * ns.context} | extra
+        t0 = time.monotonic()
         run_export(load_config(config=config_name, overrides=overrides), progress=progress)
+        export_s = time.monotonic() - t0
         with progress.stage("evaluate", label):
             r = evaluate(pte_path=out / "model.pte", reference=DEFAULT_CHECKPOINT, text_path=text, context=ns.context,
                          max_windows=ns.windows, on_window=lambda d, t: progress.step(d, t, label="windows"))
         size = (out / "model.pte").stat().st_size
-        results.append({"row": label, "config": config_name, "pte_mb": round(size / 1e6, 2)} | r.to_dict())
+        results.append({"row": label, "config": config_name, "overrides": extra, "export_s": round(export_s, 1),
+                        "pte_mib": round(size / 2**20, 2)} | r.to_dict())
+    base, ptq = results[0], results[1]
+    for r in results:
+        r["kl_gap_recovered"] = gap_recovered(r["mean_kl"], ptq=ptq["mean_kl"], base=base["mean_kl"])
+        r["top1_gap_recovered"] = gap_recovered(r["top1_agreement"], ptq=ptq["top1_agreement"], base=base["top1_agreement"])
+        r["ppl_gap_recovered"] = gap_recovered(r["pte_perplexity"], ptq=ptq["pte_perplexity"], base=base["pte_perplexity"])
     base = results[0]["pte_perplexity"]
     lines = [
         "# Quality on the fixture model (held-out text, perplexity of the .pte run in ExecuTorch's runtime)", "",
-        f"Measured {datetime.now(timezone.utc).isoformat(timespec='seconds')} on {platform.machine()}, "
+        f"Measured {datetime.now(timezone.utc).isoformat(timespec='seconds')} on {cpu_name()} ({os.cpu_count()} cores), "
         f"{results[0]['predicted_tokens']} predicted tokens per row in windows of {ns.context}.", "",
-        "| export | perplexity | Δ vs bf16 | top-1 agreement with fp32 reference | mean KL | .pte MB |", "|---|---|---|---|---|---|",
+        "| export | perplexity | Δ vs bf16 | top-1 agreement with fp32 reference | mean KL | PTQ gap recovered (KL / top-1 / ppl) | .pte MiB | export s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for r in results:
+    for i, r in enumerate(results):
+        gap = "—" if i < 2 else f"{r['kl_gap_recovered']:.0%} / {r['top1_gap_recovered']:.0%} / {r['ppl_gap_recovered']:.0%}"
         lines.append(f"| {r['row']} | {r['pte_perplexity']:.3f} | {r['pte_perplexity'] - base:+.3f} | {r['top1_agreement']:.2%} | "
-                     f"{r['mean_kl']:.4f} | {r['pte_mb']} |")
+                     f"{r['mean_kl']:.4f} | {gap} | {r['pte_mib']} | {r['export_s']} |")
     lines += ["", f"Eager float32 reference perplexity: {results[0]['reference_perplexity']:.3f}.", "",
               "Reproduce: `python benchmarks/quality_table.py" + (f" --windows {ns.windows}" if ns.windows else "") + "`"]
     RESULTS.mkdir(parents=True, exist_ok=True)

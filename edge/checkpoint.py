@@ -3,7 +3,8 @@
 In:  a folder holding either
        * Hugging Face: `config.json` + `*.safetensors` (sharded or not, with or
          without `model.safetensors.index.json`) + `tokenizer.json`/`tokenizer.model`;
-       * Meta's original: `params.json` + `consolidated.00.pth` + `tokenizer.model`.
+       * Meta's original: `params.json` + `consolidated.00.pth` + `tokenizer.model`
+         (float, or pre-quantized with `quantization_args`: see `edge.prequantized`).
 Out: `Checkpoint` (shape, token ids, files) from `open_checkpoint`, and the
      weights, renamed to `edge.model` names, from `iter_weights` one tensor at a
      time so that no more than one copy of the model is ever resident.
@@ -44,6 +45,8 @@ class Checkpoint:
     tokenizer: Path | None
     bos_id: int
     eos_ids: tuple[int, ...]
+    # Meta's pre-quantized (SpinQuant/QAT) checkpoints: int4 group size of the block linears.
+    prequantized_group_size: int | None = None
 
 
 # Llama 3's special tokens, used when a Meta checkpoint does not name them.
@@ -179,7 +182,14 @@ def open_checkpoint(path: Path) -> Checkpoint:
             eos_ids=_as_ids(config.get("eos_token_id")) or LLAMA3_EOS,
         )
     elif (folder / "params.json").is_file():
-        args = _meta_args(_read_json(folder / "params.json"), folder / "params.json")
+        from edge.prequantized import prequantized_group_size  # imported here: it imports this module
+
+        params = _read_json(folder / "params.json")
+        args = _meta_args(params, folder / "params.json")
+        try:
+            group_size = prequantized_group_size(params)
+        except EdgeError as e:
+            raise EdgeError(f"{folder / 'params.json'}: {e}") from None
         files = tuple(sorted(folder.glob("consolidated.*.pth")))
         if not files:
             raise EdgeError(f"{folder} has params.json but no consolidated.00.pth")
@@ -193,6 +203,7 @@ def open_checkpoint(path: Path) -> Checkpoint:
             tokenizer=_find_tokenizer(folder),
             bos_id=LLAMA3_BOS,
             eos_ids=LLAMA3_EOS,
+            prequantized_group_size=group_size,
         )
     else:
         raise EdgeError(f"{folder} is not a checkpoint: expected config.json + *.safetensors or params.json + consolidated.00.pth")
@@ -247,6 +258,9 @@ def _edge_name(fmt: CheckpointFormat, name: str) -> str | None:
         if name.endswith("rotary_emb.inv_freq"):
             return None
         return name.removeprefix("model.")
+    stem, _, suffix = name.rpartition(".")
+    if suffix in ("scales", "zeros"):  # a pre-quantized weight's companions follow the weight's name
+        return _edge_name(fmt, stem + ".weight").removesuffix(".weight") + "." + suffix  # type: ignore[union-attr]
     for pattern, replacement in _META_NAMES:
         if re.match(pattern, name):
             return re.sub(pattern, replacement, name)
@@ -317,8 +331,11 @@ def _raw_tensors(ckpt: Checkpoint, *, shapes_only: bool) -> Iterator[tuple[str, 
                 state = torch.load(f, map_location="cpu", mmap=True, weights_only=True)
             except Exception as e:
                 raise EdgeError(f"{f} is not a readable PyTorch checkpoint ({type(e).__name__})") from None
-            if any(k.endswith(("scales", "zeros")) for k in state):
-                raise EdgeError(f"{f} is a pre-quantized checkpoint (it holds quantization scales); export from the BF16 checkpoint instead")
+            if ckpt.prequantized_group_size is None and any(k.endswith(("scales", "zeros")) for k in state):
+                raise EdgeError(
+                    f"{f} is a pre-quantized checkpoint (it holds quantization scales) but params.json has no "
+                    "quantization_args; export from the BF16 checkpoint instead"
+                )
             for name in list(state):
                 t = state.pop(name)
                 if shapes_only:
@@ -332,13 +349,21 @@ def _raw_tensors(ckpt: Checkpoint, *, shapes_only: bool) -> Iterator[tuple[str, 
 
 
 def _check_shapes(ckpt: Checkpoint) -> None:
+    from edge.prequantized import per_channel_shape, scale_shapes  # imported here: it imports this module
+
     expected = expected_shapes(ckpt.args)
+    optional: dict[str, tuple[int, ...]] = {}  # zero points: pre-quantized checkpoints may store them
+    if ckpt.prequantized_group_size is not None:
+        expected |= scale_shapes(ckpt.args, ckpt.prequantized_group_size)
+        optional = {n.removesuffix("scales") + "zeros": s for n, s in expected.items() if n.endswith(".scales")}
     found: dict[str, tuple[int, ...]] = {}
     for name, shape in _raw_tensors(ckpt, shapes_only=True):
         edge_name = _edge_name(ckpt.format, name)
         if edge_name is None:
             continue
-        if edge_name not in expected:
+        if edge_name.endswith((".scales", ".zeros")) and edge_name in expected | optional:
+            shape = per_channel_shape(shape, (expected | optional)[edge_name])  # type: ignore[arg-type]
+        if edge_name not in expected and edge_name not in optional:
             if edge_name == "lm_head.weight":  # an untied output layer in a checkpoint that says tied: use it
                 continue
             raise EdgeError(f"{ckpt.path}: unexpected tensor {name} (not part of a Llama model with this config)")
@@ -348,9 +373,10 @@ def _check_shapes(ckpt: Checkpoint) -> None:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise EdgeError(f"{ckpt.path}: tensor {missing[0]}{more} missing from the checkpoint")
     for name, shape in found.items():
-        if tuple(shape) != expected[name]:
+        want = expected.get(name) or optional[name]
+        if tuple(shape) != want:
             raise EdgeError(
-                f"{ckpt.path}: tensor {name} has shape {list(shape)} but the checkpoint's config implies {list(expected[name])}"
+                f"{ckpt.path}: tensor {name} has shape {list(shape)} but the checkpoint's config implies {list(want)}"
             )
 
 
@@ -363,6 +389,7 @@ def iter_weights(ckpt: Checkpoint) -> Iterator[tuple[str, torch.Tensor]]:
 
     A tied checkpoint yields `embed_tokens.weight` only; the caller ties `lm_head`.
     """
+    _refuse_prequantized(ckpt)
     for name, tensor in _raw_tensors(ckpt, shapes_only=False):
         edge_name = _edge_name(ckpt.format, name)
         if edge_name is None:
@@ -378,13 +405,21 @@ def iter_weights(ckpt: Checkpoint) -> Iterator[tuple[str, torch.Tensor]]:
         yield edge_name, tensor
 
 
+def _refuse_prequantized(ckpt: Checkpoint) -> None:
+    if ckpt.prequantized_group_size is not None:
+        raise EdgeError(
+            f"{ckpt.path} is pre-quantized (int4 groups of {ckpt.prequantized_group_size}): "
+            "load it with edge.prequantized.load_prequantized_model, which keeps its integers"
+        )
+
+
 def load_model(ckpt: Checkpoint, *, max_context: int, dtype: torch.dtype | None, full_logits: bool = False) -> Transformer:
     """Checkpoint -> `edge.model.Transformer` holding its weights in `dtype` (None: the checkpoint's own).
 
     The module is built on the meta device and each weight is assigned as it is
     read, so peak memory is one copy of the weights plus one tensor in flight.
     """
-
+    _refuse_prequantized(ckpt)
     with torch.device("meta"):
         model = Transformer(ckpt.args, max_context=max_context, full_logits=full_logits)
     for name, tensor in iter_weights(ckpt):

@@ -17,6 +17,22 @@ YAML layout (every key optional except where the CLI supplies it):
       group_size: 32           # int4 groups along the input dimension
       output: int8             # none | int4 | int8: output layer (int8 per channel, int4 per group)
       embedding: int8          # none | int8: per-channel lookup table
+      rounding: rtn            # rtn (torchao round-to-nearest) | gptq (int4 linears only)
+    rotation:                  # SpinQuant
+      kind: none               # none | hadamard (random, seeded) | optimized (Cayley SGD)
+      file: null               # rotations.safetensors from an earlier export: reuse, do not compute
+      seed: 0
+      online_hadamard: true    # R4 on down_proj's input, run by llama::fast_hadamard_transform
+      steps: 100               # optimized only: Cayley SGD steps (SpinQuant's recipe)
+      learning_rate: 1.5
+      samples: 800             # calibration windows the optimizer draws from
+    gptq:
+      samples: 128             # calibration windows for the Hessians
+      damp: 0.01               # fraction of the mean Hessian diagonal added to it
+    calibration:
+      text: null               # plain-text file; null = the fixture's calibration.txt (fixture only)
+      seq_len: 2048            # tokens per window, BOS first
+    device: cpu                # cpu | cuda: where rotation optimization and GPTQ run
 """
 
 from __future__ import annotations
@@ -31,6 +47,7 @@ from edge.errors import EdgeError
 from edge.io import read_yaml
 from edge.validate import bool_field as _bool
 from edge.validate import enum_field as _enum
+from edge.validate import float_field as _float
 from edge.validate import int_field as _int
 from edge.validate import to_plain
 
@@ -48,16 +65,60 @@ class WeightBits(enum.Enum):
     INT8 = "int8"
 
 
+class Rounding(enum.Enum):
+    RTN = "rtn"
+    GPTQ = "gptq"
+
+
+class RotationKind(enum.Enum):
+    NONE = "none"
+    HADAMARD = "hadamard"  # seeded random Hadamard R1/R2
+    OPTIMIZED = "optimized"  # random Hadamard start, then Cayley SGD on the Stiefel manifold
+
+
+class Device(enum.Enum):
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
 @dataclass(frozen=True)
 class QuantizationConfig:
     linear: WeightBits = WeightBits.NONE
     group_size: int = 32
     output: WeightBits = WeightBits.NONE
     embedding: WeightBits = WeightBits.NONE
+    rounding: Rounding = Rounding.RTN
 
     @property
     def is_quantized(self) -> bool:
         return any(b is not WeightBits.NONE for b in (self.linear, self.output, self.embedding))
+
+
+@dataclass(frozen=True)
+class RotationConfig:
+    kind: RotationKind = RotationKind.NONE
+    file: Path | None = None
+    seed: int = 0
+    online_hadamard: bool = True
+    steps: int = 100
+    learning_rate: float = 1.5
+    samples: int = 800
+
+    @property
+    def enabled(self) -> bool:
+        return self.kind is not RotationKind.NONE
+
+
+@dataclass(frozen=True)
+class GPTQConfig:
+    samples: int = 128
+    damp: float = 0.01
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    text: Path | None = None
+    seq_len: int = 2048
 
 
 @dataclass(frozen=True)
@@ -68,7 +129,16 @@ class ExportConfig:
     dtype: DType = DType.FP32
     full_logits: bool = False
     force: bool = False
+    device: Device = Device.CPU
     quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
+    rotation: RotationConfig = field(default_factory=RotationConfig)
+    gptq: GPTQConfig = field(default_factory=GPTQConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+
+    @property
+    def needs_calibration(self) -> bool:
+        optimize = self.rotation.kind is RotationKind.OPTIMIZED and self.rotation.file is None
+        return optimize or self.quantization.rounding is Rounding.GPTQ
 
     def to_dict(self) -> dict[str, Any]:
         """ExportConfig -> the YAML-shaped mapping it was (or could have been) read from."""
@@ -85,8 +155,21 @@ def _path(value: Any, key: str, problems: list[str]) -> Path | None:
     return Path(value)
 
 
+_SECTIONS = {"quantization": QuantizationConfig, "rotation": RotationConfig, "gptq": GPTQConfig, "calibration": CalibrationConfig}
 _TOP_KEYS = {f.name for f in dataclasses.fields(ExportConfig)}
-_QUANT_KEYS = {f.name for f in dataclasses.fields(QuantizationConfig)}
+
+
+def _section(raw: dict[str, Any], name: str, problems: list[str]) -> dict[str, Any]:
+    """raw[name] as a mapping (unknown keys reported), defaults filled in from its dataclass."""
+    part = raw.get(name) or {}
+    if not isinstance(part, dict):
+        problems.append(f"{name}: expected a mapping")
+        part = {}
+    fields = {f.name: f for f in dataclasses.fields(_SECTIONS[name])}
+    for key in sorted(set(part) - set(fields)):
+        problems.append(f"unknown key '{name}.{key}'")
+    defaults = dataclasses.asdict(_SECTIONS[name]())
+    return {k: part.get(k, to_plain(defaults[k])) for k in fields}
 
 
 def parse_config(raw: dict[str, Any], *, source: str) -> ExportConfig:
@@ -96,25 +179,45 @@ def parse_config(raw: dict[str, Any], *, source: str) -> ExportConfig:
         raise EdgeError(f"{source}: expected a mapping of config keys, got {type(raw).__name__}")
     for key in sorted(set(raw) - _TOP_KEYS):
         problems.append(f"unknown key {key!r}")
-    quant_raw = raw.get("quantization") or {}
-    if not isinstance(quant_raw, dict):
-        problems.append("quantization: expected a mapping")
-        quant_raw = {}
-    for key in sorted(set(quant_raw) - _QUANT_KEYS):
-        problems.append(f"unknown key 'quantization.{key}'")
 
-    q = QuantizationConfig()
+    qr = _section(raw, "quantization", problems)
     quant = {
-        "linear": _enum(WeightBits, quant_raw.get("linear", q.linear.value), "quantization.linear", problems),
-        "group_size": _int(quant_raw.get("group_size", q.group_size), "quantization.group_size", problems, minimum=1),
-        "output": _enum(WeightBits, quant_raw.get("output", q.output.value), "quantization.output", problems),
-        "embedding": _enum(WeightBits, quant_raw.get("embedding", q.embedding.value), "quantization.embedding", problems),
+        "linear": _enum(WeightBits, qr["linear"], "quantization.linear", problems),
+        "group_size": _int(qr["group_size"], "quantization.group_size", problems, minimum=1),
+        "output": _enum(WeightBits, qr["output"], "quantization.output", problems),
+        "embedding": _enum(WeightBits, qr["embedding"], "quantization.embedding", problems),
+        "rounding": _enum(Rounding, qr["rounding"], "quantization.rounding", problems),
     }
     if quant["embedding"] is WeightBits.INT4:
         problems.append("quantization.embedding: int4 is not supported (none or int8)")
     gs = quant["group_size"]
     if gs is not None and gs & (gs - 1):
         problems.append(f"quantization.group_size: {gs} is not a power of two (XNNPACK's blockwise kernels need one)")
+    if quant["rounding"] is Rounding.GPTQ and quant["linear"] not in (WeightBits.INT4, None):
+        problems.append("quantization.rounding: gptq needs int4 transformer-block linears")
+
+    rr = _section(raw, "rotation", problems)
+    rotation = {
+        "kind": _enum(RotationKind, rr["kind"], "rotation.kind", problems),
+        "file": _path(rr["file"], "rotation.file", problems),
+        "seed": _int(rr["seed"], "rotation.seed", problems, minimum=0),
+        "online_hadamard": _bool(rr["online_hadamard"], "rotation.online_hadamard", problems),
+        "steps": _int(rr["steps"], "rotation.steps", problems, minimum=0),
+        "learning_rate": _float(rr["learning_rate"], "rotation.learning_rate", problems, minimum=0.0),
+        "samples": _int(rr["samples"], "rotation.samples", problems, minimum=1),
+    }
+    if rotation["file"] is not None and rotation["kind"] is RotationKind.NONE:
+        problems.append("rotation.file: given, but rotation.kind is none (set it to the file's kind)")
+    gr = _section(raw, "gptq", problems)
+    gptq = {
+        "samples": _int(gr["samples"], "gptq.samples", problems, minimum=1),
+        "damp": _float(gr["damp"], "gptq.damp", problems, minimum=0.0, maximum=1.0),
+    }
+    cr = _section(raw, "calibration", problems)
+    calibration = {
+        "text": _path(cr["text"], "calibration.text", problems),
+        "seq_len": _int(cr["seq_len"], "calibration.seq_len", problems, minimum=2),
+    }
 
     d = ExportConfig(output=Path("."))
     output = _path(raw.get("output"), "output", problems)
@@ -127,12 +230,19 @@ def parse_config(raw: dict[str, Any], *, source: str) -> ExportConfig:
         "dtype": _enum(DType, raw.get("dtype", d.dtype.value), "dtype", problems),
         "full_logits": _bool(raw.get("full_logits", d.full_logits), "full_logits", problems),
         "force": _bool(raw.get("force", d.force), "force", problems),
+        "device": _enum(Device, raw.get("device", d.device.value), "device", problems),
     }
     if quant["linear"] not in (WeightBits.NONE, None) and top["dtype"] is DType.BF16:
         problems.append("dtype: bf16 with quantized linears is not supported by XNNPACK's dynamic quantization (use fp32)")
     if problems:
         raise EdgeError(f"{source}: " + "; ".join(problems))
-    return ExportConfig(quantization=QuantizationConfig(**quant), **top)  # type: ignore[arg-type]
+    return ExportConfig(
+        quantization=QuantizationConfig(**quant),
+        rotation=RotationConfig(**rotation),
+        gptq=GPTQConfig(**gptq),
+        calibration=CalibrationConfig(**calibration),
+        **top,
+    )  # type: ignore[arg-type]
 
 
 def resolve_config_path(name_or_path: str) -> Path:
@@ -146,16 +256,17 @@ def resolve_config_path(name_or_path: str) -> Path:
 def load_config(*, config: str | None, overrides: dict[str, Any]) -> ExportConfig:
     """A shipped config's name or a YAML path, plus CLI overrides -> ExportConfig.
 
-    `overrides` uses the YAML's keys; `quantization` overrides merge key by key.
+    `overrides` uses the YAML's keys; section overrides (`quantization`, `rotation`, ...) merge key by key.
     """
     raw: dict[str, Any] = {}
     source = "command line"
     if config is not None:
         path = resolve_config_path(config)
         raw, source = read_yaml(path), str(path)
-    merged = raw | {k: v for k, v in overrides.items() if k != "quantization"}
-    if "quantization" in overrides:
-        base = raw.get("quantization") or {}
-        # A non-mapping `quantization:` in the YAML is left for parse_config to report.
-        merged["quantization"] = base | overrides["quantization"] if isinstance(base, dict) else base
+    merged = raw | {k: v for k, v in overrides.items() if k not in _SECTIONS}
+    for name in _SECTIONS:
+        if name in overrides:
+            base = raw.get(name) or {}
+            # A non-mapping section in the YAML is left for parse_config to report.
+            merged[name] = base | overrides[name] if isinstance(base, dict) else base
     return parse_config(merged, source=source)

@@ -31,3 +31,11 @@ def compare_logits(ref: torch.Tensor, got: torch.Tensor, targets: torch.Tensor) 
         kl=float(F.kl_div(got_logp, ref_logp, log_target=True, reduction="sum")),
         agree=int((ref.argmax(-1) == got.argmax(-1)).sum()),
     )
+
+
+def gap_recovered(value: float, *, ptq: float, base: float) -> float:
+    """Share of plain PTQ's distance from the baseline that `value` closes: 1.0 all of it, 0 none, < 0 worse.
+
+    Works for any metric (KL, top-1 agreement, perplexity): (ptq - value) / (ptq - base).
+    """
+    return (ptq - value) / (ptq - base) if ptq != base else float("nan")

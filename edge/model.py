@@ -7,10 +7,16 @@ Out: `Transformer`, an `nn.Module` whose `forward(tokens, input_pos)` is the
        input_pos [1]    int64   position of tokens[0, 0] in the sequence
        returns   [1, V] float32 logits of the last token ([1, S, V] with full_logits)
 
-The KV cache lives inside the module as buffers, updated in place with
-ExecuTorch's `llama::update_cache` op and read by `llama::custom_sdpa`; both
-also run eagerly on the host once `executorch.extension.llm.custom_ops` is
-imported, so the eager model and the .pte execute the same attention code.
+Two attention paths over the same parameters (`AttentionPath`, switched with
+`Transformer.set_attention_path`):
+  * KV_CACHE (export, and the default): the KV cache lives inside the module as
+    buffers, updated in place with ExecuTorch's `llama::update_cache` op and read
+    by `llama::custom_sdpa`; both also run eagerly on the host once
+    `executorch.extension.llm.custom_ops` is imported, so the eager model and the
+    .pte execute the same attention code. No backward, CPU only.
+  * SEQUENCE (training, calibration, GPU): causal `F.scaled_dot_product_attention`
+    over the whole sequence, tokens [B, S], no cache; differentiable, any device.
+    The online Hadamard (R4) runs as a torch butterfly with the op's exact matrix.
 
 Parameter names follow Hugging Face's (`layers.0.self_attn.q_proj.weight`) so an
 HF checkpoint maps on by stripping a prefix. Places that later stages rewrite:
@@ -24,6 +30,7 @@ HF checkpoint maps on by stripping a prefix. Places that later stages rewrite:
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass
 
@@ -33,6 +40,11 @@ from torch.nn import functional as F
 
 # Registers torch.ops.llama.{update_cache, custom_sdpa} (eager CPU kernels + export meta).
 from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401
+
+
+class AttentionPath(enum.Enum):
+    KV_CACHE = "kv_cache"  # ExecuTorch's cache ops: export and eager CPU inference
+    SEQUENCE = "sequence"  # F.scaled_dot_product_attention: training, calibration, GPU
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,14 @@ def rope_inverse_frequencies(args: ModelArgs) -> torch.Tensor:
     return inv_freq.float()
 
 
+def rope_tables(args: ModelArgs, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """ModelArgs, length T -> (cos, sin), each [T, Dh] float32 in rotate_half layout."""
+    positions = torch.arange(length, dtype=torch.float32, device="cpu")
+    freqs = torch.outer(positions, rope_inverse_frequencies(args))
+    freqs = torch.cat((freqs, freqs), dim=-1)  # [T, Dh]
+    return freqs.cos(), freqs.sin()
+
+
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     # x: [..., Dh] -> [..., Dh] with halves swapped and the first negated (HF's rope layout)
     x1, x2 = x.chunk(2, dim=-1)
@@ -146,6 +166,8 @@ class Attention(nn.Module):
         self.register_buffer("k_cache", torch.zeros(cache_shape, device="cpu"), persistent=False)
         self.register_buffer("v_cache", torch.zeros(cache_shape, device="cpu"), persistent=False)
 
+        self.path = AttentionPath.KV_CACHE
+
     def forward(self, x: torch.Tensor, start_pos: int, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         # x: [B, S, D]
         b, s, _ = x.shape
@@ -153,6 +175,12 @@ class Attention(nn.Module):
         k = self.k_proj(x).view(b, s, self.n_kv_heads, self.head_dim)  # [B, S, Hkv, Dh]
         v = self.v_proj(x).view(b, s, self.n_kv_heads, self.head_dim)  # [B, S, Hkv, Dh]
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if self.path is AttentionPath.SEQUENCE:
+            # [B, H, S, Dh] layout; causal over this sequence only, no cache.
+            y = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True
+            ).transpose(1, 2)  # [B, S, H, Dh]
+            return self.o_proj(y.reshape(b, s, self.n_heads * self.head_dim))  # [B, S, D]
         torch.ops.llama.update_cache(k, self.k_cache, start_pos)  # k_cache[:, start:start+S] = k
         torch.ops.llama.update_cache(v, self.v_cache, start_pos)
         # Causal attention over cache[:, :start+S]; the op handles Hkv < H itself.
@@ -160,14 +188,51 @@ class Attention(nn.Module):
         return self.o_proj(y.reshape(b, s, self.n_heads * self.head_dim))  # [B, S, D]
 
 
-class OnlineHadamard(nn.Module):
-    """x [..., F] -> x @ H, H the orthonormal Sylvester Hadamard matrix (F a power of two).
+def hadamard_transform(x: torch.Tensor) -> torch.Tensor:
+    """x [..., F] -> x @ M, M the matrix of `llama::fast_hadamard_transform`, in plain torch.
 
-    SpinQuant's R4, run at inference by ExecuTorch's `llama::fast_hadamard_transform`
-    (O(F log F), no F x F matrix in the program); H^T is folded into down_proj.
+    F = 2^k: M is the orthonormal Sylvester matrix (a butterfly, O(F log F)).
+    F = 28 * 2^k: M = kron(H28, Sylvester(2^k)), H28 the op's own +-1 matrix of order 28
+    (the op normalises only the 2^k part, so M M^T = 28 I). Differentiable, any device.
+    """
+    n = x.shape[-1]
+    k = 28 if n % 28 == 0 and _is_pow2(n // 28) else 1
+    if not _is_pow2(n // k):
+        raise ValueError(f"the Hadamard transform takes widths 2^k or 28*2^k, not {n}")
+    m = n // k
+    y = x.reshape(-1, k, m)
+    h = 1
+    while h < m:  # butterfly stages of the Sylvester matrix, natural order
+        y = y.view(-1, k, m // (2 * h), 2, h)
+        y = torch.stack((y[:, :, :, 0] + y[:, :, :, 1], y[:, :, :, 0] - y[:, :, :, 1]), dim=3)
+        h *= 2
+    y = y.reshape(-1, k, m) / math.sqrt(m)
+    if k > 1:
+        h28 = torch.ops.llama.fast_hadamard_transform(torch.eye(28, dtype=torch.float64))  # [28, 28], +-1
+        y = torch.einsum("nbm,ba->nam", y, h28.to(device=y.device, dtype=y.dtype))
+    return y.reshape(x.shape)
+
+
+def _is_pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+class OnlineHadamard(nn.Module):
+    """x [..., F] -> x @ M, M the Hadamard matrix of `llama::fast_hadamard_transform`.
+
+    SpinQuant's R4, run at inference by ExecuTorch's op (O(F log F), no F x F matrix
+    in the program; F must be 2^k or 28 * 2^k); M's inverse is folded into down_proj
+    (`edge.spinquant.fold`). On the SEQUENCE path the same matrix runs as
+    `hadamard_transform`, which has a backward and runs on any device.
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.path = AttentionPath.KV_CACHE
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.path is AttentionPath.SEQUENCE:
+            return hadamard_transform(x)
         return torch.ops.llama.fast_hadamard_transform(x)
 
 
@@ -202,7 +267,14 @@ class TransformerBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, args: ModelArgs, *, max_context: int, full_logits: bool = False) -> None:
+    def __init__(
+        self,
+        args: ModelArgs,
+        *,
+        max_context: int,
+        full_logits: bool = False,
+        attention_path: AttentionPath = AttentionPath.KV_CACHE,
+    ) -> None:
         super().__init__()
         self.args, self.max_context, self.full_logits = args, max_context, full_logits
         self.embed_tokens = nn.Embedding(args.vocab_size, args.dim)
@@ -211,26 +283,32 @@ class Transformer(nn.Module):
         # Untied even when the checkpoint ties them: the output layer and the
         # embedding are quantized differently (8-bit linear vs 8-bit lookup table).
         self.lm_head = nn.Linear(args.dim, args.vocab_size, bias=False)
-        positions = torch.arange(max_context, dtype=torch.float32, device="cpu")
-        freqs = torch.outer(positions, rope_inverse_frequencies(args))
-        freqs = torch.cat((freqs, freqs), dim=-1)  # [T, Dh] in rotate_half layout
-        self.register_buffer("rope_cos", freqs.cos(), persistent=False)
-        self.register_buffer("rope_sin", freqs.sin(), persistent=False)
+        cos, sin = rope_tables(args, max_context)  # [T, Dh] each
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.set_attention_path(attention_path)
 
-    def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
-        # tokens: [1, S] int64; input_pos: [1] int64
+    def set_attention_path(self, path: AttentionPath) -> None:
+        """Switch every attention (and online Hadamard) between the export and the training path."""
+        self.attention_path = path
+        for module in self.modules():
+            if isinstance(module, (Attention, OnlineHadamard)):
+                module.path = path
+
+    def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor | None = None) -> torch.Tensor:
+        # tokens: [B, S] int64 (B = 1 on the KV_CACHE path); input_pos: [1] int64 (None: 0)
         seq_len = tokens.shape[1]
-        start_pos = input_pos[0].item()
+        start_pos = 0 if input_pos is None else input_pos[0].item()
         torch._check(start_pos >= 0)
         torch._check(start_pos + seq_len <= self.max_context)
         cos = self.rope_cos.narrow(0, start_pos, seq_len)  # [S, Dh]
         sin = self.rope_sin.narrow(0, start_pos, seq_len)
-        x = self.embed_tokens(tokens)  # [1, S, D]
+        x = self.embed_tokens(tokens)  # [B, S, D]
         for layer in self.layers:
             x = layer(x, start_pos, cos, sin)
         if not self.full_logits:
-            x = x[:, -1, :]  # [1, D]: the runner only samples from the last position
-        return self.lm_head(self.norm(x)).float()  # [1, V] or [1, S, V]
+            x = x[:, -1, :]  # [B, D]: the runner only samples from the last position
+        return self.lm_head(self.norm(x)).float()  # [B, V] or [B, S, V]
 
     def cast_buffers(self, dtype: torch.dtype) -> None:
         """Cast the rope tables and KV caches (not loaded from checkpoints) to `dtype`."""

@@ -64,6 +64,50 @@ def _linear_config(bits: WeightBits, group_size: int | None):
     return Int8DynamicActivationIntxWeightConfig(weight_dtype=dtype, weight_granularity=granularity)
 
 
+def intx_tensor_from_integers(
+    qdata: torch.Tensor, scale: torch.Tensor, *, bits: WeightBits, embedding: bool = False
+) -> torch.Tensor:
+    """Integers already chosen elsewhere (GPTQ, a pre-quantized checkpoint) -> torchao's own tensor.
+
+    qdata [out, in] int8 holding int4 ([-8, 7]) or int8 values; scale [out, in / group]
+    float (one group per row: per channel). Zero points are 0 (symmetric). The result is
+    the `IntxUnpackedToInt8Tensor` that `quantize_` would have made (8-bit dynamic
+    activations for linears, none for an embedding), so export and lowering do not change.
+    """
+    from torchao.quantization import IntxUnpackedToInt8Tensor
+
+    if qdata.dtype != torch.int8 or qdata.dim() != 2 or scale.dim() != 2 or scale.shape[0] != qdata.shape[0]:
+        raise EdgeError(f"quantized weight {list(qdata.shape)} {qdata.dtype} with scales {list(scale.shape)} is malformed")
+    group = qdata.shape[1] // scale.shape[1]
+    if group * scale.shape[1] != qdata.shape[1]:
+        raise EdgeError(f"scales {list(scale.shape)} do not divide the weight's {qdata.shape[1]} columns into groups")
+    lo, hi = (-8, 7) if bits is WeightBits.INT4 else (-128, 127)
+    if int(qdata.min()) < lo or int(qdata.max()) > hi:
+        raise EdgeError(f"quantized weight holds values outside [{lo}, {hi}] for {bits.value}")
+    # Build the tensor type from a 1-row quantize_ (its attributes), then put our integers in.
+    from torchao.quantization import quantize_
+
+    if embedding:
+        tmp: nn.Module = nn.Embedding(1, qdata.shape[1])
+        config = _embedding_config()
+        quantize_(tmp, config, filter_fn=lambda m, _n: isinstance(m, nn.Embedding))
+    else:
+        tmp = nn.Linear(qdata.shape[1], 1, bias=False)
+        quantize_(tmp, _linear_config(bits, group if scale.shape[1] > 1 else None))
+    proto = tmp.weight
+    block_size = (1, group)
+    attrs = {n: getattr(proto, n) for n in proto.tensor_attribute_names} | {"block_size": block_size}
+    return IntxUnpackedToInt8Tensor(
+        qdata.contiguous(), scale.float().contiguous(), torch.zeros_like(scale, dtype=torch.int8), **attrs
+    )
+
+
+def _embedding_config():
+    from torchao.quantization import IntxWeightOnlyConfig, PerAxis
+
+    return IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0))
+
+
 def describe(quant: QuantizationConfig) -> dict[str, str]:
     """QuantizationConfig -> {layer kind: human-readable scheme}, as the manifest states it."""
 
@@ -94,8 +138,16 @@ def check_group_size(model: Transformer, quant: QuantizationConfig) -> None:
             )
 
 
-def _quantize_rows(module: nn.Linear | nn.Embedding, config, *, name: str, report: QuantReport, rows_per_chunk: int = 8192) -> None:
-    """Replace module.weight by its torchao-quantized float32 version, a chunk of rows at a time.
+def _quantize_rows(
+    module: nn.Linear | nn.Embedding,
+    config,
+    *,
+    name: str,
+    report: QuantReport,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    rows_per_chunk: int = 8192,
+) -> None:
+    """Replace module.weight by its torchao-quantized version, a chunk of rows at a time.
 
     torchao quantizes a weight in one piece, with several full-size float32
     temporaries: for a 128k x 3072 output layer that is gigabytes. Every scheme
@@ -103,13 +155,17 @@ def _quantize_rows(module: nn.Linear | nn.Embedding, config, *, name: str, repor
     so quantize_ runs on row chunks and the quantized tensors are stitched back
     together field by field (torchao tensors do not implement torch.cat). The
     result is identical to quantizing in one piece (tests/test_quantize.py).
+    `transform` (rows -> rows, e.g. SpinQuant's R1) is applied to each chunk first,
+    so a rotated copy of the whole weight never exists either.
     """
     from torchao.quantization import quantize_
 
     source = module.weight.detach()
     parts = []
+    signal = noise = 0.0
     for r0 in range(0, source.shape[0], rows_per_chunk):
-        chunk = source[r0 : r0 + rows_per_chunk].float()
+        chunk = source[r0 : r0 + rows_per_chunk]
+        chunk = (transform(chunk) if transform else chunk).float()
         if isinstance(module, nn.Embedding):
             tmp: nn.Module = nn.Embedding(chunk.shape[0], chunk.shape[1], _weight=chunk, _freeze=True)
             quantize_(tmp, config, filter_fn=lambda m, _n: isinstance(m, nn.Embedding))
@@ -117,12 +173,32 @@ def _quantize_rows(module: nn.Linear | nn.Embedding, config, *, name: str, repor
             tmp = nn.Linear(chunk.shape[1], chunk.shape[0], bias=False, device="meta")
             tmp.weight = nn.Parameter(chunk, requires_grad=False)
             quantize_(tmp, config)
-        parts.append(tmp.weight.detach())
+        part = tmp.weight.detach()
+        parts.append(part)
+        signal += float(chunk.double().pow(2).sum())
+        noise += float((chunk - part.dequantize().float()).double().pow(2).sum())
     first = parts[0]
     data = [torch.cat([getattr(p, n) for p in parts]) for n in first.tensor_data_names]
     stitched = type(first)(*data, *[getattr(first, n) for n in first.tensor_attribute_names])
     module.weight = nn.Parameter(stitched, requires_grad=False)
-    report.weight_sqnr_db[f"{name}.weight"] = sqnr_db(source, stitched, rows_per_chunk=rows_per_chunk)
+    report.weight_sqnr_db[f"{name}.weight"] = float(10 * torch.log10(torch.tensor(signal / max(noise, 1e-30))))
+
+
+def _cast_rows(module: nn.Module, *, dtype: torch.dtype, transform=None, rows_per_chunk: int = 8192) -> None:
+    """module.weight -> transform(rows) in `dtype`, a chunk of rows at a time."""
+    w = module.weight.detach()
+    if transform is not None:
+        w = torch.cat([transform(w[r0 : r0 + rows_per_chunk]).to(dtype) for r0 in range(0, w.shape[0], rows_per_chunk)])
+    module.weight = nn.Parameter(w.to(dtype), requires_grad=False)
+
+
+@dataclass(frozen=True)
+class GPTQInputs:
+    """What GPTQ needs beyond the model: calibration windows, damping, where to run."""
+
+    tokens: torch.Tensor  # [N, S] int64
+    damp: float
+    device: str = "cpu"
 
 
 def quantize_model(
@@ -130,43 +206,76 @@ def quantize_model(
     quant: QuantizationConfig,
     *,
     dtype: torch.dtype,
+    rotations=None,
+    online_hadamard: bool = False,
+    gptq: GPTQInputs | None = None,
     on_step: Callable[[int, int], None] | None = None,
 ) -> QuantReport:
     """Quantize `model` in place as `quant` says; unquantized parts end in `dtype`.
 
-    `on_step(done, total)` is called after each block (for progress bars).
+    rotations (`edge.spinquant.Rotations`): fused norms, R1/R2 (and R4 when `online_hadamard`)
+    are folded into each block in float64 just before it is rounded, so the whole model never
+    exists in float32. gptq: int4 block linears are rounded by GPTQ (`edge.gptq`) instead of
+    torchao's round-to-nearest. `on_step(done, total)` is called after each block.
     """
-    from torchao.quantization import IntxWeightOnlyConfig, PerAxis
+    from edge.model import AttentionPath, rope_tables
+    from edge.spinquant.fold import head_transforms, prepare_block, rotate_block, untie_and_reset_norm
 
     check_group_size(model, quant)
     report = QuantReport(scheme=describe(quant))
     total = len(model.layers) + 2
+    emb_t = head_t = None
+    if rotations is not None:
+        emb_t, head_t = head_transforms(model, rotations.r1)
+        untie_and_reset_norm(model)
+    use_gptq = gptq is not None and quant.linear is WeightBits.INT4
+    if use_gptq:
+        model.set_attention_path(AttentionPath.SEQUENCE)
+        seq = gptq.tokens.shape[1]
+        x = model.embed_tokens.weight.detach()[gptq.tokens]  # [N, S, D]
+        x = (emb_t(x) if emb_t else x).float().to(gptq.device)
+        cos, sin = (t.to(gptq.device) for t in rope_tables(model.args, seq))  # the calibration length, not max_context
     for i, block in enumerate(model.layers):
-        for name, module in block.named_modules():
-            if isinstance(module, nn.Linear) and quant.linear is not WeightBits.NONE:
-                group = quant.group_size if quant.linear is WeightBits.INT4 else None
-                _quantize_rows(module, _linear_config(quant.linear, group), name=f"layers.{i}.{name}", report=report)
+        if rotations is not None:
+            prepare_block(block, online_hadamard=online_hadamard)
+            rotate_block(block, r1=rotations.r1, r2=rotations.r2[i])
+        if use_gptq:
+            from edge.gptq import gptq_block
+
+            def record(n: str, ref: torch.Tensor, q: torch.Tensor, i: int = i) -> None:
+                report.weight_sqnr_db[f"layers.{i}.{n}.weight"] = sqnr_db(ref, q)
+
+            block.float().to(gptq.device)
+            x = gptq_block(block, x, cos=cos, sin=sin, group_size=quant.group_size, damp=gptq.damp, on_linear=record)
+            block.to("cpu")
+        elif quant.linear is not WeightBits.NONE:
+            for name, module in block.named_modules():
+                if isinstance(module, nn.Linear):
+                    group = quant.group_size if quant.linear is WeightBits.INT4 else None
+                    _quantize_rows(module, _linear_config(quant.linear, group), name=f"layers.{i}.{name}", report=report)
         block.to(dtype)  # norms, and linears left unquantized
         if on_step:
             on_step(i + 1, total)
+    if use_gptq:
+        del x
+        model.set_attention_path(AttentionPath.KV_CACHE)
 
     # With tied embeddings lm_head.weight *is* embed_tokens.weight: each gets its own
     # quantized (or cast) tensor and the shared one is dropped.
     model.norm.to(dtype)
     if quant.output is WeightBits.NONE:
-        model.lm_head.weight = nn.Parameter(model.lm_head.weight.detach().to(dtype), requires_grad=False)
+        _cast_rows(model.lm_head, dtype=dtype, transform=head_t)
     else:
         group = quant.group_size if quant.output is WeightBits.INT4 else None
-        _quantize_rows(model.lm_head, _linear_config(quant.output, group), name="lm_head", report=report)
+        _quantize_rows(model.lm_head, _linear_config(quant.output, group), name="lm_head", report=report, transform=head_t)
     if on_step:
         on_step(len(model.layers) + 1, total)
 
     if quant.embedding is WeightBits.NONE:
-        model.embed_tokens.weight = nn.Parameter(model.embed_tokens.weight.detach().to(dtype), requires_grad=False)
+        _cast_rows(model.embed_tokens, dtype=dtype, transform=emb_t)
     else:
         # Lowered to ExecuTorch's quantized_decomposed::embedding_byte by its quant-fusion pass.
-        config = IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0))
-        _quantize_rows(model.embed_tokens, config, name="embed_tokens", report=report)
+        _quantize_rows(model.embed_tokens, _embedding_config(), name="embed_tokens", report=report, transform=emb_t)
     if on_step:
         on_step(total, total)
     model.cast_buffers(dtype)  # rope tables and KV caches follow the activation dtype

@@ -28,6 +28,16 @@ def int_field(value: Any, key: str, problems: list[str], *, minimum: int) -> int
     return value
 
 
+def float_field(value: Any, key: str, problems: list[str], *, minimum: float, maximum: float = float("inf")) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        problems.append(f"{key}: {value!r} is not a number")
+        return None
+    if not minimum <= value <= maximum:
+        problems.append(f"{key}: {value} is outside [{minimum}, {maximum}]")
+        return None
+    return float(value)
+
+
 def bool_field(value: Any, key: str, problems: list[str]) -> bool | None:
     if not isinstance(value, bool):
         problems.append(f"{key}: {value!r} is not true or false")

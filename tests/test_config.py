@@ -54,3 +54,50 @@ def test_missing_config_file():
 def test_roundtrip_to_dict():
     config = load_config(config="llama3_2_3b_8da4w", overrides={})
     assert parse_config(config.to_dict(), source="dict") == config
+
+
+def test_spinquant_sections_validate_together():
+    raw = {"output": "x", "quantization": {"linear": "none", "rounding": "gptq"},
+           "rotation": {"kind": "spin", "file": "r.safetensors", "steps": -1, "learning_rate": "fast", "colour": 1},
+           "gptq": {"damp": 2.0}, "calibration": {"seq_len": 1}, "device": "tpu"}
+    with pytest.raises(EdgeError) as e:
+        parse_config(raw, source="t.yaml")
+    msg = str(e.value)
+    for fragment in ("quantization.rounding: gptq needs int4", "rotation.kind: 'spin'", "rotation.steps: -1 is less than 0",
+                     "rotation.learning_rate: 'fast' is not a number", "unknown key 'rotation.colour'",
+                     "gptq.damp: 2.0 is outside [0.0, 1.0]", "calibration.seq_len: 1 is less than 2", "device: 'tpu'"):
+        assert fragment in msg, fragment
+    with pytest.raises(EdgeError, match="rotation.file: given, but rotation.kind is none"):
+        parse_config({"output": "x", "rotation": {"file": "r.safetensors"}}, source="t.yaml")
+
+
+def test_spinquant_configs_are_the_recipe():
+    from edge.config import Rounding, RotationKind
+
+    for name in ("llama3_2_1b_spinquant", "llama3_2_3b_spinquant", "fixture_spinquant"):
+        c = load_config(config=name, overrides={})
+        assert c.rotation.kind is RotationKind.OPTIMIZED and c.rotation.online_hadamard
+        assert (c.rotation.steps, c.rotation.learning_rate) == (100, 1.5)
+        assert c.quantization.rounding is Rounding.GPTQ and c.gptq.samples == 128 and c.quantization.group_size == 32
+    c = load_config(config="llama3_2_1b_spinquant", overrides={})
+    assert (c.rotation.samples, c.calibration.seq_len) == (800, 2048)  # Meta's recipe: 800 x 2048 and 128 x 2048
+
+
+def test_cli_flags_map_one_to_one_onto_config_keys(tmp_path):
+    import dataclasses
+
+    from edge import config as cfg
+    from edge.export.__main__ import build_parser, overrides_from_args
+
+    p = build_parser()
+    flags = {a.option_strings[0] for a in p._actions if a.option_strings}
+    for section in ("rotation", "gptq", "calibration"):
+        for f in dataclasses.fields(cfg._SECTIONS[section]):
+            assert f"--{section}-{f.name}".replace("_", "-") in flags
+    ns = p.parse_args(["--config", "fixture_spinquant", "--rotation-kind", "hadamard", "--rotation-learning-rate", "0.5",
+                       "--no-rotation-online-hadamard", "--gptq-samples", "7", "--calibration-text", "c.txt", "--rounding", "rtn"])
+    o = overrides_from_args(ns)
+    assert o["rotation"] == {"kind": "hadamard", "learning_rate": 0.5, "online_hadamard": False}
+    assert o["gptq"] == {"samples": 7} and o["calibration"] == {"text": "c.txt"} and o["quantization"] == {"rounding": "rtn"}
+    c = load_config(config=ns.config_flag, overrides=o | {"output": str(tmp_path / "o")})
+    assert c.rotation.learning_rate == 0.5 and c.rotation.steps == 100 and c.calibration.text.name == "c.txt"

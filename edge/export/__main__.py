@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m edge.export",
         description="Export a Llama 3.2 checkpoint to an ExecuTorch .pte for Arm CPUs (XNNPACK).",
     )
-    p.add_argument("config", nargs="?", default=DEFAULT_CONFIG, help=f"shipped config name or YAML path (default {DEFAULT_CONFIG})")
+    p.add_argument("config", nargs="?", default=None, help=f"shipped config name or YAML path (default {DEFAULT_CONFIG})")
+    p.add_argument("--config", dest="config_flag", metavar="FILE", help="the same as the positional CONFIG")
     p.add_argument("--checkpoint", type=Path, help="checkpoint folder: HF (config.json + safetensors) or Meta (params.json + consolidated.00.pth)")
     p.add_argument("--output", type=Path, help="output folder (must not exist unless --force)")
     p.add_argument("--max-context", type=int, help="KV cache length in tokens (default 2048)")
@@ -46,8 +47,44 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--group-size", type=int, help="int4 group size (default 32)")
     q.add_argument("--output-layer", choices=["none", "int4", "int8"], help="output layer weights")
     q.add_argument("--embedding", choices=["none", "int8"], help="embedding weights")
+    q.add_argument("--rounding", choices=["rtn", "gptq"], help="weight rounding: round-to-nearest or GPTQ")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="where rotation optimization and GPTQ run")
+    for section in _GENERATED_SECTIONS:
+        _add_section_flags(p, section)
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return p
+
+
+# Sections whose flags are generated from their dataclass: `rotation.learning_rate` is
+# --rotation-learning-rate, `calibration.text` is --calibration-text, one to one.
+_GENERATED_SECTIONS = ("rotation", "gptq", "calibration")
+
+
+def _flag(section: str, name: str) -> str:
+    return f"--{section}-{name}".replace("_", "-")
+
+
+def _add_section_flags(p: argparse.ArgumentParser, section: str) -> None:
+    import dataclasses
+    import enum
+
+    from edge import config as cfg
+
+    cls = cfg._SECTIONS[section]
+    group = p.add_argument_group(section)
+    for f in dataclasses.fields(cls):
+        default = getattr(cls(), f.name)
+        dest = f"{section}__{f.name}"
+        if isinstance(default, bool):
+            group.add_argument(_flag(section, f.name), dest=dest, action=argparse.BooleanOptionalAction, default=None,
+                               help=f"{section}.{f.name} (default {str(default).lower()})")
+        elif isinstance(default, enum.Enum):
+            group.add_argument(_flag(section, f.name), dest=dest, choices=[m.value for m in type(default)],
+                               help=f"{section}.{f.name} (default {default.value})")
+        else:
+            kind = {int: int, float: float}.get(type(default), str)
+            group.add_argument(_flag(section, f.name), dest=dest, type=kind, metavar={str: "PATH", int: "N", float: "X"}[kind],
+                               help=f"{section}.{f.name} (default {default})")
 
 
 def overrides_from_args(ns: argparse.Namespace) -> dict:
@@ -59,12 +96,18 @@ def overrides_from_args(ns: argparse.Namespace) -> dict:
         "dtype": ns.dtype,
         "full_logits": ns.full_logits,
         "force": ns.force,
+        "device": ns.device,
     }
-    quant = {"linear": ns.linear, "group_size": ns.group_size, "output": ns.output_layer, "embedding": ns.embedding}
+    quant = {"linear": ns.linear, "group_size": ns.group_size, "output": ns.output_layer, "embedding": ns.embedding,
+             "rounding": ns.rounding}
     out = {k: (str(v) if isinstance(v, Path) else v) for k, v in top.items() if v is not None}
     quant = {k: v for k, v in quant.items() if v is not None}
     if quant:
         out["quantization"] = quant
+    for section in _GENERATED_SECTIONS:
+        values = {k.split("__", 1)[1]: v for k, v in vars(ns).items() if k.startswith(f"{section}__") and v is not None}
+        if values:
+            out[section] = values
     return out
 
 
@@ -86,13 +129,17 @@ def print_summary(result, *, config, stream=sys.stdout) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
-    ns = build_parser().parse_args(argv)
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if ns.config and ns.config_flag and ns.config != ns.config_flag:
+        parser.error("give the config once: positionally or with --config")
+    config_name = ns.config or ns.config_flag or DEFAULT_CONFIG
     from edge.config import load_config
     from edge.errors import EdgeError
     from edge.progress import Progress
 
     try:
-        config = load_config(config=ns.config, overrides=overrides_from_args(ns))
+        config = load_config(config=config_name, overrides=overrides_from_args(ns))
         from edge.export.pipeline import run_export
 
         result = run_export(config, progress=Progress(quiet=ns.quiet))

@@ -9,13 +9,15 @@ Out: an output folder, created atomically (built beside the target, then renamed
        NOTICE                    Llama 3.2 Community License notice and "Built with Llama"
      and an `ExportResult` (paths, sizes, stage times) for the summary.
 
+       rotations.safetensors     SpinQuant's R1/R2, when the export rotates (reusable: rotation.file)
+
 Stages, each a function from artifact to artifact:
-  open_checkpoint -> load_model -> quantize_model -> export_program -> lower_program -> write_outputs
+  prepare -> make_rotations -> load_model -> quantize_model (rotate + round, block by block)
+          -> export_program -> lower_program -> write_outputs
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -26,19 +28,23 @@ from pathlib import Path
 
 import torch
 
+from edge.calibration import Calibration
 from edge.checkpoint import Checkpoint, load_model, open_checkpoint
-from edge.config import DType, ExportConfig
+from edge.config import Device, DType, ExportConfig, Rounding, RotationKind
 from edge.errors import EdgeError
+from edge.io import sha256_file
 from edge.lower import RunnerMetadata, export_program, lower_program, write_pte
 from edge.model import Transformer
 from edge.progress import Progress
-from edge.quantize import QuantReport, check_group_size, quantize_model
+from edge.export.rotation_stage import check_rotation, calibration_for, make_rotations, spinquant_record
+from edge.quantize import GPTQInputs, QuantReport, check_group_size, quantize_model
 
 EDGE_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_CHECKPOINT = EDGE_DIR / "assets" / "fixture"
 NOTICE = EDGE_DIR / "NOTICE"
 PTE_NAME = "model.pte"
 MANIFEST_NAME = "manifest.json"
+ROTATIONS_NAME = "rotations.safetensors"
 MANIFEST_VERSION = 1
 
 TORCH_DTYPES = {DType.FP32: torch.float32, DType.BF16: torch.bfloat16}
@@ -53,14 +59,6 @@ class ExportResult:
     pte_bytes: int
     stage_seconds: dict[str, float] = field(default_factory=dict)
     size_breakdown: dict[str, int] = field(default_factory=dict)
-
-
-def sha256_file(path: Path, *, chunk: int = 1 << 24) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def versions() -> dict[str, str]:
@@ -123,8 +121,17 @@ def _resolve_checkpoint(config: ExportConfig) -> Path:
     return config.checkpoint if config.checkpoint is not None else DEFAULT_CHECKPOINT
 
 
-def prepare(config: ExportConfig) -> Checkpoint:
-    """ExportConfig -> validated Checkpoint; every cheap check runs here, before any long stage."""
+@dataclass(frozen=True)
+class Prepared:
+    """Everything checked before the long stages: the checkpoint, calibration windows, rotation file header."""
+
+    ckpt: Checkpoint
+    calibration: Calibration | None = None
+    rotation_header: dict | None = None
+
+
+def prepare(config: ExportConfig) -> Prepared:
+    """ExportConfig -> Prepared; every cheap check runs here, before any long stage."""
     _check_output_free(config)
     ckpt = open_checkpoint(_resolve_checkpoint(config))
     if config.max_context > ckpt.args.max_position_embeddings:
@@ -135,7 +142,14 @@ def prepare(config: ExportConfig) -> Checkpoint:
         raise EdgeError(f"{ckpt.path} has no tokenizer.json or tokenizer.model beside the weights")
     with torch.device("meta"):  # shapes only: the group-size check needs the modules, not the weights
         check_group_size(Transformer(ckpt.args, max_context=2), config.quantization)
-    return ckpt
+    if config.device is Device.CUDA and not torch.cuda.is_available():
+        raise EdgeError("device cuda: no CUDA GPU is visible to torch here")
+    if ckpt.prequantized_group_size is not None:
+        if config.dtype is not DType.FP32:
+            raise EdgeError(f"{ckpt.path} is pre-quantized with fp32 scales: export it with dtype fp32")
+        return Prepared(ckpt=ckpt)  # its rotations and integers are used as they are: no calibration
+    header = check_rotation(config, ckpt)
+    return Prepared(ckpt=ckpt, calibration=calibration_for(config, ckpt), rotation_header=header)
 
 
 def write_outputs(
@@ -144,6 +158,8 @@ def write_outputs(
     config: ExportConfig,
     ckpt: Checkpoint,
     report: QuantReport,
+    spinquant: dict,
+    rotations,
     breakdown: dict[str, int],
     metadata: RunnerMetadata,
     progress: Progress,
@@ -159,6 +175,10 @@ def write_outputs(
         tokenizer = tmp / ckpt.tokenizer.name  # type: ignore[union-attr]
         shutil.copyfile(ckpt.tokenizer, tokenizer)  # type: ignore[arg-type]
         shutil.copyfile(NOTICE, tmp / "NOTICE")
+        if rotations is not None:
+            from edge.spinquant.rotations import save_rotations
+
+            save_rotations(rotations, tmp / ROTATIONS_NAME)
         inputs = [*ckpt.weight_files, ckpt.tokenizer]
         for name in ("config.json", "params.json", "model.safetensors.index.json"):
             if (ckpt.path / name).is_file():
@@ -176,6 +196,7 @@ def write_outputs(
                     for kind in ("self_attn", "mlp", "lm_head", "embed_tokens")
                     if any(kind in k for k in report.weight_sqnr_db)
                 },
+                "spinquant": spinquant,
             },
             "versions": versions(),
             "sha256": {
@@ -214,12 +235,31 @@ def write_outputs(
 def run_export(config: ExportConfig, *, progress: Progress) -> ExportResult:
     """ExportConfig -> the output folder; the whole pipeline."""
     with progress.stage("check", "checkpoint, config and output path"):
-        ckpt = prepare(config)
-    args = ckpt.args
+        prepared = prepare(config)
+    ckpt, args = prepared.ckpt, prepared.ckpt.args
     progress.info(
         f"model: {ckpt.format.value} checkpoint, {args.n_layers} layers, dim {args.dim}, "
         f"{args.n_heads}/{args.n_kv_heads} heads, vocab {args.vocab_size}, {args.n_params / 1e6:.1f}M params"
     )
+    if ckpt.prequantized_group_size is not None:
+        from edge.prequantized import load_prequantized_model, prequantized_report
+
+        progress.info(f"pre-quantized checkpoint (int4 groups of {ckpt.prequantized_group_size}, rotations folded in): "
+                      "its integers are exported as they are; the config's quantization, rotation and gptq settings do not apply")
+        with progress.stage("load", f"{ckpt.path} (pre-quantized)"):
+            model = load_prequantized_model(ckpt, max_context=config.max_context, full_logits=config.full_logits)
+        report = prequantized_report(ckpt.prequantized_group_size)
+        return _export_and_write(config, prepared, progress=progress, model=model, report=report, rotations=None)
+
+    rotations = None
+    if config.rotation.enabled:
+        with progress.stage("rotations", config.rotation.kind.value + (f" from {config.rotation.file}" if config.rotation.file else "")):
+            rotations = make_rotations(config, prepared, progress=progress)
+    gptq = None
+    if config.quantization.rounding is Rounding.GPTQ:
+        assert prepared.calibration is not None
+        gptq = GPTQInputs(tokens=prepared.calibration.take(config.gptq.samples), damp=config.gptq.damp,
+                          device=config.device.value)
     dtype = TORCH_DTYPES[config.dtype]
     with progress.stage("load", str(ckpt.path)):
         # Quantized exports keep the checkpoint's dtype until each block is quantized, one at a time.
@@ -227,8 +267,15 @@ def run_export(config: ExportConfig, *, progress: Progress) -> ExportResult:
         model = load_model(ckpt, max_context=config.max_context, dtype=load_dtype, full_logits=config.full_logits)
     with progress.stage("quantize", ", ".join(f"{k}: {v}" for k, v in quant_summary(config).items())):
         report = quantize_model(
-            model, config.quantization, dtype=dtype, on_step=lambda d, t: progress.step(d, t, label="blocks")
+            model, config.quantization, dtype=dtype, rotations=rotations, online_hadamard=config.rotation.online_hadamard,
+            gptq=gptq, on_step=lambda d, t: progress.step(d, t, label="blocks"),
         )
+    return _export_and_write(config, prepared, progress=progress, model=model, report=report, rotations=rotations)
+
+
+def _export_and_write(config: ExportConfig, prepared: Prepared, *, progress: Progress, model, report, rotations) -> ExportResult:
+    """Quantized model -> export -> lower -> serialize."""
+    ckpt, args = prepared.ckpt, prepared.ckpt.args
     breakdown = size_breakdown(model)
     with progress.stage("export", f"torch.export, prompt length 1..{config.max_context - 1}"):
         ep = export_program(model)
@@ -246,11 +293,14 @@ def run_export(config: ExportConfig, *, progress: Progress) -> ExportResult:
     del ep
     with progress.stage("serialize", str(config.output)):
         result = write_outputs(
-            program=program, config=config, ckpt=ckpt, report=report, breakdown=breakdown, metadata=metadata, progress=progress
+            program=program, config=config, ckpt=ckpt, report=report, breakdown=breakdown, metadata=metadata,
+            progress=progress, spinquant=spinquant_record(config, prepared, rotations), rotations=rotations,
         )
     return result
 
 
 def quant_summary(config: ExportConfig) -> dict[str, str]:
     q = config.quantization
-    return {"linear": q.linear.value + (f"/g{q.group_size}" if q.linear.value == "int4" else ""), "output": q.output.value, "embedding": q.embedding.value, "dtype": config.dtype.value}
+    return {"linear": q.linear.value + (f"/g{q.group_size}" if q.linear.value == "int4" else ""), "output": q.output.value,
+            "embedding": q.embedding.value, "rounding": q.rounding.value, "rotation": config.rotation.kind.value,
+            "dtype": config.dtype.value}

@@ -2,12 +2,14 @@
 
 Plain 8da4w PTQ must visibly cost quality (the fixture was sized so that it does: see
 benchmarks/results/fixture_recipe_sweep.md), but stay within a stated bound; bf16 must
-stay at the reference.
+stay at the reference; SpinQuant (optimized rotations + GPTQ, calibrated on the fixture's
+held-in calibration.txt) must recover at least two thirds of plain PTQ's gap.
 """
 
 import pytest
 
 from edge.evaluate import evaluate
+from edge.metrics import gap_recovered
 from edge.export.pipeline import DEFAULT_CHECKPOINT
 from tests.conftest import export_tiny
 
@@ -18,7 +20,7 @@ CONTEXT, WINDOWS = 256, 20
 @pytest.fixture(scope="module")
 def fixture_results(tmp_path_factory):
     results = {}
-    for name in ("fixture_bf16", "fixture_8da4w"):
+    for name in ("fixture_bf16", "fixture_8da4w", "fixture_spinquant"):
         # full_logits: one call per window (bf16 has no fast x86 kernels; token by token is slow).
         out = export_tiny(DEFAULT_CHECKPOINT, tmp_path_factory.mktemp(name) / "out", name, max_context=2 * CONTEXT,
                           full_logits=True)
@@ -47,3 +49,11 @@ def test_8da4w_costs_quality_within_bound(fixture_results):
     assert q.pte_perplexity < 1.06 * bf16.pte_perplexity
     assert q.top1_agreement < bf16.top1_agreement - 0.04
     assert q.mean_kl > 20 * bf16.mean_kl
+
+
+def test_spinquant_recovers_two_thirds_of_the_ptq_gap(fixture_results):
+    """The model card's 1B SpinQuant row keeps most of what plain PTQ loses; so must ours, on the fixture."""
+    bf16, ptq, sq = (fixture_results[n] for n in ("fixture_bf16", "fixture_8da4w", "fixture_spinquant"))
+    assert gap_recovered(sq.mean_kl, ptq=ptq.mean_kl, base=bf16.mean_kl) >= 2 / 3
+    assert gap_recovered(sq.top1_agreement, ptq=ptq.top1_agreement, base=bf16.top1_agreement) >= 2 / 3
+    assert sq.pte_perplexity < ptq.pte_perplexity  # perplexity moves the same way

@@ -1,0 +1,94 @@
+"""SpinQuant at the full Llama 3.2 1B shape on this CPU: what rotation and GPTQ cost the exporter.
+
+In:  --work DIR; a random-weight 1B checkpoint in Meta's layout is written there (no hub here;
+     the same writer as export_benchmark.py, Llama 3 tokenizer from the `bench` extra);
+     --gptq-samples / --gptq-seq-len for the GPTQ run's calibration (default 8 x 512: Meta's
+     128 x 2048 is GPU work: 64x the tokens of the Hessian passes), calibrated on the fixture's
+     calibration.txt.
+Out: benchmarks/results/spinquant_1b.{md,json}: wall time, peak RSS (GNU time) and stage times
+     of three exports run one after the other in one session:
+       1. plain 8da4w (round-to-nearest), the baseline;
+       2. random Hadamard R1/R2 + online R4, round-to-nearest;
+       3. random Hadamard + R4 + GPTQ (its `quantize` stage is GPTQ's time).
+     Random weights: these are costs, not quality.
+
+    python benchmarks/spinquant_1b.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from export_benchmark import PARAMS, ROOT, RESULTS, machine, measure, write_random_meta_checkpoint  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/edge-bench"))
+    ap.add_argument("--gptq-samples", type=int, default=8)
+    ap.add_argument("--gptq-seq-len", type=int, default=512)
+    ap.add_argument("--skip", nargs="*", default=[], help="row names to skip (plain, hadamard, gptq)")
+    ns = ap.parse_args()
+    ckpt = ns.work / "llama3_2_1b_random"
+    print(f"writing random 1b checkpoint to {ckpt}", file=sys.stderr, flush=True)
+    write_random_meta_checkpoint(ckpt, PARAMS["1b"])
+    calib = ROOT / "edge" / "assets" / "fixture" / "calibration.txt"
+    base = [sys.executable, "-m", "edge.export", "llama3_2_1b_8da4w", "--checkpoint", str(ckpt), "--force"]
+    runs = {
+        "plain": ("8da4w, round-to-nearest (baseline)", []),
+        "hadamard": ("random Hadamard R1/R2 + online R4, round-to-nearest", ["--rotation-kind", "hadamard"]),
+        "gptq": (f"random Hadamard + R4 + GPTQ ({ns.gptq_samples} x {ns.gptq_seq_len} calibration tokens)",
+                 ["--rotation-kind", "hadamard", "--rounding", "gptq", "--gptq-samples", str(ns.gptq_samples),
+                  "--calibration-text", str(calib), "--calibration-seq-len", str(ns.gptq_seq_len)]),
+    }
+    rows = []
+    for key, (label, extra) in runs.items():
+        if key in ns.skip:
+            continue
+        out = ns.work / f"edge_1b_{key}"
+        cmd = [*base, "--output", str(out), *extra]
+        print(f"running {key}: {' '.join(cmd)}", file=sys.stderr, flush=True)
+        r = measure(cmd, log=ns.work / f"spinquant_1b_{key}.log")
+        r |= {"row": key, "label": label, "command": "python " + " ".join(cmd[1:])}
+        if r["returncode"] == 0:
+            m = json.loads((out / "manifest.json").read_text())
+            r |= {"pte_bytes": m["size_bytes"]["pte"], "stage_seconds": m["stage_seconds"],
+                  "stage_peak_rss_mb": m["stage_peak_rss_mb"]}
+        rows.append(r)
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(), "runs": rows}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "spinquant_1b.json").write_text(json.dumps(result, indent=2) + "\n")
+    md = render(result)
+    (RESULTS / "spinquant_1b.md").write_text(md)
+    print(md)
+    return 0 if all(r["returncode"] == 0 for r in rows) else 1
+
+
+def render(result: dict) -> str:
+    mc = result["machine"]
+    lines = ["# SpinQuant at the Llama 3.2 1B shape (random weights), max context 2048", "",
+             f"Measured {result['date']} on {mc['cpu']}, {mc['cores']} cores, {mc['memory']}; one run each, one after the other.", "",
+             "| export | wall time | peak RSS (GNU time) | .pte | rotate+quantize stage | vs plain wall time |", "|---|---|---|---|---|---|"]
+    plain = next((r for r in result["runs"] if r["row"] == "plain" and r["returncode"] == 0), None)
+    for r in result["runs"]:
+        if r["returncode"] != 0:
+            lines.append(f"| {r['label']} | failed (exit {r['returncode']}) | | | | |")
+            continue
+        q = r["stage_seconds"].get("quantize", 0) + r["stage_seconds"].get("rotations", 0)
+        ratio = f"{r['wall_s'] / plain['wall_s']:.2f}x" if plain else "-"
+        lines.append(f"| {r['label']} | {r['wall_s'] / 60:.1f} min | {r['peak_rss_mb'] / 1024:.2f} GiB | "
+                     f"{r['pte_bytes'] / 2**20:.0f} MiB | {q:.0f} s | {ratio} |")
+    lines += ["", "Stage times (s):", ""]
+    lines += [f"- {r['row']}: " + ", ".join(f"{k} {v}" for k, v in r.get("stage_seconds", {}).items()) for r in result["runs"]]
+    lines += ["", "Commands:", ""] + [f"- `{r['command']}`" for r in result["runs"]]
+    lines += ["", "Reproduce: `python benchmarks/spinquant_1b.py`"]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""The SpinQuant stages of an export: checks, calibration windows, rotations, and what the manifest records.
+
+In:  `ExportConfig`, the opened `Checkpoint` (and the pipeline's `Prepared` bundle).
+Out: `check_rotation` (EdgeError before any long work, or the rotation file's header),
+     `calibration_for` (windows, or None when nothing calibrates), `make_rotations`
+     (`Rotations` from a file, seeded Hadamard, or Cayley SGD), `spinquant_record` (manifest).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from edge.calibration import Calibration, load_calibration
+from edge.checkpoint import Checkpoint, load_model
+from edge.config import ExportConfig, Rounding, RotationKind
+from edge.errors import EdgeError
+from edge.io import sha256_file
+from edge.progress import Progress
+
+FIXTURE_CALIBRATION = Path(__file__).resolve().parent.parent / "assets" / "fixture" / "calibration.txt"
+
+
+def check_rotation(config: ExportConfig, ckpt: Checkpoint) -> dict | None:
+    from edge.spinquant.rotations import check_rotatable, check_rotation_file
+
+    rot = config.rotation
+    if not rot.enabled:
+        return None
+    f = ckpt.args.hidden_dim
+    if rot.online_hadamard and not (f & (f - 1) == 0 or (f % 28 == 0 and (f // 28) & (f // 28 - 1) == 0)):
+        raise EdgeError(
+            f"FFN width {f} cannot take the online Hadamard (R4): ExecuTorch's llama::fast_hadamard_transform "
+            "needs 2^k or 28*2^k (set rotation.online_hadamard: false to rotate without R4)"
+        )
+    if rot.file is not None:
+        return check_rotation_file(rot.file, ckpt.args)
+    check_rotatable(ckpt.args)
+    return None
+
+
+def calibration_for(config: ExportConfig, ckpt: Checkpoint) -> Calibration | None:
+    if not config.needs_calibration:
+        return None
+    text = config.calibration.text
+    if text is None:
+        if config.checkpoint is not None:
+            raise EdgeError("rotation optimization and GPTQ need calibration text: set calibration.text (--calibration-text FILE)")
+        text = FIXTURE_CALIBRATION
+    samples = config.gptq.samples if config.quantization.rounding is Rounding.GPTQ else 0
+    if config.rotation.kind is RotationKind.OPTIMIZED and config.rotation.file is None:
+        samples = max(samples, config.rotation.samples)
+    return load_calibration(path=text, tokenizer_path=ckpt.tokenizer, bos_id=ckpt.bos_id,  # type: ignore[arg-type]
+                            seq_len=config.calibration.seq_len, samples=samples)
+
+
+def make_rotations(config: ExportConfig, prepared, *, progress: Progress):
+    """-> `Rotations` (from the file, seeded Hadamard, or optimized on the calibration text), or None."""
+    from edge.spinquant.optimize import optimize_rotations, prepare_for_optimization
+    from edge.spinquant.rotations import hadamard_rotations, load_rotations
+
+    rot, args = config.rotation, prepared.ckpt.args
+    if not rot.enabled or prepared.ckpt.prequantized_group_size is not None:
+        return None
+    if rot.file is not None:
+        return load_rotations(rot.file, args)
+    init = hadamard_rotations(args, seed=rot.seed)
+    if rot.kind is RotationKind.HADAMARD:
+        return init
+    assert prepared.calibration is not None
+    model = load_model(prepared.ckpt, max_context=prepared.calibration.tokens.shape[1], dtype=torch.float32)
+    prepare_for_optimization(model, online_hadamard=rot.online_hadamard)
+    tokens = prepared.calibration.take(rot.samples)
+
+    def show(step: int, steps: int, loss: float, tps: float) -> None:
+        progress.step(step, steps, label=f"steps  loss {loss:.4f}  {tps:,.0f} tok/s")
+
+    result = optimize_rotations(model, tokens, init=init, steps=rot.steps, learning_rate=rot.learning_rate,
+                                device=config.device.value, on_step=show)
+    result.provenance.update(samples=rot.samples, seq_len=config.calibration.seq_len,
+                             calibration_sha256=prepared.calibration.text_sha256, online_hadamard=rot.online_hadamard)
+    return result
+
+
+def spinquant_record(config: ExportConfig, prepared, rotations) -> dict:
+    """What the manifest says about rotation and weight rounding."""
+    if prepared.ckpt.prequantized_group_size is not None:
+        return {"weight_rounding": "pre-quantized by the checkpoint", "rotation": {"kind": "folded into the checkpoint"}}
+    out: dict = {"weight_rounding": config.quantization.rounding.value}
+    if config.quantization.rounding is Rounding.GPTQ:
+        out["gptq"] = {"samples": config.gptq.samples, "damp": config.gptq.damp, "group_size": config.quantization.group_size,
+                       "seq_len": config.calibration.seq_len, "scale": "c * max|w| / 7, c by MSE search, ints in [-8, 7]",
+                       "calibration_sha256": prepared.calibration.text_sha256}  # type: ignore[union-attr]
+    if rotations is None:
+        out["rotation"] = {"kind": "none"}
+        return out
+    prov = {k: v for k, v in rotations.provenance.items() if k != "losses"}
+    out["rotation"] = {"kind": rotations.kind.value, "sha256": rotations.sha256(),
+                       "online_hadamard": config.rotation.online_hadamard, **prov}
+    if config.rotation.file is not None:
+        out["rotation"]["file"] = str(config.rotation.file)
+        out["rotation"]["file_sha256"] = sha256_file(config.rotation.file)
+    return out
+
+

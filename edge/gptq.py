@@ -1,0 +1,150 @@
+"""GPTQ for Meta's 8da4w scheme: int4 symmetric weights in groups along the input dimension.
+
+Written here because no library provides it: torchao's `GPTQConfig` (prototype) covers
+int4 weight-only, int8 and NVFP4 only, its older 8da4w GPTQ quantizer was removed before
+0.16, and ExecuTorch lists `8da4w-gptq` but raises on it. The algorithm is GPTQ's
+(Frantar et al. 2022) as SpinQuant runs it for ExecuTorch (eval_utils/gptq_utils.py):
+Hessians from calibration activations, 1% damping, no act-order, column blocks of 128,
+the sublayers of each block quantized in order [q, k, v] -> [o] -> [gate, up] -> [down],
+each seeing the earlier ones already quantized, and each block fed the previous
+quantized block's outputs.
+
+Scale convention (stated, and what the integers mean): scale = c * max|w| / 7 per group of
+32, integers round(w / scale) clamped to [-8, 7], zero point 0; the clip ratio c is chosen
+per row and group by minimising sum |q - w|^2.4 over c in {1.00, 0.99, ..., 0.21}
+(SpinQuant's MSE clipping search). torchao's round-to-nearest uses max/7.5 instead;
+either way the result is handed to torchao as its own `IntxUnpackedToInt8Tensor`
+(`edge.quantize.intx_tensor_from_integers`), so lowering is unchanged.
+
+In:  a float `TransformerBlock` (SEQUENCE attention path), its calibration inputs [N, S, D].
+Out: the block with every linear replaced by torchao's int4 tensor holding GPTQ's integers,
+     the block's outputs [N, S, D] (the next block's inputs), and each weight's SQNR.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from edge.config import WeightBits
+
+SEQUENTIAL_GROUPS = (
+    ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    ("self_attn.o_proj",),
+    ("mlp.gate_proj", "mlp.up_proj"),
+    ("mlp.down_proj",),
+)
+QMIN, QMAX = -8, 7
+
+
+def choose_scales(w: torch.Tensor, *, grid: int = 100, max_shrink: float = 0.8, norm: float = 2.4) -> torch.Tensor:
+    """w [out, g] (one group per row) -> scale [out]: c * max|w| / 7, c by the MSE clipping search."""
+    amax = w.abs().amax(dim=1).clamp(min=1e-12)  # [out]
+    ratios = 1.0 - torch.arange(int(max_shrink * grid), dtype=w.dtype, device=w.device) / grid  # [P]
+    scales = ratios[:, None] * amax[None, :] / QMAX  # [P, out]
+    q = torch.clamp(torch.round(w[None] / scales[..., None]), QMIN, QMAX) * scales[..., None]  # [P, out, g]
+    err = (q - w[None]).abs().pow(norm).sum(dim=-1)  # [P, out]
+    return scales.gather(0, err.argmin(dim=0, keepdim=True))[0]
+
+
+def gptq_quantize(
+    w: torch.Tensor, hessian: torch.Tensor, *, group_size: int, damp: float, block_size: int = 128
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """W [out, in] float, H [in, in] -> (integers [out, in] int8, scales [out, in/g] fp32, dequantized W [out, in])."""
+    W = w.detach().clone().float()
+    H = hessian.detach().clone().double()
+    out_f, in_f = W.shape
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    H += damp * torch.mean(torch.diag(H)) * torch.eye(in_f, dtype=H.dtype, device=H.device)
+    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True).float()
+
+    Q = torch.zeros_like(W, dtype=torch.int8)
+    scales = torch.zeros(out_f, in_f // group_size, dtype=torch.float32, device=W.device)
+    for i1 in range(0, in_f, block_size):
+        i2 = min(i1 + block_size, in_f)
+        W1, Err1, Hinv1 = W[:, i1:i2].clone(), torch.zeros(out_f, i2 - i1, device=W.device), hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = i1 + i
+            if col % group_size == 0:  # this group's scale, from its columns as updated so far
+                scale = choose_scales(W1[:, i : i + group_size])
+                scales[:, col // group_size] = scale
+            q = torch.clamp(torch.round(W1[:, i] / scale), QMIN, QMAX)
+            Q[:, col] = q.to(torch.int8)
+            err = (W1[:, i] - q * scale) / Hinv1[i, i]
+            W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
+            Err1[:, i] = err
+        W[:, i2:] -= Err1 @ hinv[i1:i2, i2:]
+    deq = (Q.float().view(out_f, -1, group_size) * scales[..., None]).view(out_f, in_f)
+    return Q, scales, deq
+
+
+class _HessianHook:
+    """Forward pre-hook accumulating X^T X of a linear's inputs (float64) and the row count."""
+
+    def __init__(self, in_features: int, device: torch.device) -> None:
+        self.h = torch.zeros(in_features, in_features, dtype=torch.float64, device=device)
+        self.rows = 0
+
+    def __call__(self, _module: nn.Module, args: tuple) -> None:
+        x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
+        self.h += x.T @ x
+        self.rows += x.shape[0]
+
+    def hessian(self) -> torch.Tensor:
+        return 2.0 * self.h / max(self.rows, 1)
+
+
+def run_block(block: nn.Module, inputs: torch.Tensor, *, cos: torch.Tensor, sin: torch.Tensor, batch: int) -> torch.Tensor:
+    """inputs [N, S, D] -> block outputs [N, S, D], `batch` windows at a time, no grad."""
+    outs = []
+    with torch.no_grad():
+        for b0 in range(0, inputs.shape[0], batch):
+            outs.append(block(inputs[b0 : b0 + batch], 0, cos, sin))
+    return torch.cat(outs)
+
+
+def gptq_block(
+    block: nn.Module,
+    inputs: torch.Tensor,
+    *,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    group_size: int,
+    damp: float,
+    batch: int = 8,
+    on_linear: Callable[[str, torch.Tensor, torch.Tensor], None] | None = None,
+) -> torch.Tensor:
+    """GPTQ every linear of `block` in place (torchao int4 tensors); returns the quantized block's outputs.
+
+    `on_linear(name, float weight, torchao weight)` is called for each (for SQNR reports).
+    """
+    from edge.quantize import intx_tensor_from_integers
+
+    originals: dict[str, torch.Tensor] = {}
+    results: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for names in SEQUENTIAL_GROUPS:
+        linears = {n: block.get_submodule(n) for n in names}
+        hooks = {n: _HessianHook(m.in_features, inputs.device) for n, m in linears.items()}
+        handles = [m.register_forward_pre_hook(hooks[n]) for n, m in linears.items()]
+        try:
+            run_block(block, inputs, cos=cos, sin=sin, batch=batch)
+        finally:
+            for h in handles:
+                h.remove()
+        for n, m in linears.items():
+            originals[n] = m.weight.detach().float().cpu()
+            q, s, deq = gptq_quantize(m.weight, hooks[n].hessian(), group_size=group_size, damp=damp)
+            results[n] = (q.cpu(), s.cpu())
+            m.weight = nn.Parameter(deq.to(m.weight.dtype), requires_grad=False)  # later groups see it quantized
+    outputs = run_block(block, inputs, cos=cos, sin=sin, batch=batch)
+    for n, (q, s) in results.items():
+        m = block.get_submodule(n)
+        t = intx_tensor_from_integers(q, s, bits=WeightBits.INT4)
+        m.weight = nn.Parameter(t, requires_grad=False)
+        if on_linear:
+            on_linear(n, originals[n], t)
+    return outputs

@@ -1,0 +1,156 @@
+"""Optimized rotations: SpinQuant's Cayley SGD on the Stiefel manifold.
+
+In:  a float32 `Transformer` already prepared for rotation (norms fused, untied, R4 folded;
+     `prepare_for_optimization`), calibration windows [N, S], start `Rotations` (random
+     Hadamard), steps, learning rate, device.
+Out: `Rotations` of kind OPTIMIZED, with the loss curve in their provenance.
+
+Only R1 and each layer's R2 train; every model weight is frozen. Each step applies the
+rotations to the weights on the fly (float64, `edge.spinquant.fold.rotated_block_weights`,
+the same function the fold uses), fake-quantizes every linear's input to 8 bits per token,
+asymmetric, with a straight-through estimator (torchao's `IntxFakeQuantizer`: the runtime's
+dynamic activation quantization), and minimises the causal-LM cross-entropy. Weights stay
+16/32-bit during the optimization, as in SpinQuant's ExecuTorch recipe (W16A8).
+
+The optimizer (`CayleySGD`) is SpinQuant's `SGDG(stiefel=True)` (train_utils/optimizer.py,
+after Li et al. 2020): written here because neither torch nor torchao ships a Stiefel
+optimizer. Cosine learning-rate decay, as in SpinQuant's recipe.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from edge.config import RotationKind
+from edge.model import AttentionPath, Transformer
+from edge.spinquant.fold import fuse_block_norms, fold_online_hadamard, head_transforms, rotated_block_weights, untie_and_reset_norm
+from edge.spinquant.rotations import Rotations
+
+
+class CayleySGD(torch.optim.Optimizer):
+    """SGD on orthogonal matrices: Cayley retraction with a 5-step fixed-point loop, step min(lr, 1/||W||_1)."""
+
+    def __init__(self, params, *, lr: float, momentum: float = 0.0, eps: float = 1e-8) -> None:
+        super().__init__(params, {"lr": lr, "momentum": momentum, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: D102
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                # X: the point, re-orthonormalised (QR with positive diagonal); rows of p are its columns.
+                q, r = torch.linalg.qr(p.data.T)
+                X = q * torch.sign(torch.diagonal(r))[None, :]  # [n, n]
+                state = self.state[p]
+                v = state.get("momentum", torch.zeros_like(p.data))
+                V = group["momentum"] * v - p.grad.T  # [n, n] tangent direction
+                MX = V @ X.T
+                W_hat = MX - 0.5 * X @ (X.T @ MX)
+                W = W_hat - W_hat.T  # skew-symmetric
+                alpha = min(group["lr"], 1.0 / (W.abs().sum(dim=0).max().item() + group["eps"]))
+                Y = X + alpha * V
+                for _ in range(5):  # Y = (I - a/2 W)^-1 (I + a/2 W) X, by fixed-point iteration
+                    Y = X + alpha * W @ (0.5 * (X + Y))
+                p.data.copy_(Y.T)
+                state["momentum"] = (W @ X).T if group["momentum"] else v
+        return None
+
+
+def prepare_for_optimization(model: Transformer, *, online_hadamard: bool) -> None:
+    """Float model -> fused norms, R4 folded, untied, SEQUENCE path, weights frozen (in place)."""
+    model.float()
+    for block in model.layers:
+        fuse_block_norms(block)
+        if online_hadamard:
+            fold_online_hadamard(block)
+    _, head = head_transforms(model, torch.eye(model.args.dim, dtype=torch.float64))  # fuse the final norm only
+    lm = head(model.lm_head.weight.detach()).float()
+    untie_and_reset_norm(model)
+    model.lm_head.weight = nn.Parameter(lm, requires_grad=False)
+    model.set_attention_path(AttentionPath.SEQUENCE)
+    model.full_logits = True
+    model.requires_grad_(False)
+
+
+def _act_fake_quant():
+    from torchao.quantization.qat import IntxFakeQuantizeConfig, IntxFakeQuantizer
+
+    return IntxFakeQuantizer(IntxFakeQuantizeConfig(torch.int8, "per_token", is_symmetric=False))
+
+
+def optimize_rotations(
+    model: Transformer,
+    tokens: torch.Tensor,
+    *,
+    init: Rotations,
+    steps: int,
+    learning_rate: float,
+    batch_size: int = 1,
+    eval_windows: int = 8,
+    device: str = "cpu",
+    on_step: Callable[[int, int, float, float], None] | None = None,
+) -> Rotations:
+    """Prepared model, calibration tokens [N, S] -> OPTIMIZED Rotations (see module docstring).
+
+    `on_step(step, steps, loss, tokens_per_s)` after each step. The provenance records the
+    loss (8-bit activations) on the first `eval_windows` windows before and after.
+    """
+    model.to(device)
+    r1 = nn.Parameter(init.r1.to(device=device, dtype=torch.float64))
+    r2 = nn.ParameterList(nn.Parameter(r.to(device=device, dtype=torch.float64)) for r in init.r2)
+    opt = CayleySGD([r1, *r2], lr=learning_rate)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(steps, 1))))
+
+    fq = _act_fake_quant()
+    handles = [m.register_forward_pre_hook(lambda _m, a: (fq(a[0]),)) for n, m in model.layers.named_modules()
+               if isinstance(m, nn.Linear)]
+    # The embedding output and lm_head input carry R1; applying it to the activations is the same
+    # function as rotating the [V, D] weights, without a V x D x D product every step.
+    handles.append(model.embed_tokens.register_forward_hook(lambda _m, _a, out: (out.double() @ r1).float()))
+    handles.append(model.lm_head.register_forward_pre_hook(lambda _m, a: ((fq(a[0]).double() @ r1.T).float(),)))
+    def loss_of(batch: torch.Tensor) -> torch.Tensor:
+        weights = {}
+        for i, block in enumerate(model.layers):
+            for name, w in rotated_block_weights(block, r1=r1, r2=r2[i]).items():
+                weights[f"layers.{i}.{name}.weight"] = w.float()
+        logits = torch.func.functional_call(model, weights, (batch,), strict=False)  # [B, S, V]
+        return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+
+    def fixed_loss() -> float:  # the same windows before and after: a comparable number
+        with torch.no_grad():
+            return float(sum(loss_of(tokens[i : i + 1].to(device)) for i in range(n_eval)) / n_eval)
+
+    n_eval = min(eval_windows, tokens.shape[0])
+    losses: list[float] = []
+    try:
+        before = fixed_loss()
+        for step in range(steps):
+            t0 = time.monotonic()
+            idx = torch.arange(step * batch_size, (step + 1) * batch_size) % tokens.shape[0]
+            batch = tokens[idx].to(device)
+            loss = loss_of(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss))
+            if on_step:
+                on_step(step + 1, steps, losses[-1], batch.numel() / (time.monotonic() - t0))
+        after = fixed_loss()
+    finally:
+        for h in handles:
+            h.remove()
+    provenance = dict(init.provenance) | {
+        "steps": steps, "learning_rate": learning_rate, "batch_size": batch_size,
+        "loss_before": round(before, 5), "loss_after": round(after, 5), "loss_windows": n_eval,
+        "losses": [round(x, 5) for x in losses],
+    }
+    return Rotations(kind=RotationKind.OPTIMIZED, r1=r1.detach().cpu(), r2=tuple(r.detach().cpu() for r in r2),
+                     provenance=provenance)

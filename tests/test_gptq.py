@@ -1,0 +1,71 @@
+"""edge.gptq: GPTQ's integers beat round-to-nearest on the outputs it is calibrated for, and land in torchao's tensor."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from edge.checkpoint import load_model, open_checkpoint
+from edge.config import WeightBits
+from edge.gptq import QMAX, QMIN, choose_scales, gptq_block, gptq_quantize
+from edge.model import AttentionPath
+from edge.quantize import _linear_config, intx_tensor_from_integers, sqnr_db
+
+
+def _correlated_inputs(n: int, d: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(d, d, generator=g) / d**0.5
+    scale = torch.logspace(0, 1.3, d)  # a few channels much larger than the rest, as in real activations
+    return (torch.randn(n, d, generator=g) @ mix) * scale
+
+
+def test_gptq_beats_round_to_nearest_on_calibrated_outputs():
+    torch.manual_seed(0)
+    w = torch.randn(96, 128)
+    x = _correlated_inputs(2048, 128, seed=1)
+    h = 2 * x.T.double() @ x.double() / x.shape[0]
+    q, s, deq = gptq_quantize(w, h, group_size=32, damp=0.01)
+    assert q.dtype == torch.int8 and int(q.min()) >= QMIN and int(q.max()) <= QMAX and s.shape == (96, 4)
+    ref = x @ w.T
+    # round-to-nearest with the same scales, and torchao's own RTN (max/7.5)
+    rtn_same = (torch.clamp(torch.round(w.view(96, 4, 32) / s[..., None]), QMIN, QMAX) * s[..., None]).view(96, 128)
+    lin = nn.Linear(128, 96, bias=False)
+    lin.weight = nn.Parameter(w.clone(), requires_grad=False)
+    from torchao.quantization import quantize_
+
+    quantize_(lin, _linear_config(WeightBits.INT4, 32))
+    rtn_torchao = lin.weight.dequantize()
+    gptq_db, same_db, ao_db = (sqnr_db(ref, x @ m.T) for m in (deq, rtn_same, rtn_torchao))
+    assert gptq_db > same_db + 2 and gptq_db > ao_db + 2, (gptq_db, same_db, ao_db)
+
+
+def test_mse_clip_search_is_no_worse_than_plain_max():
+    w = torch.randn(64, 32) * torch.linspace(0.2, 3, 32)
+    best = choose_scales(w)
+    plain = w.abs().amax(1) / QMAX
+    err = lambda sc: (torch.clamp(torch.round(w / sc[:, None]), QMIN, QMAX) * sc[:, None] - w).abs().pow(2.4).sum(1)  # noqa: E731
+    assert bool((err(best) <= err(plain) + 1e-6).all()) and float(err(best).sum()) < float(err(plain).sum())
+
+
+def test_gptq_integers_become_torchaos_tensor_bit_for_bit():
+    w, x = torch.randn(16, 64), torch.randn(256, 64)
+    q, s, deq = gptq_quantize(w, 2 * x.T.double() @ x.double() / 256, group_size=32, damp=0.01)
+    t = intx_tensor_from_integers(q, s, bits=WeightBits.INT4)
+    assert torch.equal(t.qdata, q) and torch.equal(t.scale, s) and t.block_size == (1, 32)
+    torch.testing.assert_close(t.dequantize(), deq, rtol=0, atol=0)
+
+
+def test_gptq_block_quantizes_every_linear_and_keeps_outputs_close(tiny_hf):
+    model = load_model(open_checkpoint(tiny_hf), max_context=64, dtype=torch.float32)
+    model.set_attention_path(AttentionPath.SEQUENCE)
+    block = model.layers[0]
+    tokens = torch.randint(0, model.args.vocab_size, (8, 32), generator=torch.Generator().manual_seed(0))
+    x = model.embed_tokens(tokens).detach()
+    cos, sin = model.rope_cos[:32], model.rope_sin[:32]
+    with torch.no_grad():
+        ref = block(x, 0, cos, sin)
+    sqnr = {}
+    out = gptq_block(block, x, cos=cos, sin=sin, group_size=32, damp=0.01, on_linear=lambda n, r, q: sqnr.setdefault(n, sqnr_db(r, q)))
+    assert len(sqnr) == 7 and min(sqnr.values()) > 10
+    assert all(type(m.weight).__name__ == "IntxUnpackedToInt8Tensor" for m in block.modules() if isinstance(m, nn.Linear))
+    assert sqnr_db(ref, out) > 15
