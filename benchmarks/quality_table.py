@@ -30,7 +30,7 @@ ROWS = [
     ("8da4w PTQ (vanilla)", "fixture_8da4w", {}),
     ("SpinQuant parts: random Hadamard + RTN", "fixture_spinquant", {"rotation": {"kind": "hadamard"}, "quantization": {"rounding": "rtn"}}),
     ("SpinQuant parts: optimized rotations + RTN", "fixture_spinquant", {"quantization": {"rounding": "rtn"}}),
-    ("SpinQuant parts: GPTQ, no rotation", "fixture_8da4w", {"quantization": {"rounding": "gptq"}}),
+    ("SpinQuant parts: GPTQ, no rotation", "fixture_8da4w", {"quantization": {"rounding": "gptq"}, "calibration": {"seq_len": 256}}),
     ("SpinQuant (optimized rotations + GPTQ)", "fixture_spinquant", {}),
 ]
 

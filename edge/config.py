@@ -25,12 +25,15 @@ YAML layout (every key optional except where the CLI supplies it):
       online_hadamard: true    # R4 on down_proj's input, run by llama::fast_hadamard_transform
       steps: 100               # optimized only: Cayley SGD steps (SpinQuant's recipe)
       learning_rate: 1.5
-      samples: 800             # calibration windows the optimizer draws from
+      batch_size: 8            # windows per step (SpinQuant: 8 GPUs x 1)
+      samples: 800             # calibration windows the optimizer cycles through (steps x batch_size)
+      weight_bits: 16          # 16: float weights while optimizing (Meta's recipe); 4: int4 fake-quantized
     gptq:
       samples: 128             # calibration windows for the Hessians
       damp: 0.01               # fraction of the mean Hessian diagonal added to it
+      act_order: false         # visit columns by decreasing Hessian diagonal (static groups)
     calibration:
-      text: null               # plain-text file; null = the fixture's calibration.txt (fixture only)
+      text: null               # plain-text file; null = calibration.txt beside the checkpoint's weights
       seq_len: 2048            # tokens per window, BOS first
     device: cpu                # cpu | cuda: where rotation optimization and GPTQ run
 """
@@ -102,7 +105,9 @@ class RotationConfig:
     online_hadamard: bool = True
     steps: int = 100
     learning_rate: float = 1.5
+    batch_size: int = 8
     samples: int = 800
+    weight_bits: int = 16
 
     @property
     def enabled(self) -> bool:
@@ -113,6 +118,7 @@ class RotationConfig:
 class GPTQConfig:
     samples: int = 128
     damp: float = 0.01
+    act_order: bool = False
 
 
 @dataclass(frozen=True)
@@ -204,14 +210,19 @@ def parse_config(raw: dict[str, Any], *, source: str) -> ExportConfig:
         "online_hadamard": _bool(rr["online_hadamard"], "rotation.online_hadamard", problems),
         "steps": _int(rr["steps"], "rotation.steps", problems, minimum=0),
         "learning_rate": _float(rr["learning_rate"], "rotation.learning_rate", problems, minimum=0.0),
+        "batch_size": _int(rr["batch_size"], "rotation.batch_size", problems, minimum=1),
         "samples": _int(rr["samples"], "rotation.samples", problems, minimum=1),
+        "weight_bits": _int(rr["weight_bits"], "rotation.weight_bits", problems, minimum=4),
     }
+    if rotation["weight_bits"] not in (4, 16, None):
+        problems.append(f"rotation.weight_bits: {rotation['weight_bits']} is not 16 (float weights) or 4 (int4 fake-quantized)")
     if rotation["file"] is not None and rotation["kind"] is RotationKind.NONE:
         problems.append("rotation.file: given, but rotation.kind is none (set it to the file's kind)")
     gr = _section(raw, "gptq", problems)
     gptq = {
         "samples": _int(gr["samples"], "gptq.samples", problems, minimum=1),
         "damp": _float(gr["damp"], "gptq.damp", problems, minimum=0.0, maximum=1.0),
+        "act_order": _bool(gr["act_order"], "gptq.act_order", problems),
     }
     cr = _section(raw, "calibration", problems)
     calibration = {
@@ -232,6 +243,11 @@ def parse_config(raw: dict[str, Any], *, source: str) -> ExportConfig:
         "force": _bool(raw.get("force", d.force), "force", problems),
         "device": _enum(Device, raw.get("device", d.device.value), "device", problems),
     }
+    if rotation["kind"] not in (RotationKind.NONE, None) and rotation["online_hadamard"] and top["dtype"] is DType.BF16:
+        problems.append("dtype: bf16 with the online Hadamard is not supported (llama::fast_hadamard_transform has no bf16 kernel): "
+                        "use fp32, or rotation.online_hadamard: false")
+    if gptq["damp"] == 0.0:
+        problems.append("gptq.damp: 0 leaves the Hessian singular for short calibration; use a small positive value such as 0.01")
     if quant["linear"] not in (WeightBits.NONE, None) and top["dtype"] is DType.BF16:
         problems.append("dtype: bf16 with quantized linears is not supported by XNNPACK's dynamic quantization (use fp32)")
     if problems:

@@ -50,17 +50,36 @@ def choose_scales(w: torch.Tensor, *, grid: int = 100, max_shrink: float = 0.8, 
 
 
 def gptq_quantize(
-    w: torch.Tensor, hessian: torch.Tensor, *, group_size: int, damp: float, block_size: int = 128
+    w: torch.Tensor, hessian: torch.Tensor, *, group_size: int, damp: float, block_size: int = 128, act_order: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """W [out, in] float, H [in, in] -> (integers [out, in] int8, scales [out, in/g] fp32, dequantized W [out, in])."""
+    """W [out, in] float, H [in, in] -> (integers [out, in] int8, scales [out, in/g] fp32, dequantized W [out, in]).
+
+    act_order: columns are visited in decreasing Hessian diagonal, with static groups (each group's
+    scale chosen up front from its contiguous columns), so the layout stays the one XNNPACK runs.
+    """
+    block_size = max(block_size, group_size)  # a group's scale is chosen from columns inside one block
     W = w.detach().clone().float()
     H = hessian.detach().clone().double()
     out_f, in_f = W.shape
     dead = torch.diag(H) == 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
+    static = None
+    perm = torch.arange(in_f, device=W.device)
+    if act_order:
+        static = torch.stack([choose_scales(W[:, g : g + group_size]) for g in range(0, in_f, group_size)], dim=1)
+        perm = torch.argsort(torch.diag(H), descending=True)
+        W, H = W[:, perm], H[perm][:, perm]
     H += damp * torch.mean(torch.diag(H)) * torch.eye(in_f, dtype=H.dtype, device=H.device)
-    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True).float()
+    try:
+        hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True).float()
+    except torch.linalg.LinAlgError:
+        from edge.errors import EdgeError
+
+        raise EdgeError(
+            f"GPTQ: the calibration Hessian of a {in_f}-input linear is not positive definite even with damping "
+            f"{damp}: raise gptq.damp or calibrate on more tokens"
+        ) from None
 
     Q = torch.zeros_like(W, dtype=torch.int8)
     scales = torch.zeros(out_f, in_f // group_size, dtype=torch.float32, device=W.device)
@@ -69,7 +88,9 @@ def gptq_quantize(
         W1, Err1, Hinv1 = W[:, i1:i2].clone(), torch.zeros(out_f, i2 - i1, device=W.device), hinv[i1:i2, i1:i2]
         for i in range(i2 - i1):
             col = i1 + i
-            if col % group_size == 0:  # this group's scale, from its columns as updated so far
+            if static is not None:
+                scale = static[:, int(perm[col]) // group_size]
+            elif col % group_size == 0:  # this group's scale, from its columns as updated so far
                 scale = choose_scales(W1[:, i : i + group_size])
                 scales[:, col // group_size] = scale
             q = torch.clamp(torch.round(W1[:, i] / scale), QMIN, QMAX)
@@ -78,6 +99,8 @@ def gptq_quantize(
             W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
             Err1[:, i] = err
         W[:, i2:] -= Err1 @ hinv[i1:i2, i2:]
+    if static is not None:
+        Q, scales = Q[:, torch.argsort(perm)], static
     deq = (Q.float().view(out_f, -1, group_size) * scales[..., None]).view(out_f, in_f)
     return Q, scales, deq
 
@@ -116,6 +139,7 @@ def gptq_block(
     group_size: int,
     damp: float,
     batch: int = 8,
+    act_order: bool = False,
     on_linear: Callable[[str, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """GPTQ every linear of `block` in place (torchao int4 tensors); returns the quantized block's outputs.
@@ -137,7 +161,7 @@ def gptq_block(
                 h.remove()
         for n, m in linears.items():
             originals[n] = m.weight.detach().float().cpu()
-            q, s, deq = gptq_quantize(m.weight, hooks[n].hessian(), group_size=group_size, damp=damp)
+            q, s, deq = gptq_quantize(m.weight, hooks[n].hessian(), group_size=group_size, damp=damp, act_order=act_order)
             results[n] = (q.cpu(), s.cpu())
             m.weight = nn.Parameter(deq.to(m.weight.dtype), requires_grad=False)  # later groups see it quantized
     outputs = run_block(block, inputs, cos=cos, sin=sin, batch=batch)

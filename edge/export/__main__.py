@@ -127,6 +127,13 @@ def print_summary(result, *, config, stream=sys.stdout) -> None:
     )
 
 
+def torch_oom() -> type[BaseException]:
+    """torch's CUDA out-of-memory error class (a MemoryError stand-in where torch lacks it)."""
+    import torch
+
+    return getattr(torch, "OutOfMemoryError", MemoryError)
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     parser = build_parser()
@@ -149,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written", file=sys.stderr)
         return 130
-    except MemoryError:
-        print("error: out of memory during export; nothing was written", file=sys.stderr)
+    except (MemoryError, torch_oom()) as e:
+        where = "on the GPU" if type(e).__name__ == "OutOfMemoryError" else ""
+        print(f"error: out of memory during export {where}; nothing was written".replace("  ", " "), file=sys.stderr)
         return 1
     print_summary(result, config=config)
     return 0

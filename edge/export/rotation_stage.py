@@ -8,8 +8,6 @@ Out: `check_rotation` (EdgeError before any long work, or the rotation file's he
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from edge.calibration import Calibration, load_calibration
@@ -19,10 +17,11 @@ from edge.errors import EdgeError
 from edge.io import sha256_file
 from edge.progress import Progress
 
-FIXTURE_CALIBRATION = Path(__file__).resolve().parent.parent / "assets" / "fixture" / "calibration.txt"
+CALIBRATION_NAME = "calibration.txt"
 
 
 def check_rotation(config: ExportConfig, ckpt: Checkpoint) -> dict | None:
+    """Raise EdgeError if the rotation the config asks for cannot apply to this checkpoint; -> a rotation file's header."""
     from edge.spinquant.rotations import check_rotatable, check_rotation_file
 
     rot = config.rotation
@@ -35,24 +34,28 @@ def check_rotation(config: ExportConfig, ckpt: Checkpoint) -> dict | None:
             "needs 2^k or 28*2^k (set rotation.online_hadamard: false to rotate without R4)"
         )
     if rot.file is not None:
-        return check_rotation_file(rot.file, ckpt.args)
+        header = check_rotation_file(rot.file, ckpt.args)
+        if header["kind"] is not rot.kind:
+            raise EdgeError(f"rotation file {rot.file} holds {header['kind'].value} rotations but rotation.kind is {rot.kind.value}")
+        return header
     check_rotatable(ckpt.args)
     return None
 
 
 def calibration_for(config: ExportConfig, ckpt: Checkpoint) -> Calibration | None:
+    """-> the calibration windows the export needs (rotation optimization, GPTQ), or None; EdgeError if too few."""
     if not config.needs_calibration:
         return None
     text = config.calibration.text
-    if text is None:
-        if config.checkpoint is not None:
+    if text is None:  # a calibration.txt beside the weights (the shipped fixture has one)
+        text = ckpt.path / CALIBRATION_NAME
+        if not text.is_file():
             raise EdgeError("rotation optimization and GPTQ need calibration text: set calibration.text (--calibration-text FILE)")
-        text = FIXTURE_CALIBRATION
     samples = config.gptq.samples if config.quantization.rounding is Rounding.GPTQ else 0
     if config.rotation.kind is RotationKind.OPTIMIZED and config.rotation.file is None:
         samples = max(samples, config.rotation.samples)
     return load_calibration(path=text, tokenizer_path=ckpt.tokenizer, bos_id=ckpt.bos_id,  # type: ignore[arg-type]
-                            seq_len=config.calibration.seq_len, samples=samples)
+                            seq_len=config.calibration.seq_len, samples=samples, vocab_size=ckpt.args.vocab_size)
 
 
 def make_rotations(config: ExportConfig, prepared, *, progress: Progress):
@@ -77,7 +80,8 @@ def make_rotations(config: ExportConfig, prepared, *, progress: Progress):
         progress.step(step, steps, label=f"steps  loss {loss:.4f}  {tps:,.0f} tok/s")
 
     result = optimize_rotations(model, tokens, init=init, steps=rot.steps, learning_rate=rot.learning_rate,
-                                device=config.device.value, on_step=show)
+                                batch_size=rot.batch_size, weight_bits=rot.weight_bits,
+                                group_size=config.quantization.group_size, device=config.device.value, on_step=show)
     result.provenance.update(samples=rot.samples, seq_len=config.calibration.seq_len,
                              calibration_sha256=prepared.calibration.text_sha256, online_hadamard=rot.online_hadamard)
     return result
@@ -89,15 +93,16 @@ def spinquant_record(config: ExportConfig, prepared, rotations) -> dict:
         return {"weight_rounding": "pre-quantized by the checkpoint", "rotation": {"kind": "folded into the checkpoint"}}
     out: dict = {"weight_rounding": config.quantization.rounding.value}
     if config.quantization.rounding is Rounding.GPTQ:
-        out["gptq"] = {"samples": config.gptq.samples, "damp": config.gptq.damp, "group_size": config.quantization.group_size,
+        out["gptq"] = {"samples": config.gptq.samples, "damp": config.gptq.damp, "act_order": config.gptq.act_order,
+                       "group_size": config.quantization.group_size,
                        "seq_len": config.calibration.seq_len, "scale": "c * max|w| / 7, c by MSE search, ints in [-8, 7]",
                        "calibration_sha256": prepared.calibration.text_sha256}  # type: ignore[union-attr]
     if rotations is None:
         out["rotation"] = {"kind": "none"}
         return out
     prov = {k: v for k, v in rotations.provenance.items() if k != "losses"}
-    out["rotation"] = {"kind": rotations.kind.value, "sha256": rotations.sha256(),
-                       "online_hadamard": config.rotation.online_hadamard, **prov}
+    out["rotation"] = {**prov, "kind": rotations.kind.value, "sha256": rotations.sha256(),
+                       "online_hadamard": config.rotation.online_hadamard}
     if config.rotation.file is not None:
         out["rotation"]["file"] = str(config.rotation.file)
         out["rotation"]["file_sha256"] = sha256_file(config.rotation.file)

@@ -59,7 +59,7 @@ class CayleySGD(torch.optim.Optimizer):
                 for _ in range(5):  # Y = (I - a/2 W)^-1 (I + a/2 W) X, by fixed-point iteration
                     Y = X + alpha * W @ (0.5 * (X + Y))
                 p.data.copy_(Y.T)
-                state["momentum"] = (W @ X).T if group["momentum"] else v
+                state["momentum"] = W @ X if group["momentum"] else v
         return None
 
 
@@ -85,6 +85,12 @@ def _act_fake_quant():
     return IntxFakeQuantizer(IntxFakeQuantizeConfig(torch.int8, "per_token", is_symmetric=False))
 
 
+def _weight_fake_quant(group_size: int):
+    from torchao.quantization.qat import IntxFakeQuantizeConfig, IntxFakeQuantizer
+
+    return IntxFakeQuantizer(IntxFakeQuantizeConfig(torch.int4, group_size=group_size, is_symmetric=True))
+
+
 def optimize_rotations(
     model: Transformer,
     tokens: torch.Tensor,
@@ -93,6 +99,8 @@ def optimize_rotations(
     steps: int,
     learning_rate: float,
     batch_size: int = 1,
+    weight_bits: int = 16,
+    group_size: int = 32,
     eval_windows: int = 8,
     device: str = "cpu",
     on_step: Callable[[int, int, float, float], None] | None = None,
@@ -109,6 +117,7 @@ def optimize_rotations(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(steps, 1))))
 
     fq = _act_fake_quant()
+    wq = _weight_fake_quant(group_size) if weight_bits == 4 else None
     handles = [m.register_forward_pre_hook(lambda _m, a: (fq(a[0]),)) for n, m in model.layers.named_modules()
                if isinstance(m, nn.Linear)]
     # The embedding output and lm_head input carry R1; applying it to the activations is the same
@@ -119,7 +128,7 @@ def optimize_rotations(
         weights = {}
         for i, block in enumerate(model.layers):
             for name, w in rotated_block_weights(block, r1=r1, r2=r2[i]).items():
-                weights[f"layers.{i}.{name}.weight"] = w.float()
+                weights[f"layers.{i}.{name}.weight"] = wq(w.float()) if wq else w.float()
         logits = torch.func.functional_call(model, weights, (batch,), strict=False)  # [B, S, V]
         return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
 
@@ -148,7 +157,7 @@ def optimize_rotations(
         for h in handles:
             h.remove()
     provenance = dict(init.provenance) | {
-        "steps": steps, "learning_rate": learning_rate, "batch_size": batch_size,
+        "steps": steps, "learning_rate": learning_rate, "batch_size": batch_size, "weight_bits": weight_bits,
         "loss_before": round(before, 5), "loss_after": round(after, 5), "loss_windows": n_eval,
         "losses": [round(x, 5) for x in losses],
     }

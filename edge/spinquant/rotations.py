@@ -36,10 +36,10 @@ class Rotations:
     provenance: dict = field(default_factory=dict)  # seed, steps, learning rate, calibration hash, losses...
 
     def sha256(self) -> str:
-        """Hash of the rotation values (float32 bytes, as saved), independent of the file's metadata."""
+        """Hash of the rotation values (float64 bytes, as saved), independent of the file's metadata."""
         h = hashlib.sha256()
         for t in (self.r1, *self.r2):
-            h.update(t.to(torch.float32).contiguous().numpy().tobytes())
+            h.update(t.to(torch.float64).contiguous().numpy().tobytes())
         return h.hexdigest()
 
     def shape(self) -> dict[str, int]:
@@ -68,8 +68,9 @@ def save_rotations(rot: Rotations, path: Path) -> str:
     """Rotations -> safetensors file at `path` (atomic); returns the tensors' sha256."""
     from safetensors.torch import save
 
-    tensors = {"R1": rot.r1.to(torch.float32).contiguous()}
-    tensors |= {f"R2.{i}": r.to(torch.float32).contiguous() for i, r in enumerate(rot.r2)}
+    # float64: a reused file gives bit-for-bit the rotations of the export that made it.
+    tensors = {"R1": rot.r1.to(torch.float64).contiguous()}
+    tensors |= {f"R2.{i}": r.to(torch.float64).contiguous() for i, r in enumerate(rot.r2)}
     digest = rot.sha256()
     metadata = {
         "format": FILE_FORMAT,
@@ -97,10 +98,13 @@ def read_rotation_header(path: Path) -> dict:
     if meta.get("format") != FILE_FORMAT:
         raise EdgeError(f"{path} is not an edge rotations file (no '{FILE_FORMAT}' header)")
     try:
-        return {"kind": RotationKind(meta["kind"]), "shape": json.loads(meta["shape"]),
-                "provenance": json.loads(meta.get("provenance", "{}")), "sha256": meta["sha256"]}
+        header = {"kind": RotationKind(meta["kind"]), "shape": json.loads(meta["shape"]),
+                  "provenance": json.loads(meta.get("provenance", "{}")), "sha256": meta["sha256"]}
     except (KeyError, ValueError) as e:
         raise EdgeError(f"rotation file {path} has a bad header ({e})") from None
+    if not isinstance(header["shape"], dict) or not isinstance(header["provenance"], dict):
+        raise EdgeError(f"rotation file {path} has a bad header (shape and provenance must be mappings)")
+    return header
 
 
 def check_rotation_file(path: Path, args: ModelArgs) -> dict:
@@ -130,7 +134,8 @@ def load_rotations(path: Path, args: ModelArgs) -> Rotations:
         raise EdgeError(f"rotation file {path} is corrupt: its tensors do not match the hash in its header")
     if r1.shape != (args.dim, args.dim) or any(r.shape != (args.head_dim, args.head_dim) for r in r2):
         raise EdgeError(f"rotation file {path} holds tensors of the wrong shape for this model")
-    eye = torch.eye(args.dim, dtype=torch.float64)
-    if not torch.isfinite(r1).all() or float((r1 @ r1.T - eye).abs().max()) > 1e-4:
-        raise EdgeError(f"rotation file {path}: R1 is not orthogonal")
+    for name, r in (("R1", r1), *((f"R2.{i}", t) for i, t in enumerate(r2))):
+        eye = torch.eye(r.shape[0], dtype=torch.float64)
+        if not torch.isfinite(r).all() or float((r @ r.T - eye).abs().max()) > 1e-4:
+            raise EdgeError(f"rotation file {path}: {name} is not orthogonal")
     return rot
