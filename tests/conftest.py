@@ -122,3 +122,19 @@ def fp32_export(tiny_hf, tmp_path_factory) -> Path:
 def q_export(tiny_hf, tmp_path_factory) -> Path:
     """tiny_hf exported with Meta's 8da4w scheme exactly as the shipped config says (last-position logits)."""
     return export_tiny(tiny_hf, tmp_path_factory.mktemp("q") / "out", "llama3_2_1b_8da4w")
+
+
+def assert_pte_matches_transformers(ckpt: Path, pte_path: Path, *, atol: float = 1e-4) -> None:
+    """The .pte (full logits) against transformers' LlamaForCausalLM on `ckpt`: 24-token prefill, then 16 decode steps."""
+    from transformers import LlamaForCausalLM
+
+    from edge.runtime import load_pte
+
+    hf = LlamaForCausalLM.from_pretrained(ckpt).eval()
+    pte = load_pte(pte_path)
+    tokens = torch.randint(0, hf.config.vocab_size, (1, 40), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = hf(tokens).logits
+    torch.testing.assert_close(pte.forward(tokens[:, :24], 0), ref[:, :24], rtol=0, atol=atol)  # [1, 24, V]
+    for i in range(24, 40):
+        torch.testing.assert_close(pte.forward(tokens[:, i : i + 1], i)[:, -1], ref[:, i], rtol=0, atol=atol)

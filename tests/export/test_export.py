@@ -19,7 +19,7 @@ from edge.export.pipeline import run_export, sha256_file
 from edge.progress import Progress
 from edge.quantize import quantize_model, sqnr_db
 from edge.runtime import load_pte
-from tests.conftest import make_hf_checkpoint, read_json
+from tests.conftest import assert_pte_matches_transformers, make_hf_checkpoint, read_json
 
 from tests.conftest import MAX_CONTEXT, export_tiny as _export
 
@@ -28,16 +28,7 @@ from tests.conftest import MAX_CONTEXT, export_tiny as _export
 
 
 def test_fp32_pte_matches_transformers_prefill_and_decode(tiny_hf, fp32_export):
-    hf = LlamaForCausalLM.from_pretrained(tiny_hf).eval()
-    pte = load_pte(fp32_export / "model.pte")
-    tokens = torch.randint(0, hf.config.vocab_size, (1, 40), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        ref = hf(tokens).logits
-    prefill = pte.forward(tokens[:, :24], 0)  # [1, 24, V]
-    torch.testing.assert_close(prefill, ref[:, :24], rtol=0, atol=1e-4)
-    for i in range(24, 40):
-        step = pte.forward(tokens[:, i : i + 1], i)
-        torch.testing.assert_close(step[:, -1], ref[:, i], rtol=0, atol=1e-4)
+    assert_pte_matches_transformers(tiny_hf, fp32_export / "model.pte")
 
 
 def test_fp32_pte_greedy_32_tokens_equal_transformers(tiny_hf, fp32_export):

@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import LlamaForCausalLM
-
 from edge.runtime import load_pte
 from edge.spinquant.rotations import load_rotations
 from edge.checkpoint import open_checkpoint
-from tests.conftest import TEXT, export_tiny, make_hf_checkpoint, read_json
+from tests.conftest import TEXT, assert_pte_matches_transformers, export_tiny, make_hf_checkpoint, read_json
 from tests.export.test_export import _assert_refused, _cli
 
 
@@ -48,14 +46,7 @@ def rotated_fp32(tiny_hf, tmp_path_factory) -> Path:
 
 
 def test_rotated_pte_matches_transformers_on_the_unrotated_weights(tiny_hf, rotated_fp32):
-    hf = LlamaForCausalLM.from_pretrained(tiny_hf).eval()
-    pte = load_pte(rotated_fp32 / "model.pte")
-    tokens = torch.randint(0, hf.config.vocab_size, (1, 40), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        ref = hf(tokens).logits
-    torch.testing.assert_close(pte.forward(tokens[:, :24], 0), ref[:, :24], rtol=0, atol=1e-4)
-    for i in range(24, 40):
-        torch.testing.assert_close(pte.forward(tokens[:, i : i + 1], i)[:, -1], ref[:, i], rtol=0, atol=1e-4)
+    assert_pte_matches_transformers(tiny_hf, rotated_fp32 / "model.pte")
 
 
 def test_rotated_pte_runs_the_online_hadamard_once_per_layer(rotated_fp32):
