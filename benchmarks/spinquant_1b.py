@@ -33,6 +33,9 @@ def main() -> int:
     ap.add_argument("--gptq-samples", type=int, default=8)
     ap.add_argument("--gptq-seq-len", type=int, default=512)
     ap.add_argument("--skip", nargs="*", default=[], help="row names to skip (plain, hadamard, gptq)")
+    ap.add_argument("--from-logs", action="store_true",
+                    help="no new runs: rebuild the results from the logs in --work (a run stopped early keeps its last progress line)")
+    ap.add_argument("--note", default="", help="a sentence about the conditions, printed under the table")
     ns = ap.parse_args()
     ckpt = ns.work / "llama3_2_1b_random"
     print(f"writing random 1b checkpoint to {ckpt}", file=sys.stderr, flush=True)
@@ -52,21 +55,46 @@ def main() -> int:
             continue
         out = ns.work / f"edge_1b_{key}"
         cmd = [*base, "--output", str(out), *extra]
-        print(f"running {key}: {' '.join(cmd)}", file=sys.stderr, flush=True)
-        r = measure(cmd, log=ns.work / f"spinquant_1b_{key}.log")
+        log = ns.work / f"spinquant_1b_{key}.log"
+        if ns.from_logs:
+            if not log.is_file():
+                continue
+            r = from_log(log)
+        else:
+            print(f"running {key}: {' '.join(cmd)}", file=sys.stderr, flush=True)
+            r = measure(cmd, log=log)
         r |= {"row": key, "label": label, "command": "python " + " ".join(cmd[1:])}
         if r["returncode"] == 0:
             m = json.loads((out / "manifest.json").read_text())
             r |= {"pte_bytes": m["size_bytes"]["pte"], "stage_seconds": m["stage_seconds"],
                   "stage_peak_rss_mb": m["stage_peak_rss_mb"]}
+        else:
+            progress = [line for line in log.read_text(errors="replace").splitlines() if "blocks (" in line]
+            r["last_progress"] = progress[-1].split("\r")[-1].strip() if progress else None
         rows.append(r)
-    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(), "runs": rows}
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(), "runs": rows,
+              "note": ns.note}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "spinquant_1b.json").write_text(json.dumps(result, indent=2) + "\n")
     md = render(result)
     (RESULTS / "spinquant_1b.md").write_text(md)
     print(md)
     return 0 if all(r["returncode"] == 0 for r in rows) else 1
+
+
+def from_log(log: Path) -> dict:
+    """A finished or stopped run's log (GNU time -v output at its end, if it finished) -> the row's measurements."""
+    import re
+
+    text = log.read_text(errors="replace")
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)", text)
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
+    code = re.search(r"Exit status: (\d+)", text)
+    if not (wall and rss and code):
+        return {"wall_s": None, "peak_rss_mb": None, "returncode": "stopped before the end (no GNU time summary)"}
+    h, m, sec = wall.groups()
+    return {"wall_s": round(int(h or 0) * 3600 + int(m) * 60 + float(sec), 1), "peak_rss_mb": round(int(rss.group(1)) / 1024, 1),
+            "returncode": int(code.group(1))}
 
 
 def render(result: dict) -> str:
@@ -77,14 +105,17 @@ def render(result: dict) -> str:
     plain = next((r for r in result["runs"] if r["row"] == "plain" and r["returncode"] == 0), None)
     for r in result["runs"]:
         if r["returncode"] != 0:
-            lines.append(f"| {r['label']} | failed (exit {r['returncode']}) | | | | |")
+            lines.append(f"| {r['label']} | {r['returncode']}; last progress: `{r.get('last_progress')}` | | | | |")
             continue
         q = r["stage_seconds"].get("quantize", 0) + r["stage_seconds"].get("rotations", 0)
         ratio = f"{r['wall_s'] / plain['wall_s']:.2f}x" if plain else "-"
         lines.append(f"| {r['label']} | {r['wall_s'] / 60:.1f} min | {r['peak_rss_mb'] / 1024:.2f} GiB | "
                      f"{r['pte_bytes'] / 2**20:.0f} MiB | {q:.0f} s | {ratio} |")
+    if result.get("note"):
+        lines += ["", result["note"]]
     lines += ["", "Stage times (s):", ""]
-    lines += [f"- {r['row']}: " + ", ".join(f"{k} {v}" for k, v in r.get("stage_seconds", {}).items()) for r in result["runs"]]
+    lines += [f"- {r['row']}: " + ", ".join(f"{k} {v}" for k, v in r.get("stage_seconds", {}).items()) for r in result["runs"]
+              if r.get("stage_seconds")]
     lines += ["", "Commands:", ""] + [f"- `{r['command']}`" for r in result["runs"]]
     lines += ["", "Reproduce: `python benchmarks/spinquant_1b.py`"]
     return "\n".join(lines) + "\n"

@@ -43,7 +43,7 @@ class Progress:
             took = time.monotonic() - self._stage_start
             self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + took
             self.stage_peak_rss_mb[name] = peak_rss_mb()
-            self._print(f"[{self._elapsed()}] {name:<9} done in {took:.1f}s (peak RSS so far {self.stage_peak_rss_mb[name]:.0f} MB)")
+            self._print(f"[{self._elapsed()}] {name:<9} done in {took:.1f}s (peak RSS so far {self.stage_peak_rss_mb[name]:.0f} MiB)")
             self._stage = None
 
     def step(self, done: int, total: int, *, label: str = "") -> None:
@@ -71,5 +71,5 @@ def cpu_name() -> str:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size so far, in MB (Linux reports KiB)."""
+    """This process's peak resident set size so far, in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

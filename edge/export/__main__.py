@@ -112,7 +112,7 @@ def overrides_from_args(ns: argparse.Namespace) -> dict:
 
 
 def print_summary(result, *, config, stream=sys.stdout) -> None:
-    mb = lambda b: f"{b / 1e6:9.1f} MB"  # noqa: E731
+    mb = lambda b: f"{b / 2**20:9.1f} MiB"  # noqa: E731
     print(f"\nexported {result.pte}", file=stream)
     print(f"  .pte size        {mb(result.pte_bytes)}", file=stream)
     for kind, b in result.size_breakdown.items():

@@ -171,7 +171,7 @@ def write_outputs(
     try:
         pte = tmp / PTE_NAME
         pte_bytes = write_pte(program, pte)
-        progress.info(f"wrote {pte_bytes / 1e6:.1f} MB; hashing inputs and output")
+        progress.info(f"wrote {pte_bytes / 2**20:.1f} MiB; hashing inputs and output")
         tokenizer = tmp / ckpt.tokenizer.name  # type: ignore[union-attr]
         shutil.copyfile(ckpt.tokenizer, tokenizer)  # type: ignore[arg-type]
         shutil.copyfile(NOTICE, tmp / "NOTICE")
