@@ -23,7 +23,6 @@ from edge.errors import EdgeError
 class Calibration:
     tokens: torch.Tensor  # [N, seq_len] int64
     text_sha256: str
-    text_path: Path
 
     def take(self, n: int) -> torch.Tensor:
         """The first n windows [n, seq_len]."""
@@ -58,4 +57,4 @@ def load_calibration(*, path: Path, tokenizer_path: Path, bos_id: int, seq_len: 
     if int(body.max()) >= vocab_size or bos_id >= vocab_size:
         raise EdgeError(f"the tokenizer gives ids up to {max(int(body.max()), bos_id)}, outside the model's vocabulary of {vocab_size}")
     tokens = torch.cat((torch.full((samples, 1), bos_id, dtype=torch.int64), body), dim=1)
-    return Calibration(tokens=tokens, text_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(), text_path=Path(path))
+    return Calibration(tokens=tokens, text_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())

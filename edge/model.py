@@ -196,9 +196,9 @@ def hadamard_transform(x: torch.Tensor) -> torch.Tensor:
     (the op normalises only the 2^k part, so M M^T = 28 I). Differentiable, any device.
     """
     n = x.shape[-1]
-    k = 28 if n % 28 == 0 and _is_pow2(n // 28) else 1
-    if not _is_pow2(n // k):
+    if not online_hadamard_accepts(n):
         raise ValueError(f"the Hadamard transform takes widths 2^k or 28*2^k, not {n}")
+    k = 1 if is_pow2(n) else 28
     m = n // k
     y = x.reshape(-1, k, m)
     h = 1
@@ -213,8 +213,13 @@ def hadamard_transform(x: torch.Tensor) -> torch.Tensor:
     return y.reshape(x.shape)
 
 
-def _is_pow2(n: int) -> bool:
+def is_pow2(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
+
+
+def online_hadamard_accepts(n: int) -> bool:
+    """Does `llama::fast_hadamard_transform` take a last dimension of n (2^k or 28 * 2^k)?"""
+    return is_pow2(n) or (n % 28 == 0 and is_pow2(n // 28))
 
 
 class OnlineHadamard(nn.Module):

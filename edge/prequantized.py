@@ -29,7 +29,8 @@ from torch import nn
 from edge.checkpoint import Checkpoint, _edge_name, _meta_args, _meta_to_hf_rope_layout, _raw_tensors, expected_shapes
 from edge.config import WeightBits
 from edge.errors import EdgeError
-from edge.model import ModelArgs, OnlineHadamard, RMSNorm, Transformer
+from edge.model import ModelArgs, RMSNorm, Transformer, online_hadamard_accepts
+from edge.spinquant.fold import insert_online_hadamard
 from edge.quantize import QuantReport, intx_tensor_from_integers
 
 SCHEME = "int4_weight_int8_dynamic_activation"  # the only scheme llama-models' loader accepts
@@ -57,7 +58,7 @@ def prequantized_group_size(params: dict) -> int | None:
         if width % group:
             raise EdgeError(f"quantization_args.group_size {group} does not divide the {what} {width}")
     f = args.hidden_dim
-    if not any(f == k << p for k in (1, 28) for p in range(31)):
+    if not online_hadamard_accepts(f):
         raise EdgeError(f"FFN width {f} is not 2^k or 28*2^k, which SpinQuant's online Hadamard (R4) needs")
     return group
 
@@ -128,8 +129,7 @@ def load_prequantized_model(ckpt: Checkpoint, *, max_context: int, full_logits: 
         if p.is_meta:  # open_checkpoint's shape check rules this out; kept so no meta tensor ever escapes
             raise EdgeError(f"{ckpt.path}: {name} (or its scales) missing from the checkpoint")
     for block in model.layers:
-        block.mlp.down_proj_input = OnlineHadamard()  # R4; its inverse is already folded into w2
-    model.set_attention_path(model.attention_path)  # the new modules take the model's path
+        insert_online_hadamard(block)  # R4; its inverse is already folded into w2
     model.cast_buffers(torch.float32)
     return model.eval()
 

@@ -53,6 +53,11 @@ def sqnr_db(reference: torch.Tensor, approx: torch.Tensor, *, rows_per_chunk: in
         part = part.dequantize() if hasattr(part, "dequantize") and hasattr(part, "qdata") else part
         signal += float(ref.double().pow(2).sum())
         noise += float((ref - part.float()).double().pow(2).sum())
+    return _db(signal, noise)
+
+
+def _db(signal: float, noise: float) -> float:
+    """Summed signal and noise energies -> SQNR in dB (noise floored so an exact copy stays finite)."""
     return float(10 * torch.log10(torch.tensor(signal / max(noise, 1e-30))))
 
 
@@ -181,7 +186,7 @@ def _quantize_rows(
     data = [torch.cat([getattr(p, n) for p in parts]) for n in first.tensor_data_names]
     stitched = type(first)(*data, *[getattr(first, n) for n in first.tensor_attribute_names])
     module.weight = nn.Parameter(stitched, requires_grad=False)
-    report.weight_sqnr_db[f"{name}.weight"] = float(10 * torch.log10(torch.tensor(signal / max(noise, 1e-30))))
+    report.weight_sqnr_db[f"{name}.weight"] = _db(signal, noise)
 
 
 def _cast_rows(module: nn.Module, *, dtype: torch.dtype, transform=None, rows_per_chunk: int = 8192) -> None:

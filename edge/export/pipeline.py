@@ -123,11 +123,10 @@ def _resolve_checkpoint(config: ExportConfig) -> Path:
 
 @dataclass(frozen=True)
 class Prepared:
-    """Everything checked before the long stages: the checkpoint, calibration windows, rotation file header."""
+    """Everything checked before the long stages: the checkpoint and the calibration windows."""
 
     ckpt: Checkpoint
     calibration: Calibration | None = None
-    rotation_header: dict | None = None
 
 
 def prepare(config: ExportConfig) -> Prepared:
@@ -148,8 +147,8 @@ def prepare(config: ExportConfig) -> Prepared:
         if config.dtype is not DType.FP32:
             raise EdgeError(f"{ckpt.path} is pre-quantized with fp32 scales: export it with dtype fp32")
         return Prepared(ckpt=ckpt)  # its rotations and integers are used as they are: no calibration
-    header = check_rotation(config, ckpt)
-    return Prepared(ckpt=ckpt, calibration=calibration_for(config, ckpt), rotation_header=header)
+    check_rotation(config, ckpt)
+    return Prepared(ckpt=ckpt, calibration=calibration_for(config, ckpt))
 
 
 def write_outputs(

@@ -15,20 +15,21 @@ from edge.checkpoint import Checkpoint, load_model
 from edge.config import ExportConfig, Rounding, RotationKind
 from edge.errors import EdgeError
 from edge.io import sha256_file
+from edge.model import online_hadamard_accepts
 from edge.progress import Progress
 
 CALIBRATION_NAME = "calibration.txt"
 
 
-def check_rotation(config: ExportConfig, ckpt: Checkpoint) -> dict | None:
-    """Raise EdgeError if the rotation the config asks for cannot apply to this checkpoint; -> a rotation file's header."""
+def check_rotation(config: ExportConfig, ckpt: Checkpoint) -> None:
+    """Raise EdgeError if the rotation the config asks for cannot apply to this checkpoint (a file's header included)."""
     from edge.spinquant.rotations import check_rotatable, check_rotation_file
 
     rot = config.rotation
     if not rot.enabled:
-        return None
+        return
     f = ckpt.args.hidden_dim
-    if rot.online_hadamard and not (f & (f - 1) == 0 or (f % 28 == 0 and (f // 28) & (f // 28 - 1) == 0)):
+    if rot.online_hadamard and not online_hadamard_accepts(f):
         raise EdgeError(
             f"FFN width {f} cannot take the online Hadamard (R4): ExecuTorch's llama::fast_hadamard_transform "
             "needs 2^k or 28*2^k (set rotation.online_hadamard: false to rotate without R4)"
@@ -37,9 +38,8 @@ def check_rotation(config: ExportConfig, ckpt: Checkpoint) -> dict | None:
         header = check_rotation_file(rot.file, ckpt.args)
         if header["kind"] is not rot.kind:
             raise EdgeError(f"rotation file {rot.file} holds {header['kind'].value} rotations but rotation.kind is {rot.kind.value}")
-        return header
+        return
     check_rotatable(ckpt.args)
-    return None
 
 
 def calibration_for(config: ExportConfig, ckpt: Checkpoint) -> Calibration | None:

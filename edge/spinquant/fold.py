@@ -75,6 +75,11 @@ def fuse_block_norms(block: TransformerBlock, *, dtype: torch.dtype = torch.floa
 def fold_online_hadamard(block: TransformerBlock, *, dtype: torch.dtype = torch.float32) -> None:
     """Insert R4: down_proj_input runs the Hadamard online, its inverse folds into down_proj."""
     _set(block.mlp.down_proj, hadamard_fold(block.mlp.down_proj.weight.detach().double()), dtype)
+    insert_online_hadamard(block)
+
+
+def insert_online_hadamard(block: TransformerBlock) -> None:
+    """Run R4 on down_proj's input (the weight is left as it is), on the block's attention path."""
     block.mlp.down_proj_input = OnlineHadamard()
     block.mlp.down_proj_input.path = block.self_attn.path
 

@@ -19,6 +19,7 @@ import functools
 import torch
 
 from edge.errors import EdgeError
+from edge.model import is_pow2
 
 # K -> (construction, q): the orders SpinQuant's `get_hadK` uses that Paley I/II build from a prime.
 PALEY_ORDERS = {12: (1, 11), 20: (1, 19), 28: (2, 13), 36: (2, 17), 44: (1, 43), 60: (1, 59), 108: (1, 107), 140: (1, 139)}
@@ -53,16 +54,12 @@ def _paley(construction: int, q: int) -> torch.Tensor:
     return torch.kron(C, a) + torch.kron(torch.eye(q + 1, dtype=torch.float64), b)
 
 
-def _is_pow2(n: int) -> bool:
-    return n > 0 and n & (n - 1) == 0
-
-
 def hadamard_factor(n: int) -> int | None:
     """n -> the K with n = K * 2^k this module can build (1 for powers of two), or None."""
-    if _is_pow2(n):
+    if is_pow2(n):
         return 1
     for k in PALEY_ORDERS:
-        if n % k == 0 and _is_pow2(n // k):
+        if n % k == 0 and is_pow2(n // k):
             return k
     return None
 

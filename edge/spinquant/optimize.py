@@ -29,7 +29,7 @@ from torch.nn import functional as F
 
 from edge.config import RotationKind
 from edge.model import AttentionPath, Transformer
-from edge.spinquant.fold import fuse_block_norms, fold_online_hadamard, head_transforms, rotated_block_weights, untie_and_reset_norm
+from edge.spinquant.fold import head_transforms, prepare_block, rotated_block_weights, untie_and_reset_norm
 from edge.spinquant.rotations import Rotations
 
 
@@ -67,9 +67,7 @@ def prepare_for_optimization(model: Transformer, *, online_hadamard: bool) -> No
     """Float model -> fused norms, R4 folded, untied, SEQUENCE path, weights frozen (in place)."""
     model.float()
     for block in model.layers:
-        fuse_block_norms(block)
-        if online_hadamard:
-            fold_online_hadamard(block)
+        prepare_block(block, online_hadamard=online_hadamard)
     _, head = head_transforms(model, torch.eye(model.args.dim, dtype=torch.float64))  # fuse the final norm only
     lm = head(model.lm_head.weight.detach()).float()
     untie_and_reset_norm(model)
