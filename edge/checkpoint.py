@@ -169,7 +169,8 @@ def open_checkpoint(path: Path) -> Checkpoint:
             weight_map = _read_json(index).get("weight_map", {})
             files = tuple(sorted({folder / f for f in weight_map.values()}))
         else:
-            files = tuple(sorted(folder.glob("*.safetensors")))
+            # adapter_model.safetensors (LoRA, edge.lora) sits beside the weights of a fine-tune's output
+            files = tuple(sorted(f for f in folder.glob("*.safetensors") if f.name != "adapter_model.safetensors"))
         if not files:
             raise EdgeError(f"{folder} has config.json but no *.safetensors weights")
         ckpt = Checkpoint(
@@ -258,6 +259,9 @@ def _edge_name(fmt: CheckpointFormat, name: str) -> str | None:
         if name.endswith("rotary_emb.inv_freq"):
             return None
         return name.removeprefix("model.")
+    if ".adaptor." in name:  # a QLoRA adapter follows its linear's name
+        stem, _, rest = name.partition(".adaptor.")
+        return _edge_name(fmt, stem + ".weight").removesuffix(".weight") + ".adaptor." + rest  # type: ignore[union-attr]
     stem, _, suffix = name.rpartition(".")
     if suffix in ("scales", "zeros"):  # a pre-quantized weight's companions follow the weight's name
         return _edge_name(fmt, stem + ".weight").removesuffix(".weight") + "." + suffix  # type: ignore[union-attr]
@@ -361,6 +365,8 @@ def _check_shapes(ckpt: Checkpoint) -> None:
         edge_name = _edge_name(ckpt.format, name)
         if edge_name is None:
             continue
+        if ".adaptor." in edge_name and ckpt.prequantized_group_size is not None:
+            continue  # QLoRA adapters: their shapes are checked against lora_args by edge.lora.load_adapters
         if edge_name.endswith((".scales", ".zeros")) and edge_name in expected | optional:
             shape = per_channel_shape(shape, (expected | optional)[edge_name])  # type: ignore[arg-type]
         if edge_name not in expected and edge_name not in optional:
@@ -423,6 +429,8 @@ def load_model(ckpt: Checkpoint, *, max_context: int, dtype: torch.dtype | None,
     with torch.device("meta"):
         model = Transformer(ckpt.args, max_context=max_context, full_logits=full_logits)
     for name, tensor in iter_weights(ckpt):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise EdgeError(f"{ckpt.path}: weight {name} holds NaN or infinite values")
         module_name, _, attr = name.rpartition(".")
         module = model.get_submodule(module_name)
         setattr(module, attr, torch.nn.Parameter(tensor if dtype is None else tensor.to(dtype), requires_grad=False))

@@ -35,7 +35,9 @@ YAML layout (every key optional except where the CLI supplies it):
     calibration:
       text: null               # plain-text file; null = calibration.txt beside the checkpoint's weights
       seq_len: 2048            # tokens per window, BOS first
-    device: cpu                # cpu | cuda: where rotation optimization and GPTQ run
+    device: cpu                # cpu | cuda: where rotation optimization, GPTQ and fine-tuning run
+    finetune: null             # QAT + LoRA (`python -m edge.finetune`); see edge.finetune.config.
+                               # When present, edge.export needs a checkpoint that edge.finetune wrote.
 """
 
 from __future__ import annotations
@@ -140,6 +142,7 @@ class ExportConfig:
     rotation: RotationConfig = field(default_factory=RotationConfig)
     gptq: GPTQConfig = field(default_factory=GPTQConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    finetune: Any = None  # edge.finetune.config.FinetuneConfig | None (imported lazily: it needs torch)
 
     @property
     def needs_calibration(self) -> bool:
@@ -250,9 +253,16 @@ def parse_config(raw: dict[str, Any], *, source: str) -> ExportConfig:
         problems.append("gptq.damp: 0 leaves the Hessian singular for short calibration; use a small positive value such as 0.01")
     if quant["linear"] not in (WeightBits.NONE, None) and top["dtype"] is DType.BF16:
         problems.append("dtype: bf16 with quantized linears is not supported by XNNPACK's dynamic quantization (use fp32)")
+    from edge.finetune.config import parse_finetune
+
+    finetune = parse_finetune(raw.get("finetune"), problems)
+    if finetune is not None and (rotation["kind"] not in (RotationKind.NONE, None) or quant["rounding"] is Rounding.GPTQ):
+        problems.append("finetune: QAT + LoRA exports round with the fake quantizer's own round-to-nearest; "
+                        "rotation and gptq do not combine with it")
     if problems:
         raise EdgeError(f"{source}: " + "; ".join(problems))
     return ExportConfig(
+        finetune=finetune,
         quantization=QuantizationConfig(**quant),
         rotation=RotationConfig(**rotation),
         gptq=GPTQConfig(**gptq),
@@ -279,10 +289,24 @@ def load_config(*, config: str | None, overrides: dict[str, Any]) -> ExportConfi
     if config is not None:
         path = resolve_config_path(config)
         raw, source = read_yaml(path), str(path)
-    merged = raw | {k: v for k, v in overrides.items() if k not in _SECTIONS}
+    merged = raw | {k: v for k, v in overrides.items() if k not in _SECTIONS and k != "finetune"}
     for name in _SECTIONS:
         if name in overrides:
             base = raw.get(name) or {}
             # A non-mapping section in the YAML is left for parse_config to report.
             merged[name] = base | overrides[name] if isinstance(base, dict) else base
+    if "finetune" in overrides:
+        merged["finetune"] = _deep_merge(raw.get("finetune"), overrides["finetune"])
     return parse_config(merged, source=source)
+
+
+def _deep_merge(base: Any, over: dict[str, Any]) -> Any:
+    """Mapping `over` merged into `base` key by key, recursively (a non-mapping base is left for parse_config)."""
+    if base is None:
+        base = {}
+    if not isinstance(base, dict):
+        return base
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(base.get(k), v) if isinstance(v, dict) else v
+    return out

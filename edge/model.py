@@ -271,6 +271,17 @@ class TransformerBlock(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
+BLOCK_LINEARS = (  # every projection in a block, by its name inside the block
+    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+    "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
+)
+
+
+def block_linears(block: nn.Module) -> list[tuple[str, nn.Module]]:
+    """A TransformerBlock -> [(name, projection)] for its seven linears (LoRA adapters excluded)."""
+    return [(name, block.get_submodule(name)) for name in BLOCK_LINEARS]
+
+
 class Transformer(nn.Module):
     def __init__(
         self,

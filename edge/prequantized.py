@@ -21,6 +21,8 @@ Out: `load_prequantized_model` -> `edge.model.Transformer` holding torchao
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import torch
@@ -29,6 +31,7 @@ from torch import nn
 from edge.checkpoint import Checkpoint, _edge_name, _meta_args, _meta_to_hf_rope_layout, _raw_tensors, expected_shapes
 from edge.config import WeightBits
 from edge.errors import EdgeError
+from edge.lora import LORA_TARGETS, LoraSpec, load_adapters
 from edge.model import ModelArgs, RMSNorm, Transformer, online_hadamard_accepts
 from edge.spinquant.fold import insert_online_hadamard
 from edge.quantize import QuantReport, intx_tensor_from_integers
@@ -41,8 +44,6 @@ def prequantized_group_size(params: dict) -> int | None:
 
     Raises EdgeError for variants edge cannot export as they are.
     """
-    if params.get("lora_args") is not None:
-        raise EdgeError("QLoRA checkpoints (params.json has lora_args) are not supported yet; export from the BF16 checkpoint instead")
     qargs = params.get("quantization_args")
     if qargs is None:
         return None
@@ -57,10 +58,30 @@ def prequantized_group_size(params: dict) -> int | None:
     for what, width in (("model width", args.dim), ("FFN width", args.hidden_dim)):
         if width % group:
             raise EdgeError(f"quantization_args.group_size {group} does not divide the {what} {width}")
+    prequantized_lora(params)  # malformed lora_args are refused here, with the rest of params.json
     f = args.hidden_dim
-    if not online_hadamard_accepts(f):
+    if is_rotated(params) and not online_hadamard_accepts(f):
         raise EdgeError(f"FFN width {f} is not 2^k or 28*2^k, which SpinQuant's online Hadamard (R4) needs")
     return group
+
+
+def is_rotated(params: dict) -> bool:
+    """SpinQuant checkpoints (R4 folded into w2) say `"spinquant": true`; without the key, a checkpoint
+    with `lora_args` is QLoRA (not rotated) and one without is SpinQuant."""
+    return bool(params.get("quantization_args", {}).get("spinquant", params.get("lora_args") is None))
+
+
+def prequantized_lora(params: dict) -> tuple[int, float] | None:
+    """params.json `lora_args` -> (rank, scale) of a QLoRA checkpoint's adapters (y += scale * B(A(x))), or None."""
+    la = params.get("lora_args")
+    if la is None:
+        return None
+    rank, scale = (la.get("rank"), la.get("scale")) if isinstance(la, dict) else (None, None)
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise EdgeError(f"lora_args.rank {rank!r} is not a positive integer")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise EdgeError(f"lora_args.scale {scale!r} is not a number")
+    return rank, float(scale)
 
 
 def scale_shapes(args: ModelArgs, group_size: int) -> dict[str, tuple[int, ...]]:
@@ -80,18 +101,22 @@ def per_channel_shape(shape: tuple[int, ...], want: tuple[int, ...]) -> tuple[in
     return (*shape, 1) if len(shape) == 1 and tuple(want[1:]) == (1,) else tuple(shape)
 
 
-def prequantized_report(group_size: int) -> QuantReport:
+def prequantized_report(ckpt: Checkpoint) -> QuantReport:
     """The scheme a pre-quantized checkpoint brings, stated as `edge.quantize.describe` states its own."""
+    group_size = ckpt.prequantized_group_size
+    params = json.loads((ckpt.path / "params.json").read_text())
     ours = "pre-quantized by the checkpoint"
-    return QuantReport(
-        scheme={
-            "transformer_block_linears": f"{ours} (int4 groups of {group_size}): "
-            f"8-bit dynamic per-token activations, int4 symmetric weights, groups of {group_size}",
-            "output_layer": f"{ours} (int8 per channel): 8-bit dynamic per-token activations, int8 symmetric weights, per channel",
-            "embedding": f"{ours} (int8 per channel): int8 symmetric weights, per channel",
-            "down_proj_input": "SpinQuant's online Hadamard (R4), llama::fast_hadamard_transform",
-        }
-    )
+    scheme = {
+        "transformer_block_linears": f"{ours} (int4 groups of {group_size}): "
+        f"8-bit dynamic per-token activations, int4 symmetric weights, groups of {group_size}",
+        "output_layer": f"{ours} (int8 per channel): 8-bit dynamic per-token activations, int8 symmetric weights, per channel",
+        "embedding": f"{ours} (int8 per channel): int8 symmetric weights, per channel",
+    }
+    if is_rotated(params):
+        scheme["down_proj_input"] = "SpinQuant's online Hadamard (R4), llama::fast_hadamard_transform"
+    if (lora := prequantized_lora(params)) is not None:
+        scheme["lora_adapters"] = f"QLoRA adapters of rank {lora[0]}, scale {lora[1]:g}, kept in float32: 8da4w(x) + scale * B(A(x))"
+    return QuantReport(scheme=scheme)
 
 
 def load_prequantized_model(ckpt: Checkpoint, *, max_context: int, full_logits: bool = False) -> Transformer:
@@ -105,11 +130,18 @@ def load_prequantized_model(ckpt: Checkpoint, *, max_context: int, full_logits: 
     with torch.device("meta"):
         model = Transformer(ckpt.args, max_context=max_context, full_logits=full_logits)
     pending: dict[str, dict[str, torch.Tensor]] = {}  # module name -> {"weight"/"scales": tensor}
+    adapters: dict[str, torch.Tensor] = {}
     for name, tensor in _raw_tensors(ckpt, shapes_only=False):
         edge_name = _edge_name(ckpt.format, name)
         if edge_name is None:
             continue
         assert isinstance(tensor, torch.Tensor)
+        if ".adaptor." in edge_name:
+            if edge_name.endswith((".self_attn.q_proj.adaptor.B.weight", ".self_attn.k_proj.adaptor.B.weight")):
+                heads = ckpt.args.n_heads if ".q_proj." in edge_name else ckpt.args.n_kv_heads
+                tensor = _meta_to_hf_rope_layout(tensor, heads)  # B's rows are q/k output rows
+            adapters[edge_name] = tensor.float()  # bf16 -> fp32 is exact
+            continue
         stem, _, kind = edge_name.rpartition(".")
         module = model.get_submodule(stem)
         if isinstance(module, RMSNorm):
@@ -128,8 +160,19 @@ def load_prequantized_model(ckpt: Checkpoint, *, max_context: int, full_logits: 
     for name, p in model.named_parameters():
         if p.is_meta:  # open_checkpoint's shape check rules this out; kept so no meta tensor ever escapes
             raise EdgeError(f"{ckpt.path}: {name} (or its scales) missing from the checkpoint")
-    for block in model.layers:
-        insert_online_hadamard(block)  # R4; its inverse is already folded into w2
+    params = json.loads((ckpt.path / "params.json").read_text())
+    if is_rotated(params):
+        for block in model.layers:
+            insert_online_hadamard(block)  # R4; its inverse is already folded into w2
+    lora = prequantized_lora(params)
+    if lora is None and adapters:
+        raise EdgeError(f"{ckpt.path}: LoRA adapters (.adaptor.) present but params.json has no lora_args")
+    if lora is not None:
+        rank, scale = lora
+        targets = tuple(sorted({n.split(".")[3] for n in adapters}, key=LORA_TARGETS.index))
+        if not targets:
+            raise EdgeError(f"{ckpt.path}: params.json has lora_args but the checkpoint holds no .adaptor. tensors")
+        load_adapters(model, adapters, LoraSpec(rank=rank, alpha=scale * rank, targets=targets), source=str(ckpt.path))
     model.cast_buffers(torch.float32)
     return model.eval()
 

@@ -16,6 +16,7 @@ float32 copy of any weight ever exists (see `_quantize_rows`).
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -24,7 +25,7 @@ from torch import nn
 
 from edge.config import QuantizationConfig, WeightBits
 from edge.errors import EdgeError
-from edge.model import Transformer
+from edge.model import Transformer, block_linears
 
 
 @dataclass
@@ -67,6 +68,28 @@ def _linear_config(bits: WeightBits, group_size: int | None):
     granularity = PerAxis(0) if group_size is None else PerGroup(group_size)
     dtype = torch.int4 if bits is WeightBits.INT4 else torch.int8
     return Int8DynamicActivationIntxWeightConfig(weight_dtype=dtype, weight_granularity=granularity)
+
+
+class LayerKind(enum.Enum):
+    BLOCK_LINEAR = "transformer_block_linears"  # q, k, v, o, gate, up, down
+    OUTPUT = "output_layer"
+    EMBEDDING = "embedding"
+
+
+def scheme_config(quant: QuantizationConfig, kind: LayerKind):
+    """The scheme table: (QuantizationConfig, layer kind) -> torchao base config, None for float.
+
+    The one place the scheme becomes torchao configs: PTQ (`quantize_model`), QAT
+    (`edge.qat`, which derives its fake quantizers from these same configs) and the
+    manifest (`describe`) all read it. Scales are chosen by torchao's default min/max
+    algorithm, the one its QAT fake quantizers use (`edge.qat.check_scale_agreement`).
+    """
+    if kind is LayerKind.EMBEDDING:
+        return None if quant.embedding is WeightBits.NONE else _embedding_config()
+    bits = quant.linear if kind is LayerKind.BLOCK_LINEAR else quant.output
+    if bits is WeightBits.NONE:
+        return None
+    return _linear_config(bits, quant.group_size if bits is WeightBits.INT4 else None)
 
 
 def intx_tensor_from_integers(
@@ -256,11 +279,9 @@ def quantize_model(
             x = gptq_block(block, x, cos=cos, sin=sin, group_size=quant.group_size, damp=gptq.damp,
                            act_order=gptq.act_order, on_linear=record)
             block.to("cpu")
-        elif quant.linear is not WeightBits.NONE:
-            for name, module in block.named_modules():
-                if isinstance(module, nn.Linear):
-                    group = quant.group_size if quant.linear is WeightBits.INT4 else None
-                    _quantize_rows(module, _linear_config(quant.linear, group), name=f"layers.{i}.{name}", report=report)
+        elif (config := scheme_config(quant, LayerKind.BLOCK_LINEAR)) is not None:
+            for name, module in block_linears(block):
+                _quantize_rows(module, config, name=f"layers.{i}.{name}", report=report)
         block.to(dtype)  # norms, and linears left unquantized
         if on_step:
             on_step(i + 1, total)
@@ -271,19 +292,18 @@ def quantize_model(
     # With tied embeddings lm_head.weight *is* embed_tokens.weight: each gets its own
     # quantized (or cast) tensor and the shared one is dropped.
     model.norm.to(dtype)
-    if quant.output is WeightBits.NONE:
+    if (config := scheme_config(quant, LayerKind.OUTPUT)) is None:
         _cast_rows(model.lm_head, dtype=dtype, transform=head_t)
     else:
-        group = quant.group_size if quant.output is WeightBits.INT4 else None
-        _quantize_rows(model.lm_head, _linear_config(quant.output, group), name="lm_head", report=report, transform=head_t)
+        _quantize_rows(model.lm_head, config, name="lm_head", report=report, transform=head_t)
     if on_step:
         on_step(len(model.layers) + 1, total)
 
-    if quant.embedding is WeightBits.NONE:
+    if (config := scheme_config(quant, LayerKind.EMBEDDING)) is None:
         _cast_rows(model.embed_tokens, dtype=dtype, transform=emb_t)
     else:
         # Lowered to ExecuTorch's quantized_decomposed::embedding_byte by its quant-fusion pass.
-        _quantize_rows(model.embed_tokens, _embedding_config(), name="embed_tokens", report=report, transform=emb_t)
+        _quantize_rows(model.embed_tokens, config, name="embed_tokens", report=report, transform=emb_t)
     if on_step:
         on_step(total, total)
     model.cast_buffers(dtype)  # rope tables and KV caches follow the activation dtype

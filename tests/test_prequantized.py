@@ -57,7 +57,7 @@ def to_meta_rope(w: torch.Tensor, heads: int) -> torch.Tensor:
     return w.view(heads, 2, o // heads // 2, i).transpose(1, 2).reshape(o, i)
 
 
-def write_spinquant(hf: Path, out: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def write_spinquant(hf: Path, out: Path, *, rotate: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """A tiny HF checkpoint -> Meta's SpinQuant_INT4_EO8 layout in `out`.
 
     R4 is folded into every w2 (w2 @ H, H symmetric and orthonormal) as SpinQuant does, block linears are
@@ -71,7 +71,7 @@ def write_spinquant(hf: Path, out: Path) -> dict[str, tuple[torch.Tensor, torch.
     for name, module in float_model.named_modules():
         if isinstance(module, (nn.Linear, nn.Embedding)):
             w = module.weight.detach()
-            if name.endswith("down_proj"):
+            if name.endswith("down_proj") and rotate:
                 w = w @ sylvester(w.shape[1])
             per_row = name in ("embed_tokens", "lm_head")
             quantized[name] = quantize(w, bits=8 if per_row else 4, group=None if per_row else GROUP)
@@ -95,7 +95,7 @@ def write_spinquant(hf: Path, out: Path) -> dict[str, tuple[torch.Tensor, torch.
     params = {"dim": args.dim, "n_layers": args.n_layers, "n_heads": args.n_heads, "n_kv_heads": args.n_kv_heads,
               "vocab_size": args.vocab_size, "ffn_dim_multiplier": 0.75, "multiple_of": 128, "norm_eps": 1e-5,
               "rope_theta": 500000.0, "use_scaled_rope": True,
-              "quantization_args": {"group_size": GROUP, "scheme": "int4_weight_int8_dynamic_activation", "spinquant": True}}
+              "quantization_args": {"group_size": GROUP, "scheme": "int4_weight_int8_dynamic_activation", "spinquant": rotate}}
     (out / "params.json").write_text(json.dumps(params))
     shutil.copyfile(hf / "tokenizer.json", out / "tokenizer.json")
     return quantized
@@ -201,9 +201,9 @@ def test_forward_equals_dequantized_float_reference_with_hadamard(spinquant):
     assert bad < 10, bad
 
 
-def test_report_states_the_checkpoints_scheme():
-    scheme = prequantized_report(64).scheme
-    assert scheme["transformer_block_linears"].startswith("pre-quantized by the checkpoint (int4 groups of 64)")
+def test_report_states_the_checkpoints_scheme(spinquant):
+    scheme = prequantized_report(open_checkpoint(spinquant[1])).scheme
+    assert scheme["transformer_block_linears"].startswith(f"pre-quantized by the checkpoint (int4 groups of {GROUP})")
     assert "int8" in scheme["output_layer"] and "per channel" in scheme["output_layer"]
     assert "int8" in scheme["embedding"] and "fast_hadamard_transform" in scheme["down_proj_input"]
 
@@ -225,10 +225,10 @@ def test_missing_scales_named(spinquant, tmp_path):
         open_checkpoint(folder)
 
 
-def test_qlora_checkpoint_not_supported_yet(spinquant, tmp_path):
+def test_lora_args_without_adapters_refused(spinquant, tmp_path):
     folder = _edit(spinquant[1], tmp_path / "c", params=lambda p: p | {"lora_args": {"rank": 16, "scale": 2.0}})
-    with pytest.raises(EdgeError, match="QLoRA .* not supported yet"):
-        open_checkpoint(folder)
+    with pytest.raises(EdgeError, match="lora_args but the checkpoint holds no .adaptor. tensors"):
+        _load(folder)
 
 
 def test_int4_values_out_of_range_named(spinquant, tmp_path):
@@ -266,7 +266,8 @@ BASE = {"dim": 64, "n_layers": 1, "n_heads": 4, "n_kv_heads": 2, "vocab_size": 3
         ({"quantization_args": {"group_size": 128}}, "group_size 128 does not divide the model width 64"),
         ({"quantization_args": {"group_size": 32, "scheme": "fp8_mixed"}}, "scheme 'fp8_mixed' is not supported"),
         ({"quantization_args": {"group_size": 32}, "multiple_of": 96}, "FFN width 192 is not 2\\^k or 28\\*2\\^k"),
-        ({"lora_args": {"rank": 16, "scale": 2.0}}, "QLoRA"),
+        ({"quantization_args": {"group_size": 32}, "lora_args": {"rank": 0, "scale": 2.0}}, "lora_args.rank 0"),
+        ({"quantization_args": {"group_size": 32}, "lora_args": {"rank": 16}}, "lora_args.scale None"),
     ],
 )
 def test_unsupported_params(change, message):

@@ -36,6 +36,7 @@ from edge.io import sha256_file
 from edge.lower import RunnerMetadata, export_program, lower_program, write_pte
 from edge.model import Transformer
 from edge.progress import Progress
+from edge.export.finetune_stage import Finetuned, attach, check_finetuned, finetune_record
 from edge.export.rotation_stage import check_rotation, calibration_for, make_rotations, spinquant_record
 from edge.quantize import GPTQInputs, QuantReport, check_group_size, quantize_model
 
@@ -93,7 +94,9 @@ def size_breakdown(model: Transformer) -> dict[str, int]:
         if id(p) in seen and not name.startswith("lm_head"):
             continue
         seen.add(id(p))
-        if name.startswith("embed_tokens"):
+        if ".adaptor." in name:
+            kind = "lora_adapters (float)"
+        elif name.startswith("embed_tokens"):
             kind = "embedding"
         elif name.startswith("lm_head"):
             kind = "output_layer"
@@ -127,6 +130,7 @@ class Prepared:
 
     ckpt: Checkpoint
     calibration: Calibration | None = None
+    finetuned: Finetuned | None = None  # a checkpoint edge.finetune wrote: its record and adapters
 
 
 def prepare(config: ExportConfig) -> Prepared:
@@ -148,7 +152,8 @@ def prepare(config: ExportConfig) -> Prepared:
             raise EdgeError(f"{ckpt.path} is pre-quantized with fp32 scales: export it with dtype fp32")
         return Prepared(ckpt=ckpt)  # its rotations and integers are used as they are: no calibration
     check_rotation(config, ckpt)
-    return Prepared(ckpt=ckpt, calibration=calibration_for(config, ckpt))
+    finetuned = check_finetuned(config, ckpt)
+    return Prepared(ckpt=ckpt, calibration=calibration_for(config, ckpt), finetuned=finetuned)
 
 
 def write_outputs(
@@ -158,6 +163,7 @@ def write_outputs(
     ckpt: Checkpoint,
     report: QuantReport,
     spinquant: dict,
+    finetune: dict | None = None,
     rotations,
     breakdown: dict[str, int],
     metadata: RunnerMetadata,
@@ -197,6 +203,7 @@ def write_outputs(
                 },
                 "spinquant": spinquant,
             },
+            "finetune": finetune,
             "versions": versions(),
             "sha256": {
                 "inputs": {str(p.relative_to(ckpt.path)): sha256_file(p) for p in inputs},  # type: ignore[union-attr]
@@ -247,7 +254,7 @@ def run_export(config: ExportConfig, *, progress: Progress) -> ExportResult:
                       "its integers are exported as they are; the config's quantization, rotation and gptq settings do not apply")
         with progress.stage("load", f"{ckpt.path} (pre-quantized)"):
             model = load_prequantized_model(ckpt, max_context=config.max_context, full_logits=config.full_logits)
-        report = prequantized_report(ckpt.prequantized_group_size)
+        report = prequantized_report(ckpt)
         return _export_and_write(config, prepared, progress=progress, model=model, report=report, rotations=None)
 
     rotations = None
@@ -264,11 +271,15 @@ def run_export(config: ExportConfig, *, progress: Progress) -> ExportResult:
         # Quantized exports keep the checkpoint's dtype until each block is quantized, one at a time.
         load_dtype = None if config.quantization.is_quantized else dtype
         model = load_model(ckpt, max_context=config.max_context, dtype=load_dtype, full_logits=config.full_logits)
+        if attach(model, prepared.finetuned, quantized=False):
+            progress.info("LoRA adapters merged into the float weights (finetune.adapters: merge)")
     with progress.stage("quantize", ", ".join(f"{k}: {v}" for k, v in quant_summary(config).items())):
         report = quantize_model(
             model, config.quantization, dtype=dtype, rotations=rotations, online_hadamard=config.rotation.online_hadamard,
             gptq=gptq, on_step=lambda d, t: progress.step(d, t, label="blocks"),
         )
+    if n := attach(model, prepared.finetuned, quantized=True):
+        progress.info(f"LoRA adapters on {n} linears, kept in float: 8da4w(x) + scale * B(A(x))")
     return _export_and_write(config, prepared, progress=progress, model=model, report=report, rotations=rotations)
 
 
@@ -276,6 +287,7 @@ def _export_and_write(config: ExportConfig, prepared: Prepared, *, progress: Pro
     """Quantized model -> export -> lower -> serialize."""
     ckpt, args = prepared.ckpt, prepared.ckpt.args
     breakdown = size_breakdown(model)
+    finetune = finetune_record(prepared.finetuned, model)
     with progress.stage("export", f"torch.export, prompt length 1..{config.max_context - 1}"):
         ep = export_program(model)
     del model
@@ -293,7 +305,7 @@ def _export_and_write(config: ExportConfig, prepared: Prepared, *, progress: Pro
     with progress.stage("serialize", str(config.output)):
         result = write_outputs(
             program=program, config=config, ckpt=ckpt, report=report, breakdown=breakdown, metadata=metadata,
-            progress=progress, spinquant=spinquant_record(config, prepared, rotations), rotations=rotations,
+            progress=progress, spinquant=spinquant_record(config, prepared, rotations), rotations=rotations, finetune=finetune,
         )
     return result
 
