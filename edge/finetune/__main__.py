@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_CONFIG = "fixture_qat_lora"
-_TOP = ("data", "data_format", "output", "max_length", "packing", "bad_samples", "fake_quant", "seed", "checkpoint_every", "adapters")
+_TOP = ("data", "data_format", "output", "max_length", "packing", "bad_samples", "loss", "fake_quant", "seed", "checkpoint_every", "adapters")
 
 
 def _add(group, flag: str, dest: str, default, help_key: str) -> None:
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
             td.destroy_process_group()
     if dist.main:
-        print(f"\nfine-tuned model in {out}/ (model.safetensors, adapter_model.safetensors, training.json)")
+        print(f"\nfine-tuned model in {out}/ ({', '.join(sorted(p.name for p in out.iterdir()))})")
         print(f"  export it: python -m edge.export {ns.config or ns.config_flag or DEFAULT_CONFIG} --checkpoint {out}")
     return 0
 

@@ -10,6 +10,7 @@ Out: `FinetuneConfig`, validated with the rest of `ExportConfig` (one error list
       max_length: 512          # tokens per training window
       packing: true            # concatenate samples into full windows (false: one sample per window, padded)
       bad_samples: skip        # skip (counted and reported) | error (stop at the first)
+      loss: lm                 # lm: cross-entropy on the data | distill: KL to the unquantized checkpoint
       fake_quant: true         # false: the same fine-tune in float (the control run)
       seed: 0
       checkpoint_every: 100    # steps between resumable checkpoints (0: only at the end)
@@ -52,6 +53,11 @@ class BadSamples(enum.Enum):
     ERROR = "error"
 
 
+class Loss(enum.Enum):
+    LM = "lm"  # cross-entropy on the data's next tokens (SFT, continued pretraining)
+    DISTILL = "distill"  # KL from the unquantized checkpoint's own next-token distribution (self-distillation)
+
+
 class AdapterMode(enum.Enum):
     KEEP = "keep"  # adapters stay float beside the quantized backbone: 8da4w(x) + scale * B(A(x))
     MERGE = "merge"  # W + scale * B @ A, then quantized like any weight
@@ -83,6 +89,7 @@ class FinetuneConfig:
     max_length: int = 512
     packing: bool = True
     bad_samples: BadSamples = BadSamples.SKIP
+    loss: Loss = Loss.LM
     fake_quant: bool = True
     seed: int = 0
     checkpoint_every: int = 100
@@ -153,6 +160,7 @@ def parse_finetune(raw: Any, problems: list[str]) -> FinetuneConfig | None:
         max_length=int_field(top["max_length"], k + "max_length", problems, minimum=8),
         packing=bool_field(top["packing"], k + "packing", problems),
         bad_samples=enum_field(BadSamples, top["bad_samples"], k + "bad_samples", problems),
+        loss=enum_field(Loss, top["loss"], k + "loss", problems),
         fake_quant=bool_field(top["fake_quant"], k + "fake_quant", problems),
         seed=int_field(top["seed"], k + "seed", problems, minimum=0),
         checkpoint_every=int_field(top["checkpoint_every"], k + "checkpoint_every", problems, minimum=0),

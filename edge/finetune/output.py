@@ -99,6 +99,7 @@ def write_output(out: Path, *, state: dict[str, torch.Tensor], config: ExportCon
                      "samples": data.report.samples, "used": data.report.used, "skipped": dict(data.report.skipped)},
             "steps": {s: len(v) for s, v in train.losses.items()},
             "losses": train.losses,
+            "grad_norms": train.grad_norms,
             "train_seconds": round(train.seconds, 1),
             "world_size": world,
             "device": config.device.value,

@@ -18,6 +18,7 @@ import torch
 from edge.checkpoint import Checkpoint, load_model, open_checkpoint
 from edge.config import Device, ExportConfig
 from edge.errors import EdgeError
+from edge.finetune.config import Loss
 from edge.finetune.data import TrainingData, load_training_data
 from edge.finetune.train import STAGES, Dist, TrainState, run_stage
 from edge.io import write_atomic
@@ -152,6 +153,12 @@ def run_finetune(config: ExportConfig, *, checkpoint: Path | None, resume: bool,
             raise EdgeError(f"--resume: the interrupted run in {resume_dir(out)} used another config, model or data")
         model.load_state_dict(saved["model"])
         progress.info(f"resuming at {saved['state']['stage']} step {saved['state']['step']}")
+    teacher = None
+    if ft.loss is Loss.DISTILL:
+        with progress.stage("teacher", "the unquantized checkpoint, frozen, for the distillation loss"):
+            teacher = load_model(ckpt, max_context=ft.max_length, dtype=torch.float32, full_logits=True).to(device)
+            teacher.set_attention_path(AttentionPath.SEQUENCE)
+            teacher.requires_grad_(False)
     if dist.world > 1:
         _shard(model)
     state = TrainState(**saved["state"]) if saved else TrainState(stage=next(s for s in STAGES if _steps(config, s) > 0))
@@ -185,7 +192,8 @@ def run_finetune(config: ExportConfig, *, checkpoint: Path | None, resume: bool,
             state.stage, state.step = stage, 0
         with progress.stage(stage, _describe(config, stage)):
             run_stage(model, data, config, state, dist=dist, device=device,
-                      load_optimizer=None if fresh or saved is None else load_optimizer, save=save, report=progress.info)
+                      load_optimizer=None if fresh or saved is None else load_optimizer, save=save, report=progress.info,
+                      teacher=teacher)
     final = _full_state(model, dist)
     if not dist.main:
         return out
@@ -203,5 +211,5 @@ def _steps(config: ExportConfig, stage: str) -> int:
 def _describe(config: ExportConfig, stage: str) -> str:
     s = getattr(config.finetune, stage)
     what = "whole backbone" if stage == "qat" else f"rank-{s.rank} adapters on {', '.join(s.targets)}, backbone frozen"
-    fq = "fake-quantized" if config.finetune.fake_quant else "float"
+    fq = ("fake-quantized" if config.finetune.fake_quant else "float") + f", {config.finetune.loss.value} loss"
     return f"{what}, {fq}; {s.steps} steps of {s.batch_size} windows, lr {s.learning_rate:g}"

@@ -38,6 +38,7 @@ class TrainState:
     stage: str = "qat"
     step: int = 0  # steps done in `stage`
     losses: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
+    grad_norms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})  # before clipping
     seconds: float = 0.0
     tokens_seen: int = 0
 
@@ -74,12 +75,23 @@ def lr_at(step: int, *, steps: int, peak: float) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def masked_loss(model: Transformer, tokens: torch.Tensor, mask: torch.Tensor, *, denominator: int) -> tuple[torch.Tensor, float]:
-    """Windows [B, L] -> (sum of CE over the masked targets / denominator, that sum as a float)."""
-    logits = model(tokens[:, :-1])  # [B, L-1, V]
-    target, keep = tokens[:, 1:], mask[:, 1:]
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), reduction="none")
-    total = (ce * keep.reshape(-1)).sum()
+def masked_loss(model: Transformer, tokens: torch.Tensor, mask: torch.Tensor, *, denominator: int,
+                teacher: Transformer | None = None) -> tuple[torch.Tensor, float]:
+    """Windows [B, L] -> (summed loss over the masked targets / denominator, that sum as a float).
+
+    The loss per position is the cross-entropy of the next token, or with a `teacher` (the unquantized
+    checkpoint, frozen) KL(teacher || model) of the next-token distributions.
+    """
+    logits = model(tokens[:, :-1]).float()  # [B, L-1, V]
+    keep = mask[:, 1:].reshape(-1)  # [B*(L-1)]
+    logits = logits.reshape(-1, logits.shape[-1])
+    if teacher is None:
+        per_position = F.cross_entropy(logits, tokens[:, 1:].reshape(-1), reduction="none")
+    else:
+        with torch.no_grad():
+            target = F.log_softmax(teacher(tokens[:, :-1]).float().reshape(-1, logits.shape[-1]), dim=-1)
+        per_position = F.kl_div(F.log_softmax(logits, dim=-1), target, log_target=True, reduction="none").sum(-1)
+    total = (per_position * keep).sum()
     return total / denominator, float(total.detach())
 
 
@@ -103,6 +115,7 @@ def run_stage(
     dist: Dist,
     device: torch.device,
     load_optimizer: Callable[[torch.optim.Optimizer], None] | None,
+    teacher: Transformer | None = None,
     save: Callable[[TrainState, torch.optim.Optimizer], None],
     report: Callable[[str], None],
 ) -> None:
@@ -126,9 +139,11 @@ def run_stage(
         for group in opt.param_groups:
             group["lr"] = lr_at(state.step, steps=spec.steps, peak=spec.learning_rate)
         # FSDP averages gradients over ranks, so each rank's share of the sum is scaled by the world size.
-        loss, total = masked_loss(model, tokens[share].to(device), mask[share].to(device), denominator=denominator)
+        loss, total = masked_loss(model, tokens[share].to(device), mask[share].to(device), denominator=denominator,
+                                  teacher=teacher)
         (loss * dist.world).backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=False)
+        norm = torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=False)
+        state.grad_norms[state.stage].append(float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm))
         opt.step()
         opt.zero_grad(set_to_none=True)
         if dist.world > 1:
