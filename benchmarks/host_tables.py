@@ -2,7 +2,8 @@
 
 In:  nothing but the repo: the fixture model in edge/assets/fixture and the shipped configs
      fixture_bf16, fixture_8da4w and fixture_spinquant, plus fixture_spinquant without its
-     online Hadamard (R4), whose decode time against the SpinQuant row is R4's share.
+     online Hadamard (R4), whose decode time against the SpinQuant row is R4's share, and
+     fixture_qat_lora (fine-tuned here first with `edge.finetune`; float LoRA adapters in the program).
      Options: --work DIR (exports, default out/host_tables), --artifacts DIR (default
      artifacts), --repetitions N (default 5).
 Out: artifacts/host_table.md, .csv, .jsonl, .json: `python -m android_bench --host` on every
@@ -29,6 +30,8 @@ EXPORTS = (
     ("fixture_spinquant", "fixture_spinquant", {}),
     # The same rotations and rounding without R4: what the online Hadamard costs at decode.
     ("fixture_spinquant_no_r4", "fixture_spinquant", {"rotation": {"online_hadamard": False}}),
+    # QAT + LoRA: fine-tuned first (python -m edge.finetune fixture_qat_lora, ~4 min on 2 cores), float adapters kept.
+    ("fixture_qat_lora", "fixture_qat_lora", {"checkpoint": "FINETUNED"}),
 )
 
 
@@ -50,6 +53,14 @@ def export(folder: str, config: str, overrides: dict, work: Path) -> Path:
     from edge.progress import Progress
 
     out = work / folder
+    if overrides.get("checkpoint") == "FINETUNED":
+        from edge.finetune.run import run_finetune
+
+        tuned = work / f"{folder}_finetuned"
+        print(f"fine-tuning {config} -> {tuned}", file=sys.stderr, flush=True)
+        run_finetune(load_config(config=config, overrides={"finetune": {"output": str(tuned)}}), checkpoint=None,
+                     resume=False, force=True, progress=Progress(quiet=True))
+        overrides = overrides | {"checkpoint": str(tuned)}
     print(f"exporting {folder} -> {out}", file=sys.stderr, flush=True)
     run_export(load_config(config=config, overrides={"output": str(out), "force": True} | overrides), progress=Progress(quiet=True))
     return out

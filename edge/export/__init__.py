@@ -1,5 +1,15 @@
-"""`python -m edge.export`: a Llama 3.2 checkpoint -> an ExecuTorch .pte folder (see pipeline.py)."""
+"""`python -m edge.export`: a Llama 3.2 checkpoint -> an ExecuTorch .pte folder (see pipeline.py).
 
-from edge.export.pipeline import DEFAULT_CHECKPOINT, ExportResult, run_export
+The pipeline is imported on first use, so `python -m edge.export` can quiet torch's and torchao's
+import-time warnings (`edge.quiet`) before they load.
+"""
 
 __all__ = ["DEFAULT_CHECKPOINT", "ExportResult", "run_export"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from edge.export import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(name)

@@ -11,22 +11,16 @@ Out: the output folder (see `edge.export.pipeline`), a summary on stdout,
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-import warnings
 from pathlib import Path
 
 DEFAULT_CONFIG = "fixture_8da4w"
 
 
 def _quiet_libraries() -> None:
-    # torchao, torch.export and ExecuTorch warn about internals users cannot act on.
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    for name in ("torchao", "torch", "executorch", "root"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    logging.getLogger().setLevel(logging.ERROR)
+    from edge.quiet import quiet_libraries
+
+    quiet_libraries()
 
 
 def build_parser() -> argparse.ArgumentParser:

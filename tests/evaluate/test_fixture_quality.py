@@ -4,7 +4,9 @@ Plain 8da4w PTQ must visibly cost quality (the fixture was sized so that it does
 benchmarks/results/fixture_recipe_sweep.md), but stay within a stated bound; bf16 must
 stay at the reference; SpinQuant (optimized rotations + GPTQ, calibrated on the fixture's
 held-in calibration.txt) must recover most of plain PTQ's gap (see the test for the bound and why
-it is not the model card's two thirds on this fixture).
+it is not the model card's two thirds on this fixture); QAT + LoRA (`python -m edge.finetune
+fixture_qat_lora` on the same held-in text, then `edge.export`) must recover at least 90% of the
+perplexity gap, with KL and top-1 agreement reported beside it.
 """
 
 import pytest
@@ -22,10 +24,17 @@ KL_RECOVERED_MIN, TOP1_RECOVERED_MIN = 0.5, 0.35
 @pytest.fixture(scope="module")
 def fixture_results(tmp_path_factory):
     results = {}
-    for name in ("fixture_bf16", "fixture_8da4w", "fixture_spinquant"):
+    from edge.config import load_config
+    from edge.finetune.run import run_finetune
+    from edge.progress import Progress
+
+    tuned = tmp_path_factory.mktemp("qat_lora") / "finetuned"
+    run_finetune(load_config(config="fixture_qat_lora", overrides={"finetune": {"output": str(tuned)}}), checkpoint=None,
+                 resume=False, force=False, progress=Progress(quiet=True))
+    for name in ("fixture_bf16", "fixture_8da4w", "fixture_spinquant", "fixture_qat_lora"):
         # full_logits: one call per window (bf16 has no fast x86 kernels; token by token is slow).
-        out = export_tiny(DEFAULT_CHECKPOINT, tmp_path_factory.mktemp(name) / "out", name, max_context=2 * CONTEXT,
-                          full_logits=True)
+        ckpt = tuned if name == "fixture_qat_lora" else DEFAULT_CHECKPOINT
+        out = export_tiny(ckpt, tmp_path_factory.mktemp(name) / "out", name, max_context=2 * CONTEXT, full_logits=True)
         results[name] = evaluate(pte_path=out / "model.pte", reference=DEFAULT_CHECKPOINT, text_path=HELDOUT,
                                  context=CONTEXT, max_windows=WINDOWS)
     return results
@@ -68,3 +77,19 @@ def test_spinquant_recovers_most_of_the_ptq_gap(fixture_results):
     assert kl >= KL_RECOVERED_MIN, kl
     assert top1 >= TOP1_RECOVERED_MIN, top1
     assert sq.pte_perplexity < ptq.pte_perplexity  # perplexity moves the same way
+
+
+def test_qat_lora_recovers_nine_tenths_of_the_ptq_perplexity_gap(fixture_results):
+    """QAT (300 steps) then LoRA (100 steps) with the export's own fake quantization, distilled from the float
+    fixture on its held-in text (about 4 minutes of this CPU), exported with the float adapters.
+
+    Measured on 20 windows while choosing the recipe: 105% of the perplexity gap, 73% of the KL gap and
+    60% of the top-1 gap (the README's table has the 40-window figures and the control rows).
+    """
+    bf16, ptq, qat = (fixture_results[n] for n in ("fixture_bf16", "fixture_8da4w", "fixture_qat_lora"))
+    ppl = gap_recovered(qat.pte_perplexity, ptq=ptq.pte_perplexity, base=bf16.pte_perplexity)
+    kl = gap_recovered(qat.mean_kl, ptq=ptq.mean_kl, base=bf16.mean_kl)
+    top1 = gap_recovered(qat.top1_agreement, ptq=ptq.top1_agreement, base=bf16.top1_agreement)
+    print(f"QAT+LoRA recovers {ppl:.1%} of the perplexity gap, {kl:.1%} of the KL gap, {top1:.1%} of the top-1 gap")
+    assert ppl >= 0.9, ppl
+    assert kl >= 0.5 and top1 >= 0.4, (kl, top1)  # reported beside it; bounds with a margin below the measured values

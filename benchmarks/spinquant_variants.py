@@ -1,0 +1,85 @@
+"""SpinQuant's knobs on the shipped fixture: which combination recovers the most of plain PTQ's gap?
+
+In:  the fixture and the shipped configs (fixture_bf16, fixture_8da4w, fixture_spinquant), 20 held-out
+     windows of 256 tokens (the test suite's evaluation), variants of fixture_spinquant:
+       sq_default   optimized rotations (W16A8) + R4 + GPTQ (the shipped config)
+       sq_w4        rotations optimized against int4 fake-quantized weights (rotation.weight_bits: 4)
+       sq_actorder  GPTQ visiting columns by decreasing Hessian diagonal (gptq.act_order)
+       had_gptq     seeded random Hadamard rotations, not optimized, + R4 + GPTQ
+Out: benchmarks/results/spinquant_variants_fixture.jsonl (one line per row as it finishes) and, with
+     --table, spinquant_variants_fixture.md.
+
+    python benchmarks/spinquant_variants.py [ROW ...]      # ~3.5 min per SpinQuant row on 2 cores
+    python benchmarks/spinquant_variants.py --table
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "spinquant_variants_fixture.jsonl"
+W = 20
+ROWS = [
+    ("bf16", "fixture_bf16", {}),
+    ("ptq", "fixture_8da4w", {}),
+    ("sq_default", "fixture_spinquant", {}),
+    ("sq_w4", "fixture_spinquant", {"rotation": {"weight_bits": 4}}),
+    ("sq_actorder", "fixture_spinquant", {"gptq": {"act_order": True}}),
+    ("had_gptq", "fixture_spinquant", {"rotation": {"kind": "hadamard"}}),
+]
+
+
+def table() -> str:
+    rows = [json.loads(line) for line in RESULTS.read_text().splitlines()]
+    lines = ["# SpinQuant variants on the fixture (20 held-out windows of 256 tokens, .pte in ExecuTorch's runtime)", "",
+             "| row | perplexity | top-1 agreement | mean KL | PTQ gap recovered (KL / top-1 / ppl) | export + eval s |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        gap = "—" if r.get("kl_rec") is None else f"{r['kl_rec']:.0%} / {r['top1_rec']:.0%} / {r['ppl_rec']:.0%}"
+        lines.append(f"| {r['name']} | {r['pte_perplexity']:.3f} | {r['top1_agreement']:.2%} | {r['mean_kl']:.5f} | {gap} | {r['export_s']:.0f} |")
+    return "\n".join(lines + ["", "Reproduce: `python benchmarks/spinquant_variants.py && python benchmarks/spinquant_variants.py --table`"]) + "\n"
+
+
+def main() -> int:
+    if sys.argv[1:] == ["--table"]:
+        text = table()
+        RESULTS.with_suffix(".md").write_text(text)
+        print(text)
+        return 0
+    sys.path.insert(0, str(ROOT))
+    from edge.config import load_config
+    from edge.evaluate import evaluate
+    from edge.export.pipeline import DEFAULT_CHECKPOINT, run_export
+    from edge.metrics import gap_recovered
+    from edge.progress import Progress
+
+    only = sys.argv[1:]
+    res: dict[str, dict] = {}
+    RESULTS.unlink(missing_ok=True)
+    for name, cfg, extra in ROWS:
+        if only and name not in only and name not in ("bf16", "ptq"):
+            continue
+        out = ROOT / "out" / "spinquant_variants" / name
+        t0 = time.monotonic()
+        run_export(load_config(config=cfg, overrides={"output": str(out), "force": True, "full_logits": True,
+                                                      "max_context": 512} | extra), progress=Progress())
+        r = evaluate(pte_path=out / "model.pte", reference=DEFAULT_CHECKPOINT, text_path=DEFAULT_CHECKPOINT / "heldout.txt",
+                     context=256, max_windows=W)
+        d = r.to_dict() | {"name": name, "export_s": time.monotonic() - t0}
+        res[name] = d
+        if name not in ("bf16", "ptq"):
+            b, p = res["bf16"], res["ptq"]
+            d["kl_rec"] = gap_recovered(d["mean_kl"], ptq=p["mean_kl"], base=b["mean_kl"])
+            d["top1_rec"] = gap_recovered(d["top1_agreement"], ptq=p["top1_agreement"], base=b["top1_agreement"])
+            d["ppl_rec"] = gap_recovered(d["pte_perplexity"], ptq=p["pte_perplexity"], base=b["pte_perplexity"])
+        with RESULTS.open("a") as f:
+            f.write(json.dumps({k: v for k, v in d.items() if not isinstance(v, list)}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
