@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,23 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def publish_folder(tmp: Path, out: Path, *, force: bool) -> None:
+    """A finished folder built beside `out` -> renamed onto `out`; an existing `out` is replaced only with `force`.
+
+    The old folder is moved aside first and removed after the rename, so `out` is never half-written.
+    """
+    os.chmod(tmp, 0o755)
+    old = None
+    if out.exists():
+        if not force:
+            raise EdgeError(f"output {out} already exists (pass --force to replace it)")
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def sha256_file(path: Path, *, chunk: int = 1 << 24) -> str:

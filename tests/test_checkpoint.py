@@ -142,3 +142,22 @@ def test_prequantized_meta_checkpoint_is_refused(tiny_hf, tmp_path):
     torch.save(sd, meta / "consolidated.00.pth")
     with pytest.raises(EdgeError, match="pre-quantized"):
         open_checkpoint(meta)
+
+
+def test_non_finite_weights_are_bad_input_and_nothing_is_written(tiny_hf, tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from edge.export.__main__ import main
+
+    bad = tmp_path / "nan"
+    shutil.copytree(tiny_hf, bad)
+    weights = load_file(str(bad / "model.safetensors"))
+    weights["model.layers.1.mlp.up_proj.weight"][3, 5] = float("inf")
+    save_file(weights, str(bad / "model.safetensors"), metadata={"format": "pt"})
+    out = tmp_path / "o"
+    assert main(["llama3_2_1b_8da4w", "--checkpoint", str(bad), "--output", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {bad}: weight layers.1.mlp.up_proj.weight holds NaN or infinite values\n"
+    assert not out.exists() and not any(p.name.startswith(".o.") for p in tmp_path.iterdir())

@@ -19,7 +19,6 @@ Stages, each a function from artifact to artifact:
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -30,9 +29,9 @@ import torch
 
 from edge.calibration import Calibration
 from edge.checkpoint import Checkpoint, load_model, open_checkpoint
-from edge.config import Device, DType, ExportConfig, Rounding, RotationKind
+from edge.config import Device, DType, ExportConfig, Rounding
 from edge.errors import EdgeError
-from edge.io import sha256_file
+from edge.io import publish_folder, sha256_file
 from edge.lower import RunnerMetadata, export_program, lower_program, write_pte
 from edge.model import Transformer
 from edge.progress import Progress
@@ -214,16 +213,7 @@ def write_outputs(
             "stage_peak_rss_mb": {k: round(v) for k, v in progress.stage_peak_rss_mb.items()},
         }
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-        os.chmod(tmp, 0o755)
-        old = None
-        if out.exists():
-            if not config.force:
-                raise EdgeError(f"output {out} already exists (pass --force to replace it)")
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        publish_folder(tmp, out, force=config.force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

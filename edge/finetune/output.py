@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,6 +24,7 @@ from edge.checkpoint import Checkpoint, CheckpointFormat
 from edge.config import ExportConfig
 from edge.finetune.data import TrainingData
 from edge.finetune.train import TrainState
+from edge.io import publish_folder
 from edge.lora import ADAPTERS_NAME, LoraSpec, save_adapters
 from edge.validate import to_plain
 
@@ -107,18 +107,7 @@ def write_output(out: Path, *, state: dict[str, torch.Tensor], config: ExportCon
             "versions": versions(),
         }
         (tmp / RECORD_NAME).write_text(json.dumps(record, indent=1) + "\n")
-        os.chmod(tmp, 0o755)
-        old = None
-        if out.exists():
-            if not force:
-                from edge.errors import EdgeError
-
-                raise EdgeError(f"output {out} already exists (pass --force to replace it)")
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        publish_folder(tmp, out, force=force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

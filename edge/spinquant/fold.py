@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edge.model import OnlineHadamard, Transformer, TransformerBlock, hadamard_transform
+from edge.model import BLOCK_LINEARS, OnlineHadamard, Transformer, TransformerBlock, hadamard_transform
 
 
 def rotate_input(w: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -89,7 +89,6 @@ def rotated_block_weights(block: TransformerBlock, *, r1: torch.Tensor, r2: torc
 
     Differentiable in r1 and r2: the optimizer calls it every step, the fold once.
     """
-    attn, mlp = block.self_attn, block.mlp
     w = {n: block.get_submodule(n).weight.detach().to(r1.dtype) for n in LINEARS}
     out = {n: rotate_input(w[n], r1) for n in ("self_attn.q_proj", "self_attn.k_proj", "mlp.gate_proj", "mlp.up_proj")}
     out["self_attn.v_proj"] = rotate_head_outputs(rotate_input(w["self_attn.v_proj"], r1), r2)
@@ -98,8 +97,7 @@ def rotated_block_weights(block: TransformerBlock, *, r1: torch.Tensor, r2: torc
     return out
 
 
-LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-           "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+LINEARS = BLOCK_LINEARS
 
 
 def rotate_block(block: TransformerBlock, *, r1: torch.Tensor, r2: torch.Tensor, dtype: torch.dtype = torch.float32) -> None:
