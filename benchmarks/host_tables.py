@@ -30,7 +30,8 @@ EXPORTS = (
     ("fixture_spinquant", "fixture_spinquant", {}),
     # The same rotations and rounding without R4: what the online Hadamard costs at decode.
     ("fixture_spinquant_no_r4", "fixture_spinquant", {"rotation": {"online_hadamard": False}}),
-    # QAT + LoRA: fine-tuned first (python -m edge.finetune fixture_qat_lora, ~4 min on 2 cores), float adapters kept.
+    # QAT + LoRA: fine-tuned first with edge.finetune (10 + 10 steps: size and speed do not depend on how long it
+    # trained; the quality table trains the full recipe), float adapters kept in the program.
     ("fixture_qat_lora", "fixture_qat_lora", {"checkpoint": "FINETUNED"}),
 )
 
@@ -58,7 +59,8 @@ def export(folder: str, config: str, overrides: dict, work: Path) -> Path:
 
         tuned = work / f"{folder}_finetuned"
         print(f"fine-tuning {config} -> {tuned}", file=sys.stderr, flush=True)
-        run_finetune(load_config(config=config, overrides={"finetune": {"output": str(tuned)}}), checkpoint=None,
+        short = {"output": str(tuned), "qat": {"steps": 10}, "lora": {"steps": 10}}
+        run_finetune(load_config(config=config, overrides={"finetune": short}), checkpoint=None,
                      resume=False, force=True, progress=Progress(quiet=True))
         overrides = overrides | {"checkpoint": str(tuned)}
     print(f"exporting {folder} -> {out}", file=sys.stderr, flush=True)
