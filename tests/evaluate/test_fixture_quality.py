@@ -9,7 +9,10 @@ fixture_qat_lora` on the same held-in text, then `edge.export`) must recover at 
 perplexity gap, with KL and top-1 agreement reported beside it.
 """
 
+import os
+
 import pytest
+import torch
 
 from edge.evaluate import evaluate
 from edge.metrics import gap_recovered
@@ -29,8 +32,15 @@ def fixture_results(tmp_path_factory):
     from edge.progress import Progress
 
     tuned = tmp_path_factory.mktemp("qat_lora") / "finetuned"
-    run_finetune(load_config(config="fixture_qat_lora", overrides={"finetune": {"output": str(tuned)}}), checkpoint=None,
-                 resume=False, force=False, progress=Progress(quiet=True))
+    # Other test modules pin torch to one thread; the fine-tune runs as `python -m edge.finetune` does (one
+    # thread per core), which is also how benchmarks/qat_quality_table.py measured it: same result, bit for bit.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        run_finetune(load_config(config="fixture_qat_lora", overrides={"finetune": {"output": str(tuned)}}), checkpoint=None,
+                     resume=False, force=False, progress=Progress(quiet=True))
+    finally:
+        torch.set_num_threads(threads)
     for name in ("fixture_bf16", "fixture_8da4w", "fixture_spinquant", "fixture_qat_lora"):
         # full_logits: one call per window (bf16 has no fast x86 kernels; token by token is slow).
         ckpt = tuned if name == "fixture_qat_lora" else DEFAULT_CHECKPOINT
