@@ -106,6 +106,9 @@ def test_export_ships_integers_and_adapters_and_the_runner_generates(qlora, tmp_
     with torch.no_grad():
         ref = eager(TOKENS[:, :8], torch.tensor([0]))
     assert sqnr_db(ref, load_pte(out / "model.pte").forward(TOKENS[:, :8], 0)) > 30
+    from edge.runtime import load_kernels
+
+    load_kernels()  # the runner needs the quantized and LLM kernels registered in this process
     stats = []
     TextLLMRunner(str(out / "model.pte"), str(out / "tokenizer.json")).generate(
         "The quick brown fox", GenerationConfig(max_new_tokens=8, temperature=0.0, echo=False), stats_callback=stats.append)
