@@ -138,3 +138,17 @@ def assert_pte_matches_transformers(ckpt: Path, pte_path: Path, *, atol: float =
     torch.testing.assert_close(pte.forward(tokens[:, :24], 0), ref[:, :24], rtol=0, atol=atol)  # [1, 24, V]
     for i in range(24, 40):
         torch.testing.assert_close(pte.forward(tokens[:, i : i + 1], i)[:, -1], ref[:, i], rtol=0, atol=atol)
+
+
+def assert_runner_generates(folder: Path, *, max_new_tokens: int = 8) -> None:
+    """ExecuTorch's TextLLMRunner (the C++ runner, through the wheel) generates from folder/model.pte."""
+    from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
+
+    from edge.runtime import load_kernels
+
+    load_kernels()  # the runner needs the quantized and LLM kernels registered in this process
+    stats = []
+    TextLLMRunner(str(folder / "model.pte"), str(folder / "tokenizer.json")).generate(
+        "The quick brown fox", GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0, echo=False),
+        stats_callback=stats.append)
+    assert 1 <= json.loads(stats[0].to_json_string())["generated_tokens"] <= max_new_tokens

@@ -15,7 +15,7 @@ from edge.lora import LORA_TARGETS, LoRALinear, load_adapters, LoraSpec
 from edge.model import OnlineHadamard
 from edge.prequantized import load_prequantized_model, prequantized_report
 from edge.quantize import sqnr_db
-from tests.conftest import make_hf_checkpoint
+from tests.conftest import assert_runner_generates, make_hf_checkpoint
 from tests.test_prequantized import META, dequantize, to_meta_rope, write_spinquant
 
 torch.set_num_threads(1)
@@ -90,8 +90,6 @@ def test_forward_is_dequantized_weights_plus_scaled_adapters(qlora):
 
 
 def test_export_ships_integers_and_adapters_and_the_runner_generates(qlora, tmp_path):
-    from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
-
     from edge.export.__main__ import main
     from edge.runtime import load_pte
 
@@ -106,13 +104,7 @@ def test_export_ships_integers_and_adapters_and_the_runner_generates(qlora, tmp_
     with torch.no_grad():
         ref = eager(TOKENS[:, :8], torch.tensor([0]))
     assert sqnr_db(ref, load_pte(out / "model.pte").forward(TOKENS[:, :8], 0)) > 30
-    from edge.runtime import load_kernels
-
-    load_kernels()  # the runner needs the quantized and LLM kernels registered in this process
-    stats = []
-    TextLLMRunner(str(out / "model.pte"), str(out / "tokenizer.json")).generate(
-        "The quick brown fox", GenerationConfig(max_new_tokens=8, temperature=0.0, echo=False), stats_callback=stats.append)
-    assert 1 <= json.loads(stats[0].to_json_string())["generated_tokens"] <= 8
+    assert_runner_generates(out)
 
 
 def test_adapters_of_the_wrong_rank_are_named(qlora, tmp_path):

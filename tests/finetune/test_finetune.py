@@ -5,7 +5,6 @@ converted model, the runner generates); every bad input is one error line with n
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import TEXT, read_json
+from tests.conftest import TEXT, assert_runner_generates, read_json
 
 torch.set_num_threads(1)
 STEPS = 4
@@ -204,19 +203,11 @@ def test_adapters_are_float_linears_in_the_exported_graph(finetuned):
 
 
 def test_runner_generates_from_the_qat_lora_pte(finetuned, tmp_path):
-    from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
-
     from edge.export.__main__ import main
 
     out = tmp_path / "o"
     assert main(["fixture_qat_lora", "--checkpoint", str(finetuned), "--output", str(out), "--max-context", "64", "--quiet"]) == 0
-    from edge.runtime import load_kernels
-
-    load_kernels()  # the runner needs the quantized and LLM kernels registered in this process
-    stats = []
-    TextLLMRunner(str(out / "model.pte"), str(out / "tokenizer.json")).generate(
-        "The quick brown fox", GenerationConfig(max_new_tokens=8, temperature=0.0, echo=False), stats_callback=stats.append)
-    assert 1 <= json.loads(stats[0].to_json_string())["generated_tokens"] <= 8
+    assert_runner_generates(out)
 
 
 def test_merged_adapters_export_as_one_quantized_weight(finetuned, tmp_path):
