@@ -51,4 +51,6 @@ def test_cli_flags_map_one_to_one_onto_the_keys():
     ns = p.parse_args(["fixture_qat_lora", "--qat-steps", "7", "--lora-targets", "q_proj,v_proj", "--no-packing", "--loss", "lm"])
     c = load_config(config="fixture_qat_lora", overrides=overrides_from_args(ns))
     assert c.finetune.qat.steps == 7 and c.finetune.lora.targets == ("q_proj", "v_proj")
-    assert c.finetune.packing is False and c.finetune.loss is Loss.LM and c.finetune.lora.steps == 100  # YAML kept
+    shipped = load_config(config="fixture_qat_lora", overrides={})
+    assert c.finetune.packing is False and c.finetune.loss is Loss.LM
+    assert c.finetune.lora.steps == shipped.finetune.lora.steps and c.finetune.qat.learning_rate == shipped.finetune.qat.learning_rate
