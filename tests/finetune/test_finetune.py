@@ -118,8 +118,9 @@ def test_two_processes_train_as_one(tiny_hf, data, tmp_path):
     runs = {}
     for fq in ("--no-fake-quant", "--fake-quant"):
         one, two = tmp_path / f"one{fq}", tmp_path / f"two{fq}"
-        assert _finetune(*_args(tiny_hf, data, one, fq)) == 0
-        r = _torchrun(*_args(tiny_hf, data, two, fq))
+        # LM loss: its values (~5) make a relative tolerance meaningful; the distillation KL starts near 0.
+        assert _finetune(*_args(tiny_hf, data, one, fq, "--loss", "lm")) == 0
+        r = _torchrun(*_args(tiny_hf, data, two, fq, "--loss", "lm"))
         assert r.returncode == 0, r.stderr[-3000:]
         runs[fq] = read_json(one / "training.json"), read_json(two / "training.json")
         assert (runs[fq][0]["world_size"], runs[fq][1]["world_size"]) == (1, 2)
