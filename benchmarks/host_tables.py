@@ -36,17 +36,6 @@ EXPORTS = (
 )
 
 
-def _quiet_libraries() -> None:
-    # torch.export, torchao and ExecuTorch warn about internals nobody here can act on.
-    import logging
-    import warnings
-
-    for category in (FutureWarning, UserWarning, DeprecationWarning):
-        warnings.filterwarnings("ignore", category=category)
-    for name in ("torchao", "torch", "executorch", "root"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
 def export(folder: str, config: str, overrides: dict, work: Path) -> Path:
     """Shipped config name (+ overrides) -> its export folder (re-exported every time: the table must match the code)."""
     from edge.config import load_config
@@ -75,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repetitions", type=int, default=5, help="measured runs per export (default 5)")
     ns = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    _quiet_libraries()
+    from edge.quiet import quiet_libraries
+
+    quiet_libraries()
     from edge.errors import EdgeError
 
     try:

@@ -38,13 +38,13 @@ def main() -> int:
 
     from edge.checkpoint import open_checkpoint
     from edge.config import load_config
-    from edge.export.__main__ import _quiet_libraries
+    from edge.quiet import quiet_libraries
     from edge.finetune.data import DataReport, TrainingData
     from edge.finetune.run import build_model
     from edge.finetune.train import Dist, TrainState, run_stage
     from edge.progress import peak_rss_mb
 
-    _quiet_libraries()
+    quiet_libraries()
     ckpt_dir = ns.work / "llama3_2_1b_random"
     print(f"writing random 1b checkpoint to {ckpt_dir}", file=sys.stderr, flush=True)
     write_random_meta_checkpoint(ckpt_dir, PARAMS["1b"])

@@ -44,13 +44,13 @@ def main() -> int:
 
     from edge.config import load_config
     from edge.evaluate import evaluate
-    from edge.export.__main__ import _quiet_libraries
+    from edge.quiet import quiet_libraries
     from edge.export.pipeline import DEFAULT_CHECKPOINT, run_export
     from edge.finetune.run import run_finetune
     from edge.metrics import gap_recovered
     from edge.progress import Progress, cpu_name
 
-    _quiet_libraries()
+    quiet_libraries()
     progress = Progress()
     results, tuned = [], {}
     for i, (label, ft_over, config_name, ex_over) in enumerate(ROWS):

@@ -18,9 +18,9 @@ from edge.io import write_text_atomic
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edge.export.__main__ import _quiet_libraries
+    from edge.quiet import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     p = argparse.ArgumentParser(prog="python -m edge.evaluate", description="Perplexity, top-1 agreement and KL of a .pte against its reference checkpoint.")
     p.add_argument("--pte", type=Path, required=True)
     p.add_argument("--reference", type=Path, required=True, help="the checkpoint the .pte was exported from")

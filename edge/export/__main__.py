@@ -17,12 +17,6 @@ from pathlib import Path
 DEFAULT_CONFIG = "fixture_8da4w"
 
 
-def _quiet_libraries() -> None:
-    from edge.quiet import quiet_libraries
-
-    quiet_libraries()
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m edge.export",
@@ -60,25 +54,38 @@ def _flag(section: str, name: str) -> str:
 
 def _add_section_flags(p: argparse.ArgumentParser, section: str) -> None:
     import dataclasses
-    import enum
 
     from edge import config as cfg
 
     cls = cfg._SECTIONS[section]
     group = p.add_argument_group(section)
     for f in dataclasses.fields(cls):
-        default = getattr(cls(), f.name)
-        dest = f"{section}__{f.name}"
-        if isinstance(default, bool):
-            group.add_argument(_flag(section, f.name), dest=dest, action=argparse.BooleanOptionalAction, default=None,
-                               help=f"{section}.{f.name} (default {str(default).lower()})")
-        elif isinstance(default, enum.Enum):
-            group.add_argument(_flag(section, f.name), dest=dest, choices=[m.value for m in type(default)],
-                               help=f"{section}.{f.name} (default {default.value})")
-        else:
-            kind = {int: int, float: float}.get(type(default), str)
-            group.add_argument(_flag(section, f.name), dest=dest, type=kind, metavar={str: "PATH", int: "N", float: "X"}[kind],
-                               help=f"{section}.{f.name} (default {default})")
+        add_field_flag(group, _flag(section, f.name), dest=f"{section}__{f.name}", default=getattr(cls(), f.name),
+                       key=f"{section}.{f.name}")
+
+
+def add_field_flag(group, flag: str, *, dest: str, default, key: str) -> None:
+    """One config field -> one flag whose type follows the field's default (bool, enum, tuple, int, float, path)."""
+    import enum
+
+    if isinstance(default, bool):
+        group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"{key} (default {str(default).lower()})")
+    elif isinstance(default, enum.Enum):
+        group.add_argument(flag, dest=dest, choices=[m.value for m in type(default)], help=f"{key} (default {default.value})")
+    elif isinstance(default, tuple):
+        group.add_argument(flag, dest=dest, metavar="A,B", help=f"{key} (default {','.join(default)})")
+    else:
+        kind = {int: int, float: float}.get(type(default), str)
+        group.add_argument(flag, dest=dest, type=kind, metavar={str: "PATH", int: "N", float: "X"}[kind],
+                           help=f"{key} (default {default})")
+
+
+def config_name(parser: argparse.ArgumentParser, ns: argparse.Namespace, default: str) -> str:
+    """The positional CONFIG or --config FILE (one of them, or the same twice) -> the config to load."""
+    if ns.config and ns.config_flag and ns.config != ns.config_flag:
+        parser.error("give the config once: positionally or with --config")
+    return ns.config or ns.config_flag or default
 
 
 def overrides_from_args(ns: argparse.Namespace) -> dict:
@@ -129,18 +136,18 @@ def torch_oom() -> type[BaseException]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _quiet_libraries()
+    from edge.quiet import quiet_libraries
+
+    quiet_libraries()
     parser = build_parser()
     ns = parser.parse_args(argv)
-    if ns.config and ns.config_flag and ns.config != ns.config_flag:
-        parser.error("give the config once: positionally or with --config")
-    config_name = ns.config or ns.config_flag or DEFAULT_CONFIG
+    name = config_name(parser, ns, DEFAULT_CONFIG)
     from edge.config import load_config
     from edge.errors import EdgeError
     from edge.progress import Progress
 
     try:
-        config = load_config(config=config_name, overrides=overrides_from_args(ns))
+        config = load_config(config=name, overrides=overrides_from_args(ns))
         from edge.export.pipeline import run_export
 
         result = run_export(config, progress=Progress(quiet=ns.quiet))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import enum
 import os
 import sys
 from pathlib import Path
@@ -22,21 +21,8 @@ DEFAULT_CONFIG = "fixture_qat_lora"
 _TOP = ("data", "data_format", "output", "max_length", "packing", "bad_samples", "loss", "fake_quant", "seed", "checkpoint_every", "adapters")
 
 
-def _add(group, flag: str, dest: str, default, help_key: str) -> None:
-    if isinstance(default, bool):
-        group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None,
-                           help=f"{help_key} (default {str(default).lower()})")
-    elif isinstance(default, enum.Enum):
-        group.add_argument(flag, dest=dest, choices=[m.value for m in type(default)], help=f"{help_key} (default {default.value})")
-    elif isinstance(default, tuple):
-        group.add_argument(flag, dest=dest, metavar="A,B", help=f"{help_key} (default {','.join(default)})")
-    else:
-        kind = {int: int, float: float}.get(type(default), str)
-        group.add_argument(flag, dest=dest, type=kind, metavar={str: "PATH", int: "N", float: "X"}[kind],
-                           help=f"{help_key} (default {default})")
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from edge.export.__main__ import add_field_flag
     from edge.finetune.config import STAGES, FinetuneConfig
 
     p = argparse.ArgumentParser(prog="python -m edge.finetune",
@@ -51,11 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     d = FinetuneConfig()
     g = p.add_argument_group("finetune")
     for name in _TOP:
-        _add(g, f"--{name}".replace("_", "-"), f"ft__{name}", getattr(d, name), f"finetune.{name}")
+        add_field_flag(g, f"--{name}".replace("_", "-"), dest=f"ft__{name}", default=getattr(d, name), key=f"finetune.{name}")
     for stage, cls in STAGES.items():
         g = p.add_argument_group(f"finetune.{stage}")
         for f in dataclasses.fields(cls):
-            _add(g, f"--{stage}-{f.name}".replace("_", "-"), f"{stage}__{f.name}", getattr(cls(), f.name), f"finetune.{stage}.{f.name}")
+            add_field_flag(g, f"--{stage}-{f.name}".replace("_", "-"), dest=f"{stage}__{f.name}", default=getattr(cls(), f.name),
+                           key=f"finetune.{stage}.{f.name}")
     return p
 
 
@@ -92,20 +79,21 @@ def _dist():
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edge.export.__main__ import _quiet_libraries, torch_oom
+    from edge.quiet import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
+    from edge.export.__main__ import config_name, torch_oom
+
     parser = build_parser()
     ns = parser.parse_args(argv)
-    if ns.config and ns.config_flag and ns.config != ns.config_flag:
-        parser.error("give the config once: positionally or with --config")
+    name = config_name(parser, ns, DEFAULT_CONFIG)
     from edge.config import load_config
     from edge.errors import EdgeError
     from edge.progress import Progress
 
     dist = None
     try:
-        config = load_config(config=ns.config or ns.config_flag or DEFAULT_CONFIG, overrides=overrides_from_args(ns))
+        config = load_config(config=name, overrides=overrides_from_args(ns))
         dist = _dist()
         from edge.finetune.run import run_finetune
 
@@ -127,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             td.destroy_process_group()
     if dist.main:
         print(f"\nfine-tuned model in {out}/ ({', '.join(sorted(p.name for p in out.iterdir()))})")
-        print(f"  export it: python -m edge.export {ns.config or ns.config_flag or DEFAULT_CONFIG} --checkpoint {out}")
+        print(f"  export it: python -m edge.export {name} --checkpoint {out}")
     return 0
 
 

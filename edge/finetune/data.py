@@ -64,15 +64,15 @@ class _Bad(Exception):
     """One unusable sample: the reason is counted (skip) or raised (error)."""
 
 
-def detect_format(path: Path) -> DataFormat:
-    """File extension -> DataFormat (.txt/.md text, .json Alpaca, .jsonl by its first record's keys)."""
+def detect_format(path: Path, text: str) -> DataFormat:
+    """File name and its text -> DataFormat (.txt/.md text, .json Alpaca, .jsonl by its first record's keys)."""
     suffix = path.suffix.lower()
     if suffix in (".txt", ".md", ".text"):
         return DataFormat.TEXT
     if suffix == ".json":
         return DataFormat.ALPACA
     if suffix == ".jsonl":
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        for line in text.splitlines():
             if line.strip():
                 try:
                     first = json.loads(line)
@@ -177,7 +177,7 @@ def load_training_data(
     if tokenizer_path.suffix != ".json":
         raise EdgeError(f"fine-tuning reads tokenizer.json (Hugging Face tokenizers); {tokenizer_path.name} is not one")
     tok = Tokenizer.from_file(str(tokenizer_path))
-    fmt = detect_format(path) if fmt is DataFormat.AUTO else fmt
+    fmt = detect_format(path, text) if fmt is DataFormat.AUTO else fmt
     report = DataReport()
     samples: list[tuple[list[int], list[bool]]] = []
     if fmt is DataFormat.TEXT:

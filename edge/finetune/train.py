@@ -58,11 +58,13 @@ class Dist:
 def batch_indices(n: int, *, batch: int, step: int, seed: int, stage: str) -> list[int]:
     """Window indices of one step's global batch: epochs of seeded permutations, a pure function of its inputs."""
     salt = STAGES.index(stage) * 1_000_003
+    perms: dict[int, torch.Tensor] = {}  # epoch -> its permutation (a batch spans at most a few epochs)
     out = []
     for p in range(step * batch, (step + 1) * batch):
         epoch, i = divmod(p, n)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + salt + epoch))
-        out.append(int(perm[i]))
+        if epoch not in perms:
+            perms[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + salt + epoch))
+        out.append(int(perms[epoch][i]))
     return out
 
 
