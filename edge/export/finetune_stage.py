@@ -21,9 +21,8 @@ from edge.errors import EdgeError
 from edge.io import sha256_file
 from edge.lora import ADAPTERS_NAME, LoraSpec, adapter_bytes, load_adapters, merge_lora, read_adapters
 from edge.model import Transformer
+from edge.finetune.output import RECORD_NAME
 from edge.validate import to_plain
-
-RECORD_NAME = "training.json"
 
 
 @dataclass(frozen=True)

@@ -136,10 +136,11 @@ def run_finetune(config: ExportConfig, *, checkpoint: Path | None, resume: bool,
     with progress.stage("check", "config, checkpoint, data"):
         ckpt, out = check_inputs(config, checkpoint=checkpoint, resume=resume, force=force)
         assert ckpt.tokenizer is not None
-        data = load_training_data(data_path(config, ckpt), tokenizer_path=ckpt.tokenizer, fmt=ft.data_format, max_length=ft.max_length,
+        source = data_path(config, ckpt)
+        data = load_training_data(source, tokenizer_path=ckpt.tokenizer, fmt=ft.data_format, max_length=ft.max_length,
                                   packing=ft.packing, bad=ft.bad_samples)
         if int(data.tokens.max()) >= ckpt.args.vocab_size:
-            raise EdgeError(f"data {data_path(config, ckpt)}: the tokenizer makes ids up to {int(data.tokens.max())}, beyond the model's vocabulary of {ckpt.args.vocab_size}")
+            raise EdgeError(f"data {source}: the tokenizer makes ids up to {int(data.tokens.max())}, beyond the model's vocabulary of {ckpt.args.vocab_size}")
     progress.info(f"data: {data.report.summary()}; {data.tokens.shape[0]} windows of {ft.max_length}")
     fp = fingerprint(config, ckpt, data)
     device = torch.device(config.device.value if dist.world == 1 or config.device is Device.CPU else f"cuda:{dist.rank}")
@@ -199,7 +200,7 @@ def run_finetune(config: ExportConfig, *, checkpoint: Path | None, resume: bool,
         return out
     with progress.stage("write", str(out)):
         write_output(out, state=final, config=config, ckpt=ckpt, data=data, train=state, spec=lora_spec(config),
-                     world=dist.world, force=force or resume, data_path=data_path(config, ckpt))
+                     world=dist.world, force=force or resume, data_path=source)
         shutil.rmtree(resume_dir(out), ignore_errors=True)
     return out
 
