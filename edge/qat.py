@@ -104,15 +104,3 @@ def convert_qat(model: Transformer, quant: QuantizationConfig) -> None:
         quantize_(model, QATConfig(config, step="convert"),
                   filter_fn=lambda m, fqn, cls=cls, kind=kind: isinstance(m, cls) and _is_kind(kind, fqn))
 
-
-def strip_fake_quant(model: Transformer) -> None:
-    """Fake-quantized model -> plain float modules (same weights): what is saved after training."""
-    from torchao.quantization.qat.embedding import FakeQuantizedEmbedding
-    from torchao.quantization.qat.linear import FakeQuantizedLinear
-
-    for name, module in list(model.named_modules()):
-        if isinstance(module, (FakeQuantizedLinear, FakeQuantizedEmbedding)):
-            parent_name, _, attr = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            plain = module.to_linear() if isinstance(module, FakeQuantizedLinear) else module.to_embedding()
-            setattr(parent, attr, plain)
