@@ -207,7 +207,8 @@ def open_checkpoint(path: Path) -> Checkpoint:
             prequantized_group_size=group_size,
         )
     else:
-        raise EdgeError(f"{folder} is not a checkpoint: expected config.json + *.safetensors or params.json + consolidated.00.pth")
+        given = f"{path} is a file in {folder}, which" if path != folder else f"{folder}"
+        raise EdgeError(f"{given} is not a checkpoint: expected a folder with config.json + *.safetensors or params.json + consolidated.00.pth")
     for f in ckpt.weight_files:
         if not f.is_file():
             raise EdgeError(f"checkpoint file {f} is missing")

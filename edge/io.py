@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -11,6 +12,33 @@ from pathlib import Path
 from typing import IO, Any
 
 from edge.errors import EdgeError
+
+
+def check_output_path(path: Path, *, what: str = "output") -> None:
+    """An output path -> EdgeError unless it can be created: every existing ancestor a writable folder.
+
+    Runs before any long work, so a typo costs seconds, not a whole export.
+    """
+    path = Path(path).absolute()
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise EdgeError(f"{what} {path}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise EdgeError(f"{what} {path}: folder {parent} is not writable")
+            return
+
+
+def disk_full_error(e: OSError, *, path: Path, needed_bytes: int | None) -> EdgeError | None:
+    """An OSError -> the one-line EdgeError for a full disk (with space needed and free), else None."""
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    folder = Path(path).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    need = f"needs about {needed_bytes / 2**20:.0f} MiB, " if needed_bytes else ""
+    return EdgeError(f"no space left on the device writing {path}: it {need}{free / 2**20:.0f} MiB free; nothing was written")
 
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -45,7 +73,16 @@ def publish_folder(tmp: Path, out: Path, *, force: bool) -> None:
             raise EdgeError(f"output {out} already exists (pass --force to replace it)")
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         os.replace(out, old)
-    os.replace(tmp, out)
+    try:
+        # rename(2) onto a non-empty folder fails: a second export racing for `out` is refused here,
+        # after the check above, and the first one's complete result stays.
+        os.replace(tmp, out)
+    except OSError as e:
+        if old is not None:  # the folder --force was replacing is gone either way
+            shutil.rmtree(old, ignore_errors=True)
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        raise EdgeError(f"output {out} was written by another run meanwhile; it is kept, this result is dropped") from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -78,6 +78,14 @@ def lower_program(ep: torch.export.ExportedProgram, metadata: RunnerMetadata):
     )
 
 
+def pte_nbytes(program) -> int | None:
+    """ExecutorchProgramManager -> the size its .pte will have, or None where this ExecuTorch cannot say."""
+    try:
+        return len(program._get_pte_data())  # the serialized Cord; private, so guarded
+    except Exception:
+        return None
+
+
 def write_pte(program, path: Path) -> int:
     """ExecutorchProgramManager -> .pte at `path` (temp file + rename); returns its size in bytes."""
     write_atomic(Path(path), program.write_to_file)

@@ -119,22 +119,33 @@ def rope_inverse_frequencies(args: ModelArgs) -> torch.Tensor:
 
 
 def rope_tables(args: ModelArgs, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """ModelArgs, length T -> (cos, sin), each [T, Dh] float32 in rotate_half layout."""
+    """ModelArgs, length T -> (cos, sin), each [T, 1, Dh] float32 in rotate_half layout.
+
+    The middle 1 broadcasts over heads, so no per-layer unsqueeze sits between XNNPACK partitions.
+    """
     positions = torch.arange(length, dtype=torch.float32, device="cpu")
     freqs = torch.outer(positions, rope_inverse_frequencies(args))
-    freqs = torch.cat((freqs, freqs), dim=-1)  # [T, Dh]
+    freqs = torch.cat((freqs, freqs), dim=-1)[:, None, :]  # [T, 1, Dh]
     return freqs.cos(), freqs.sin()
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    # x: [..., Dh] -> [..., Dh] with halves swapped and the first negated (HF's rope layout)
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
+def rotate_half_matrix(head_dim: int) -> torch.Tensor:
+    """Dh -> R [Dh, Dh] with F.linear(x, R) == cat(-x2, x1): HF's rotate_half as a signed permutation.
+
+    A matmul instead of chunk + cat because XNNPACK cannot slice a dynamic-length tensor: the slices
+    would leave each layer's rope outside the delegate. One nonzero (+-1) per row, so it is exact.
+    """
+    half = head_dim // 2
+    r = torch.zeros(head_dim, head_dim, device="cpu")
+    i = torch.arange(half, device="cpu")  # cpu even when the model is built under torch.device("meta")
+    r[i, i + half] = -1.0  # out[j] = -x[j + Dh/2]
+    r[i + half, i] = 1.0  # out[j + Dh/2] = x[j]
+    return r
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    # x: [B, S, H, Dh]; cos, sin: [S, Dh] in x's dtype (as transformers computes it)
-    return x * cos[None, :, None, :] + rotate_half(x) * sin[None, :, None, :]
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotate: torch.Tensor) -> torch.Tensor:
+    # x: [B, S, H, Dh]; cos, sin: [S, 1, Dh] in x's dtype (as transformers computes it); rotate: [Dh, Dh]
+    return x * cos + F.linear(x, rotate) * sin
 
 
 class RMSNorm(nn.Module):
@@ -146,7 +157,11 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [B, S, D]; normalised in float32 as transformers does, then scaled in x's dtype
         xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        # mean(x^2) over D as a 4D mean over the two innermost dims [N, 1, 1, D]: the only mean XNNPACK
+        # delegates (a 3D mean would run outside the delegate and split every layer in two).
+        ms = xf.pow(2).view(-1, 1, 1, x.shape[-1]).mean((2, 3), keepdim=True)  # [B*S, 1, 1, 1]
+        ms = ms.view(*x.shape[:-2], -1, 1)  # [B, S, 1] (static leading sizes, S inferred)
+        xf = xf * torch.rsqrt(ms + self.eps)
         return self.weight * xf.type_as(x)
 
 
@@ -165,27 +180,29 @@ class Attention(nn.Module):
         # device="cpu" even when the module is built on the meta device: buffers are not loaded.
         self.register_buffer("k_cache", torch.zeros(cache_shape, device="cpu"), persistent=False)
         self.register_buffer("v_cache", torch.zeros(cache_shape, device="cpu"), persistent=False)
+        self.register_buffer("rope_rotate", rotate_half_matrix(args.head_dim), persistent=False)
 
         self.path = AttentionPath.KV_CACHE
 
     def forward(self, x: torch.Tensor, start_pos: int, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         # x: [B, S, D]
-        b, s, _ = x.shape
-        q = self.q_proj(x).view(b, s, self.n_heads, self.head_dim)  # [B, S, H, Dh]
-        k = self.k_proj(x).view(b, s, self.n_kv_heads, self.head_dim)  # [B, S, Hkv, Dh]
-        v = self.v_proj(x).view(b, s, self.n_kv_heads, self.head_dim)  # [B, S, Hkv, Dh]
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        b = x.shape[0]
+        # -1, not s: XNNPACK reshapes only with static sizes and one inferred dim, never a symbolic one.
+        q = self.q_proj(x).view(b, -1, self.n_heads, self.head_dim)  # [B, S, H, Dh]
+        k = self.k_proj(x).view(b, -1, self.n_kv_heads, self.head_dim)  # [B, S, Hkv, Dh]
+        v = self.v_proj(x).view(b, -1, self.n_kv_heads, self.head_dim)  # [B, S, Hkv, Dh]
+        q, k = apply_rope(q, cos, sin, self.rope_rotate), apply_rope(k, cos, sin, self.rope_rotate)
         if self.path is AttentionPath.SEQUENCE:
             # [B, H, S, Dh] layout; causal over this sequence only, no cache.
             y = F.scaled_dot_product_attention(
                 q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True
             ).transpose(1, 2)  # [B, S, H, Dh]
-            return self.o_proj(y.reshape(b, s, self.n_heads * self.head_dim))  # [B, S, D]
+            return self.o_proj(y.reshape(b, -1, self.n_heads * self.head_dim))  # [B, S, D]
         torch.ops.llama.update_cache(k, self.k_cache, start_pos)  # k_cache[:, start:start+S] = k
         torch.ops.llama.update_cache(v, self.v_cache, start_pos)
         # Causal attention over cache[:, :start+S]; the op handles Hkv < H itself.
         y = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, start_pos, None, 0.0, True)  # [B, S, H, Dh]
-        return self.o_proj(y.reshape(b, s, self.n_heads * self.head_dim))  # [B, S, D]
+        return self.o_proj(y.reshape(b, -1, self.n_heads * self.head_dim))  # [B, S, D]
 
 
 def hadamard_transform(x: torch.Tensor) -> torch.Tensor:
@@ -299,7 +316,7 @@ class Transformer(nn.Module):
         # Untied even when the checkpoint ties them: the output layer and the
         # embedding are quantized differently (8-bit linear vs 8-bit lookup table).
         self.lm_head = nn.Linear(args.dim, args.vocab_size, bias=False)
-        cos, sin = rope_tables(args, max_context)  # [T, Dh] each
+        cos, sin = rope_tables(args, max_context)  # [T, 1, Dh] each
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         self.set_attention_path(attention_path)
@@ -317,7 +334,7 @@ class Transformer(nn.Module):
         start_pos = 0 if input_pos is None else input_pos[0].item()
         torch._check(start_pos >= 0)
         torch._check(start_pos + seq_len <= self.max_context)
-        cos = self.rope_cos.narrow(0, start_pos, seq_len)  # [S, Dh]
+        cos = self.rope_cos.narrow(0, start_pos, seq_len)  # [S, 1, Dh]
         sin = self.rope_sin.narrow(0, start_pos, seq_len)
         x = self.embed_tokens(tokens)  # [B, S, D]
         for layer in self.layers:

@@ -14,13 +14,16 @@ import json
 import sys
 from pathlib import Path
 
-from edge.io import write_text_atomic
+from edge.io import check_output_path, write_text_atomic
 
 
 def main(argv: list[str] | None = None) -> int:
     from edge.quiet import quiet_libraries
 
     quiet_libraries()
+    from edge.errors import interrupt_on_termination
+
+    interrupt_on_termination()
     p = argparse.ArgumentParser(prog="python -m edge.evaluate", description="Perplexity, top-1 agreement and KL of a .pte against its reference checkpoint.")
     p.add_argument("--pte", type=Path, required=True)
     p.add_argument("--reference", type=Path, required=True, help="the checkpoint the .pte was exported from")
@@ -37,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     from edge.progress import Progress
 
     progress = Progress(quiet=ns.quiet)
+    out = ns.json or ns.pte.parent / "evaluate.json"
     try:
+        check_output_path(out, what="--json")
         with progress.stage("evaluate", f"{ns.pte} vs {ns.reference}"):
             result = evaluate(
                 pte_path=ns.pte,
@@ -48,11 +53,13 @@ def main(argv: list[str] | None = None) -> int:
                 tokenizer_path=ns.tokenizer,
                 on_window=lambda d, t: progress.step(d, t, label="windows"),
             )
-        out = ns.json or ns.pte.parent / "evaluate.json"
         write_text_atomic(out, json.dumps(result.to_dict(), indent=2) + "\n")
     except EdgeError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return 130
     print(TABLE_HEADER)
     print(table_row(result))
     progress.info(f"wrote {out}")

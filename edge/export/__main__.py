@@ -139,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     from edge.quiet import quiet_libraries
 
     quiet_libraries()
+    from edge.errors import interrupt_on_termination
+
+    interrupt_on_termination()
     parser = build_parser()
     ns = parser.parse_args(argv)
     name = config_name(parser, ns, DEFAULT_CONFIG)

@@ -31,8 +31,8 @@ from edge.calibration import Calibration
 from edge.checkpoint import Checkpoint, load_model, open_checkpoint
 from edge.config import Device, DType, ExportConfig, Rounding
 from edge.errors import EdgeError
-from edge.io import publish_folder, sha256_file
-from edge.lower import RunnerMetadata, export_program, lower_program, write_pte
+from edge.io import check_output_path, disk_full_error, publish_folder, sha256_file
+from edge.lower import RunnerMetadata, export_program, lower_program, pte_nbytes, write_pte
 from edge.model import Transformer
 from edge.progress import Progress
 from edge.export.finetune_stage import Finetuned, attach, check_finetuned, finetune_record
@@ -113,6 +113,7 @@ def size_breakdown(model: Transformer) -> dict[str, int]:
 
 def _check_output_free(config: ExportConfig) -> None:
     out = config.output
+    check_output_path(out)
     if out.exists() and not config.force:
         raise EdgeError(f"output {out} already exists (pass --force to replace it)")
     if out.exists() and not out.is_dir():
@@ -170,7 +171,23 @@ def write_outputs(
 ) -> ExportResult:
     """Lowered program -> the output folder, all or nothing."""
     out = config.output
-    out.parent.mkdir(parents=True, exist_ok=True)
+    needed = pte_nbytes(program)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if needed is not None and (free := shutil.disk_usage(out.parent).free) < needed:
+            raise EdgeError(f"no space left on the device for {out}: the .pte needs {needed / 2**20:.0f} MiB, "
+                            f"{free / 2**20:.0f} MiB free; nothing was written")
+        return _write_folder(program=program, config=config, ckpt=ckpt, report=report, spinquant=spinquant, finetune=finetune,
+                             rotations=rotations, breakdown=breakdown, metadata=metadata, progress=progress)
+    except OSError as e:
+        full = disk_full_error(e, path=out / PTE_NAME, needed_bytes=needed)
+        if full is None:
+            raise EdgeError(f"cannot write {out}: {e.strerror or e}") from None
+        raise full from None
+
+
+def _write_folder(*, program, config, ckpt, report, spinquant, finetune, rotations, breakdown, metadata, progress) -> ExportResult:
+    out = config.output
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
         pte = tmp / PTE_NAME

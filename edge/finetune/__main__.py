@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     from edge.quiet import quiet_libraries
 
     quiet_libraries()
+    from edge.errors import interrupt_on_termination
+
+    interrupt_on_termination()
     from edge.export.__main__ import config_name, torch_oom
 
     parser = build_parser()

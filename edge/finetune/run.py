@@ -18,10 +18,10 @@ import torch
 from edge.checkpoint import Checkpoint, load_model, open_checkpoint
 from edge.config import Device, ExportConfig
 from edge.errors import EdgeError
+from edge.io import check_output_path, write_atomic
 from edge.finetune.config import Loss
 from edge.finetune.data import TrainingData, load_training_data
 from edge.finetune.train import STAGES, Dist, TrainState, run_stage
-from edge.io import write_atomic
 from edge.lora import LoraSpec, attach_lora
 from edge.model import AttentionPath, Transformer
 from edge.progress import Progress
@@ -57,9 +57,7 @@ def check_inputs(config: ExportConfig, *, checkpoint: Path | None, resume: bool,
     out = ft.output
     if out.exists() and not (force or resume):
         raise EdgeError(f"output {out} already exists (pass --force to replace it)")
-    for parent in out.parents:
-        if parent.exists() and not parent.is_dir():
-            raise EdgeError(f"output {out}: {parent} is a file, not a folder")
+    check_output_path(out)
     if resume and not (resume_dir(out) / STATE_NAME).is_file():
         raise EdgeError(f"--resume: no interrupted fine-tune into {out} (no {resume_dir(out) / STATE_NAME})")
     if not resume and not force and resume_dir(out).exists():
