@@ -90,3 +90,29 @@ def write_pte(program, path: Path) -> int:
     """ExecutorchProgramManager -> .pte at `path` (temp file + rename); returns its size in bytes."""
     write_atomic(Path(path), program.write_to_file)
     return Path(path).stat().st_size
+
+
+def pte_structure(path: Path) -> dict:
+    """A .pte -> what its forward runs: delegate calls, backends, and the kernels left outside a delegate.
+
+    {"delegate_calls": int, "backends": {id: n}, "kernels": {op name: n}, "planned_bytes": int} - how fragmented the
+    partitioning is (each delegate call is a boundary where XNNPACK hands tensors back).
+    """
+    from collections import Counter
+
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    loaded = deserialize_pte_binary(Path(path).read_bytes())
+    program = getattr(loaded, "program", loaded)  # newer ExecuTorch wraps it with its named data
+    plan = next(p for p in program.execution_plan if p.name == "forward")
+    kernels: Counter[str] = Counter()
+    calls = 0
+    for chain in plan.chains:
+        for instruction in chain.instructions:
+            args = instruction.instr_args
+            if type(args).__name__ == "DelegateCall":
+                calls += 1
+            elif type(args).__name__ == "KernelCall":
+                kernels[plan.operators[args.op_index].name] += 1
+    return {"delegate_calls": calls, "backends": dict(Counter(d.id for d in plan.delegates)), "kernels": dict(kernels),
+            "planned_bytes": sum(plan.non_const_buffer_sizes)}  # activations + KV cache, allocated at load

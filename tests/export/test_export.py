@@ -76,6 +76,24 @@ def test_quantized_pte_is_smaller_and_delegated(fp32_export, q_export):
     assert scheme["embedding"].startswith("int8")
 
 
+def test_one_xnnpack_partition_per_layer(tiny_hf, fp32_export, q_export):
+    """Norms, rope and reshapes stay inside XNNPACK: only the KV-cache ops, the embedding lookup,
+    the rope-table slices and the last-position select run outside a delegate."""
+    from edge.lower import pte_structure
+
+    n_layers = read_json(tiny_hf / "config.json")["num_hidden_layers"]
+    q = pte_structure(q_export / "model.pte")
+    assert q["backends"] == {"XnnpackBackend": n_layers + 2}  # + the final norm after the last-position select
+    assert q["delegate_calls"] == n_layers + 2
+    outside = {k: v for k, v in q["kernels"].items() if not k.startswith("executorch_prim::")}
+    assert outside == {
+        "llama::update_cache": 2 * n_layers, "llama::custom_sdpa": n_layers, "quantized_decomposed::embedding_byte": 1,
+        "aten::slice_copy": 2, "aten::select_copy": 2, "aten::sym_size": 1, "aten::_local_scalar_dense": 1,
+    }, q["kernels"]
+    full = pte_structure(fp32_export / "model.pte")  # every position's logits: no select, one partition fewer
+    assert full["delegate_calls"] == n_layers + 1
+
+
 def test_text_llm_runner_generates_from_quantized_pte(q_export):
     from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
 
