@@ -10,6 +10,8 @@ YAML layout (every key optional except where the CLI supplies it):
     checkpoint: null           # folder; null = the embedded fixture model
     output: out/llama3_2_1b_8da4w
     max_context: 2048          # KV-cache length = longest prompt + generation
+    max_prefill: null          # most tokens per forward call (null: max_context - 1); the runner
+                               # prefills longer prompts in chunks; activations are planned for it
     dtype: fp32                # fp32 | bf16: activations and unquantized weights
     full_logits: false         # true: forward returns logits for every position
     quantization:
@@ -134,6 +136,7 @@ class ExportConfig:
     output: Path
     checkpoint: Path | None = None
     max_context: int = 2048
+    max_prefill: int | None = None
     dtype: DType = DType.FP32
     full_logits: bool = False
     force: bool = False
@@ -241,6 +244,7 @@ def parse_config(raw: dict[str, Any], *, source: str) -> ExportConfig:
         "output": output,
         "checkpoint": _path(raw.get("checkpoint"), "checkpoint", problems),
         "max_context": _int(raw.get("max_context", d.max_context), "max_context", problems, minimum=2),
+        "max_prefill": None if raw.get("max_prefill") is None else _int(raw["max_prefill"], "max_prefill", problems, minimum=1),
         "dtype": _enum(DType, raw.get("dtype", d.dtype.value), "dtype", problems),
         "full_logits": _bool(raw.get("full_logits", d.full_logits), "full_logits", problems),
         "force": _bool(raw.get("force", d.force), "force", problems),
@@ -249,6 +253,8 @@ def parse_config(raw: dict[str, Any], *, source: str) -> ExportConfig:
     if rotation["kind"] not in (RotationKind.NONE, None) and rotation["online_hadamard"] and top["dtype"] is DType.BF16:
         problems.append("dtype: bf16 with the online Hadamard is not supported (llama::fast_hadamard_transform has no bf16 kernel): "
                         "use fp32, or rotation.online_hadamard: false")
+    if isinstance(top["max_prefill"], int) and isinstance(top["max_context"], int) and top["max_prefill"] >= top["max_context"]:
+        problems.append(f"max_prefill: {top['max_prefill']} must be less than max_context ({top['max_context']})")
     if gptq["damp"] == 0.0:
         problems.append("gptq.damp: 0 leaves the Hessian singular for short calibration; use a small positive value such as 0.01")
     if quant["linear"] not in (WeightBits.NONE, None) and top["dtype"] is DType.BF16:

@@ -44,9 +44,13 @@ class RunnerMetadata:
         }
 
 
-def export_program(model: Transformer) -> torch.export.ExportedProgram:
-    """Transformer -> ExportedProgram of forward(tokens[1, S], input_pos[1]), S in 1..max_context-1."""
-    seq = torch.export.Dim("seq_len", min=1, max=model.max_context - 1)
+def export_program(model: Transformer, *, max_prefill: int | None = None) -> torch.export.ExportedProgram:
+    """Transformer -> ExportedProgram of forward(tokens[1, S], input_pos[1]), S in 1..max_prefill.
+
+    max_prefill (default max_context - 1) bounds the tokens per call; the runner prefills a longer
+    prompt in chunks of that many. Memory planning sizes every activation for it.
+    """
+    seq = torch.export.Dim("seq_len", min=1, max=max_prefill or model.max_context - 1)
     example = (torch.zeros((1, 2), dtype=torch.long), torch.tensor([0], dtype=torch.long))
     with torch.no_grad():
         ep = torch.export.export(model, example, dynamic_shapes=({1: seq}, None), strict=False)

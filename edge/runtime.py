@@ -51,8 +51,21 @@ class PteModel:
     def max_context(self) -> int:
         return int(self.metadata.get("get_max_context_len", self.metadata["get_max_seq_len"]))  # type: ignore[arg-type]
 
+    @property
+    def max_prefill(self) -> int:
+        """Most tokens one forward call takes (get_max_seq_len; below max_context when exported with max_prefill)."""
+        return min(int(self.metadata["get_max_seq_len"]), self.max_context - 1)  # type: ignore[arg-type]
+
     def forward(self, tokens: torch.Tensor, start_pos: int) -> torch.Tensor:
-        """tokens [1, S] int64 at positions start_pos.. -> logits [1, V] (or [1, S, V]) float32."""
+        """tokens [1, S] int64 at positions start_pos.. -> logits [1, V] (or [1, S, V]) float32.
+
+        More than max_prefill tokens are fed in chunks, as ExecuTorch's runner does.
+        """
+        step = self.max_prefill
+        outs = [self._call(tokens[:, i : i + step], start_pos + i) for i in range(0, tokens.shape[1], step)]
+        return outs[-1] if outs[-1].dim() == 2 else torch.cat(outs, dim=1)
+
+    def _call(self, tokens: torch.Tensor, start_pos: int) -> torch.Tensor:
         try:
             out = self._forward.execute([tokens.to(torch.long), torch.tensor([start_pos], dtype=torch.long)])  # type: ignore[attr-defined]
         except RuntimeError as e:

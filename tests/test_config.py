@@ -103,3 +103,13 @@ def test_cli_flags_map_one_to_one_onto_config_keys(tmp_path):
     assert o["gptq"] == {"samples": 7} and o["calibration"] == {"text": "c.txt"} and o["quantization"] == {"rounding": "rtn"}
     c = load_config(config=ns.config_flag, overrides=o | {"output": str(tmp_path / "o")})
     assert c.rotation.learning_rate == 0.5 and c.rotation.steps == 100 and c.calibration.text.name == "c.txt"
+
+
+def test_max_prefill_must_leave_room_in_the_cache():
+    assert parse_config({"output": "o", "max_context": 256, "max_prefill": 128}, source="t").max_prefill == 128
+    assert parse_config({"output": "o"}, source="t").max_prefill is None
+    with pytest.raises(EdgeError) as e:
+        parse_config({"output": "o", "max_context": 256, "max_prefill": 256}, source="t")
+    assert "max_prefill: 256 must be less than max_context (256)" in str(e.value)
+    with pytest.raises(EdgeError, match="max_prefill"):
+        parse_config({"output": "o", "max_prefill": 0}, source="t")

@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, help="checkpoint folder: HF (config.json + safetensors) or Meta (params.json + consolidated.00.pth)")
     p.add_argument("--output", type=Path, help="output folder (must not exist unless --force)")
     p.add_argument("--max-context", type=int, help="KV cache length in tokens (default 2048)")
+    p.add_argument("--max-prefill", type=int, help="most tokens per forward call; longer prompts are prefilled in chunks "
+                   "(default max context - 1)")
     p.add_argument("--dtype", choices=["fp32", "bf16"], help="activation / unquantized weight dtype")
     p.add_argument("--full-logits", action="store_true", default=None, help="return logits for every position, not only the last")
     p.add_argument("--force", action="store_true", default=None, help="replace an existing output folder")
@@ -94,6 +96,7 @@ def overrides_from_args(ns: argparse.Namespace) -> dict:
         "checkpoint": ns.checkpoint,
         "output": ns.output,
         "max_context": ns.max_context,
+        "max_prefill": ns.max_prefill,
         "dtype": ns.dtype,
         "full_logits": ns.full_logits,
         "force": ns.force,

@@ -94,6 +94,29 @@ def test_one_xnnpack_partition_per_layer(tiny_hf, fp32_export, q_export):
     assert full["delegate_calls"] == n_layers + 1
 
 
+def test_max_prefill_chunks_prompts_and_plans_less_memory(tiny_hf, q_export, tmp_path):
+    """max_prefill 16: one call takes at most 16 tokens, a 40-token prompt is fed in chunks (by edge's
+    runtime and by ExecuTorch's runner) with the same logits as one call of the unchunked program."""
+    from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
+
+    from edge.lower import pte_structure
+
+    out = _export(tiny_hf, tmp_path / "chunked", "llama3_2_1b_8da4w", max_prefill=16)
+    chunked, whole = load_pte(out / "model.pte"), load_pte(q_export / "model.pte")
+    assert chunked.metadata["get_max_seq_len"] == 16 and chunked.max_context == MAX_CONTEXT and chunked.max_prefill == 16
+    with pytest.raises(Exception, match="rejected 17 tokens"):
+        chunked._call(torch.zeros((1, 17), dtype=torch.long), 0)
+    tokens = torch.randint(0, chunked.vocab_size, (1, 40), generator=torch.Generator().manual_seed(5))
+    a, b = chunked.forward(tokens, 0), whole.forward(tokens, 0)
+    assert sqnr_db(b, a) > 60, sqnr_db(b, a)  # same weights and math; only the GEMM row blocking differs
+    assert pte_structure(out / "model.pte")["planned_bytes"] < pte_structure(q_export / "model.pte")["planned_bytes"]
+    stats = []
+    TextLLMRunner(str(out / "model.pte"), str(out / "tokenizer.json")).generate(
+        "word " * 9, GenerationConfig(max_new_tokens=4, temperature=0.0, echo=False), stats_callback=stats.append)
+    run = json.loads(stats[0].to_json_string())
+    assert run["prompt_tokens"] > 16 and run["generated_tokens"] >= 1, run  # the runner had to chunk the prompt
+
+
 def test_text_llm_runner_generates_from_quantized_pte(q_export):
     from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
 
