@@ -10,7 +10,7 @@ YAML layout (every key optional except where the CLI supplies it):
     checkpoint: null           # folder; null = the embedded fixture model
     output: out/llama3_2_1b_8da4w
     max_context: 2048          # KV-cache length = longest prompt + generation
-    max_prefill: null          # most tokens per forward call (null: max_context - 1); the runner
+    max_prefill: null          # most tokens per forward call (null: 128, or max_context - 1 if less); the runner
                                # prefills longer prompts in chunks; activations are planned for it
     dtype: fp32                # fp32 | bf16: activations and unquantized weights
     full_logits: false         # true: forward returns logits for every position
@@ -131,12 +131,18 @@ class CalibrationConfig:
     seq_len: int = 2048
 
 
+# Prefill chunk: on the 1B shape, 128-token calls prefill 1.26x as fast as one 512-token call and plan
+# 5 MiB of activations instead of 73 (benchmarks/results/prefill_chunk_1b.md); ExecuTorch's runner
+# chunks prompts by the program's get_max_seq_len.
+DEFAULT_MAX_PREFILL = 128
+
+
 @dataclass(frozen=True)
 class ExportConfig:
     output: Path
     checkpoint: Path | None = None
     max_context: int = 2048
-    max_prefill: int | None = None
+    max_prefill: int | None = None  # None: DEFAULT_MAX_PREFILL, or max_context - 1 if less (see prefill_chunk)
     dtype: DType = DType.FP32
     full_logits: bool = False
     force: bool = False
@@ -151,6 +157,11 @@ class ExportConfig:
     def needs_calibration(self) -> bool:
         optimize = self.rotation.kind is RotationKind.OPTIMIZED and self.rotation.file is None
         return optimize or self.quantization.rounding is Rounding.GPTQ
+
+    @property
+    def prefill_chunk(self) -> int:
+        """The most tokens one forward call takes: max_prefill, else 128 (or max_context - 1 if less)."""
+        return self.max_prefill or min(DEFAULT_MAX_PREFILL, self.max_context - 1)
 
     def to_dict(self) -> dict[str, Any]:
         """ExportConfig -> the YAML-shaped mapping it was (or could have been) read from."""

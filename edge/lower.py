@@ -47,7 +47,7 @@ class RunnerMetadata:
 def export_program(model: Transformer, *, max_prefill: int | None = None) -> torch.export.ExportedProgram:
     """Transformer -> ExportedProgram of forward(tokens[1, S], input_pos[1]), S in 1..max_prefill.
 
-    max_prefill (default max_context - 1) bounds the tokens per call; the runner prefills a longer
+    max_prefill (None: max_context - 1) bounds the tokens per call; the runner prefills a longer
     prompt in chunks of that many. Memory planning sizes every activation for it.
     """
     seq = torch.export.Dim("seq_len", min=1, max=max_prefill or model.max_context - 1)

@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, help="output folder (must not exist unless --force)")
     p.add_argument("--max-context", type=int, help="KV cache length in tokens (default 2048)")
     p.add_argument("--max-prefill", type=int, help="most tokens per forward call; longer prompts are prefilled in chunks "
-                   "(default max context - 1)")
+                   "(default 128, or max context - 1 if less)")
     p.add_argument("--dtype", choices=["fp32", "bf16"], help="activation / unquantized weight dtype")
     p.add_argument("--full-logits", action="store_true", default=None, help="return logits for every position, not only the last")
     p.add_argument("--force", action="store_true", default=None, help="replace an existing output folder")

@@ -295,12 +295,12 @@ def _export_and_write(config: ExportConfig, prepared: Prepared, *, progress: Pro
     ckpt, args = prepared.ckpt, prepared.ckpt.args
     breakdown = size_breakdown(model)
     finetune = finetune_record(prepared.finetuned, model)
-    max_prefill = config.max_prefill or config.max_context - 1
+    max_prefill = config.prefill_chunk
     with progress.stage("export", f"torch.export, 1..{max_prefill} tokens per call, KV cache {config.max_context}"):
         ep = export_program(model, max_prefill=max_prefill)
     del model
     metadata = RunnerMetadata(
-        max_seq_len=config.max_prefill or config.max_context,  # the runner's prefill chunk
+        max_seq_len=max_prefill,  # the runner prefills in chunks of this many tokens
         max_context_len=config.max_context,
         vocab_size=args.vocab_size,
         n_layers=args.n_layers,
