@@ -42,17 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     r = p.add_argument_group("how")
     r.add_argument("--prompt-tokens", action="append", type=int, help="prompt length in tokens (repeatable; default 64)")
     r.add_argument("--max-new-tokens", type=int, help="tokens to generate (default 128)")
-    r.add_argument("--length-flag", choices=[x.value for x in LengthFlag], help="runner flag for the length: max_new_tokens (default) or seq_len (older llama_main)")
+    r.add_argument("--length-flag", choices=[x.value for x in LengthFlag], help="runner flag for the length: auto (default: max_new_tokens where the runner has it), max_new_tokens, seq_len")
     r.add_argument("--repetitions", type=int, help="measured runs per configuration (default 5)")
     r.add_argument("--warmup", type=int, help="warm-up runs before them (default 1)")
-    r.add_argument("--threads", type=int, help="llama_main --cpu_threads (default: the runner's choice)")
-    r.add_argument("--pin-big-cores", action="store_true", default=None, help="taskset to the cores outside the slowest cluster")
+    r.add_argument("--threads", type=int, help="llama_main --cpu_threads (default: the mask's size, else the runner's choice)")
+    r.add_argument("--pin-big-cores", action="store_true", default=None, help="taskset to the cores that are not little (A53/A55/A57/A510/A520)")
     r.add_argument("--taskset", help="explicit taskset CPU mask in hex (e.g. f0)")
     r.add_argument("--cooldown-temp-c", type=float, help="before each run, wait until the battery is cooler than this (default 40)")
     r.add_argument("--cooldown-timeout-s", type=float, help="longest cool-down wait (default 120)")
     r.add_argument("--cooldown-poll-s", type=float, help="seconds between temperature readings (default 5)")
     r.add_argument("--max-temp-rise-c", type=float, help="warn when a run heats the battery by more than this (default 5)")
     r.add_argument("--run-timeout-s", type=float, help="a run taking longer fails (default 1800)")
+    r.add_argument("--reconnect-wait-s", type=float, help="after a disconnect, wait this long to kill the runner left on the phone (default 30)")
     r.add_argument("--rss-interval-s", type=float, help="seconds between /proc/<pid>/status samples (default 0.2)")
     o = p.add_argument_group("output")
     o.add_argument("--output", type=Path, help="write STEM.md, STEM.csv, STEM.jsonl, STEM.json")
@@ -74,7 +75,8 @@ def overrides_from_args(ns: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
-    from android_bench.bench import Session, describe_models, pick_baseline
+    from android_bench.bench import Session
+    from android_bench.models import describe_models, pick_baseline
     from android_bench.config import load_bench_config
     from android_bench.report import render, write_all
     from android_bench.targets import make_targets

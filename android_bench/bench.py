@@ -11,160 +11,28 @@ Out: `BenchResult` with one `RunRecord` per run (failures included) and the faul
 
 from __future__ import annotations
 
-import json
+import os
 import re
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from android_bench import HARNESS_VERSION
 from android_bench.adb import DeviceDisconnected, PushFailed
-from android_bench.config import BenchConfig, BenchError, LengthFlag
-from android_bench.device import DeviceFacts, Thermal
+from android_bench.checks import cool_down, exit_reason, last_error_line, output_warnings, run_warnings, tail
+from android_bench.config import BenchConfig, BenchError
+from android_bench.device import DeviceFacts
+from android_bench.models import ModelSpec
 from android_bench.observer import ObserverParseError, parse_observer, runner_logged_rss_mb
 from android_bench.prompt import PromptBuilder
 from android_bench.records import MIB, BenchResult, Phase, RunRecord, Status, make_result
-from android_bench.targets import AndroidTarget, HostTarget, RunCommand, RunOutput, cpu_mask, run_script
+from android_bench.placement import Placement, placement
+from android_bench.runner_flags import RunFlags, run_flags
+from android_bench.script import RunCommand, RunOutput, run_script
+from android_bench.targets import AndroidTarget, HostTarget
 from edge.progress import Progress
 
-STDERR_TAIL_CHARS = 2000
-SIGNALS = {6: "SIGABRT", 9: "SIGKILL", 11: "SIGSEGV", 7: "SIGBUS", 4: "SIGILL", 8: "SIGFPE", 15: "SIGTERM"}
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One --pte: what it is and where its tokenizer is."""
-
-    label: str
-    pte: Path
-    tokenizer: Path
-    pte_bytes: int
-    pte_sha256: str
-    scheme: str  # bf16 | fp32 | 8da4w | ... (from its manifest.json) | unknown
-
-
-def scheme_from_manifest(manifest: dict) -> str:
-    """edge's manifest.json -> 'bf16', 'fp32', '8da4w', '8da4w-g64' or a spelled-out scheme."""
-    config = manifest.get("config", {})
-    q = config.get("quantization", {}) or {}
-    dtype = config.get("dtype", "fp32")
-    linear, output, embedding = q.get("linear", "none"), q.get("output", "none"), q.get("embedding", "none")
-    if (linear, output, embedding) == ("none", "none", "none"):
-        return str(dtype)
-    if (linear, output, embedding) == ("int4", "int8", "int8"):
-        gs = q.get("group_size", 32)
-        return "8da4w" if gs == 32 else f"8da4w-g{gs}"
-    return f"linear:{linear},output:{output},embedding:{embedding}"
-
-
-def describe_models(config: BenchConfig) -> list[ModelSpec]:
-    """--pte (and --label, --tokenizer) -> ModelSpecs (BenchError when a tokenizer is missing)."""
-    from edge.io import sha256_file
-
-    specs = []
-    for i, pte in enumerate(config.pte):
-        manifest_path = pte.parent / "manifest.json"
-        manifest: dict = {}
-        if manifest_path.is_file():
-            try:
-                manifest = json.loads(manifest_path.read_text())
-            except (OSError, json.JSONDecodeError):
-                manifest = {}
-        label = config.label[i] if config.label else (pte.parent.name if pte.stem == "model" else pte.stem)
-        tokenizer = config.tokenizer
-        if tokenizer is None:
-            found = [pte.parent / n for n in ("tokenizer.json", "tokenizer.model") if (pte.parent / n).is_file()]
-            if not found:
-                raise BenchError(f"no tokenizer.json or tokenizer.model beside {pte} (pass --tokenizer FILE)")
-            tokenizer = found[0]
-        specs.append(
-            ModelSpec(
-                label=label,
-                pte=pte,
-                tokenizer=tokenizer,
-                pte_bytes=pte.stat().st_size,
-                pte_sha256=sha256_file(pte),
-                scheme=scheme_from_manifest(manifest) if manifest else ("bf16" if "bf16" in label.lower() else "unknown"),
-            )
-        )
-    labels = [s.label for s in specs]
-    if len(set(labels)) != len(labels):
-        raise BenchError(f"two .pte files get the same label ({', '.join(labels)}); name them with --label")
-    return specs
-
-
-def pick_baseline(config: BenchConfig, models: list[ModelSpec]) -> str | None:
-    """--baseline, else the first bf16 unquantized model, else None (no ratios)."""
-    if config.baseline is not None:
-        if config.baseline not in [m.label for m in models]:
-            raise BenchError(f"baseline {config.baseline!r} is not one of the models ({', '.join(m.label for m in models)})")
-        return config.baseline
-    return next((m.label for m in models if m.scheme == "bf16"), None)
-
-
-@dataclass(frozen=True)
-class CoolDown:
-    seconds: float
-    timed_out: bool
-    thermal: Thermal  # the last reading (the state the run starts in)
-
-
-def cool_down(
-    *,
-    read: Callable[[], Thermal],
-    below_c: float,
-    timeout_s: float,
-    poll_s: float,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-) -> CoolDown:
-    """Wait until the temperature is below `below_c` or `timeout_s` has passed.
-
-    An unknown temperature (no sensor) does not wait."""
-    start = clock()
-    while True:
-        t = read()
-        temp = t.temp_c
-        if temp is None or temp < below_c:
-            return CoolDown(seconds=clock() - start, timed_out=False, thermal=t)
-        if clock() - start >= timeout_s:
-            return CoolDown(seconds=clock() - start, timed_out=True, thermal=t)
-        sleep(poll_s)
-
-
-def run_warnings(*, before: Thermal, after: Thermal | None, cool: CoolDown, max_rise_c: float, below_c: float) -> list[str]:
-    """Thermal readings around one run -> the reasons not to trust it."""
-    out = []
-    if after is not None and after.thermal_status is not None and after.thermal_status > 0:
-        out.append(f"THROTTLED: thermal status {after.thermal_status} after the run (was {before.thermal_status})")
-    if after is not None and before.battery_temp_c is not None and after.battery_temp_c is not None:
-        rise = after.battery_temp_c - before.battery_temp_c
-        if rise > max_rise_c:
-            out.append(f"battery temperature rose {rise:.1f} °C during the run (limit {max_rise_c:g})")
-    if cool.timed_out and cool.thermal.temp_c is not None:
-        out.append(f"cool-down timed out at {cool.thermal.temp_c:.1f} °C (wanted < {below_c:g})")
-    return out
-
-
-def _tail(text: str) -> str:
-    return text[-STDERR_TAIL_CHARS:].strip()
-
-
-def _exit_reason(code: int) -> str:
-    if code > 128 and code - 128 in SIGNALS:
-        return f"the runner crashed ({SIGNALS[code - 128]}, exit {code})"
-    if code < 0 and -code in SIGNALS:
-        return f"the runner crashed ({SIGNALS[-code]})"
-    return f"the runner exited with status {code}"
-
-
-def _last_error_line(stderr: str) -> str:
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if re.match(r"^(E |E\d|ERROR|Error|error|\[.*\] .*(Fail|Error))", ln) or "Failed" in ln or "failed" in ln]
-    return (errors or lines or [""])[-1][:200]
 
 
 class Session:
@@ -180,6 +48,7 @@ class Session:
         self.started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         self.tmp = Path(tempfile.mkdtemp(prefix="android_bench_"))
         self._builders: dict[Path, PromptBuilder] = {}
+        self._runs = 0  # run ids: each run writes its own output files
 
     # -- prompts ---------------------------------------------------------------------------
     def _builder(self, tokenizer: Path) -> PromptBuilder:
@@ -213,7 +82,7 @@ class Session:
 
     def run_once(
         self, *, target: AndroidTarget | HostTarget, facts: DeviceFacts, model: ModelSpec, n: int, script: str,
-        phase: Phase, index: int, threads: int | None, mask: str | None, runner_name: str,
+        phase: Phase, index: int, place: Placement, chosen: RunFlags, runner_name: str, runner_flags: str,
     ) -> RunRecord:
         """Cool down, read the thermal state, run, read it again -> the run's record (appended)."""
         cfg = self.config
@@ -223,11 +92,13 @@ class Session:
         before = cool.thermal
         timestamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         t0 = time.monotonic()
+        pte_mb = model.pte_bytes / MIB
         common = dict(
             facts=facts, target=target.kind.value, target_id=target.id, label=model.label, scheme=model.scheme,
-            pte=str(model.pte), pte_sha256=model.pte_sha256, pte_mb=model.pte_bytes / MIB, tokenizer=str(model.tokenizer),
-            runner=runner_name, prompt_tokens_requested=n, max_new_tokens=cfg.max_new_tokens, threads=threads,
-            cpu_mask=mask, phase=phase.value, run_index=index, timestamp=timestamp, cooldown_s=round(cool.seconds, 3),
+            pte=str(model.pte), pte_sha256=model.pte_sha256, pte_mb=pte_mb, tokenizer=str(model.tokenizer),
+            runner=runner_name, runner_flags=runner_flags, length_flag=chosen.length_flag.value, ignore_eos=chosen.ignore_eos,
+            prompt_tokens_requested=n, max_new_tokens=cfg.max_new_tokens, threads=place.threads,
+            cpu_mask=place.mask, phase=phase.value, run_index=index, timestamp=timestamp, cooldown_s=round(cool.seconds, 3),
             cooldown_timed_out=cool.timed_out, thermal_status_before=before.thermal_status,
             battery_temp_c_before=before.battery_temp_c, cpu_temp_c_before=before.cpu_temp_c,
             charging_before=before.charging, plugged=before.plugged,
@@ -240,33 +111,33 @@ class Session:
             raise
         wall = round(time.monotonic() - t0, 3)
         after = target.thermal()
-        thermal_after = dict(
+        logs = out.stderr if out.stderr.strip() else out.logcat  # Android builds log to logcat only
+        kb_mb = lambda kb: None if kb is None else round(kb / 1024, 2)  # noqa: E731
+        measured = dict(
             thermal_status_after=after.thermal_status, battery_temp_c_after=after.battery_temp_c,
             cpu_temp_c_after=after.cpu_temp_c, charging_after=after.charging,
-        )
-        mem = dict(
-            peak_rss_mb=None if out.peak_rss_kb is None else round(out.peak_rss_kb / 1024, 2),
-            rss_mb=None if out.rss_kb is None else round(out.rss_kb / 1024, 2),
-            rss_samples=out.rss_samples,
-            runner_logged_rss_mb=runner_logged_rss_mb(out.stderr + out.stdout),
+            peak_rss_mb=kb_mb(out.peak_rss_kb), rss_mb=kb_mb(out.rss_kb), rss_samples=out.rss_samples,
+            runner_logged_rss_mb=runner_logged_rss_mb(logs + out.stdout),
+            runner_threads=out.threads_max, cpus_allowed=out.cpus_allowed, cpuset=out.cpuset,
+            mem_avail_mb_before=kb_mb(out.mem_avail_kb_before), mem_avail_mb_after=kb_mb(out.mem_avail_kb_after),
+            log_source=None if not logs.strip() else ("stderr" if logs is out.stderr else "logcat"),
+            exit_code=out.exit_code, wall_s=wall,
         )
         error = None
         if out.timed_out:
             error = f"the runner did not finish within {cfg.run_timeout_s:g} s"
         elif not out.completed:
-            error = f"the run ended without the runner's exit status ({_last_error_line(out.transport_stderr) or 'no message'})"
+            error = f"the run ended without the runner's exit status ({last_error_line(out.transport_stderr) or 'no message'})"
         elif out.exit_code != 0:
-            error = f"{_exit_reason(out.exit_code)}: {_last_error_line(out.stderr) or 'no message on stderr'}"
+            error = f"{exit_reason(out.exit_code)}: {last_error_line(logs) or 'no message on stderr or in logcat'}"
+        if error is None:
+            try:
+                stats = parse_observer(out.stdout + "\n" + logs)
+            except ObserverParseError as e:
+                error = f"cannot parse the runner's output: {e}"
         if error is not None:
-            rec = self._record(**common, **thermal_after, **mem, status=Status.FAILED.value, error=error,
-                               exit_code=out.exit_code, stderr_tail=_tail(out.stderr or out.transport_stderr), wall_s=wall)
-            self.records.append(rec)
-            return rec
-        try:
-            stats = parse_observer(out.stdout + "\n" + out.stderr)
-        except ObserverParseError as e:
-            rec = self._record(**common, **thermal_after, **mem, status=Status.FAILED.value, error=f"cannot parse the runner's output: {e}",
-                               exit_code=out.exit_code, stderr_tail=_tail(out.stderr), wall_s=wall)
+            rec = self._record(**common, **measured, status=Status.FAILED.value, error=error,
+                               stderr_tail=tail(logs or out.transport_stderr))
             self.records.append(rec)
             return rec
         warnings = run_warnings(before=before, after=after, cool=cool, max_rise_c=cfg.max_temp_rise_c, below_c=cfg.cooldown_temp_c)
@@ -276,8 +147,12 @@ class Session:
             warnings.append("no RSS sample: the runner exited before the first one")
         if stats.prompt_tokens != n:
             warnings.append(f"the runner counted {stats.prompt_tokens} prompt tokens, not {n}")
+        warnings += output_warnings(generated=stats.generated_tokens, asked=cfg.max_new_tokens, ignore_eos=chosen.ignore_eos,
+                                    peak_rss_mb=measured["peak_rss_mb"], pte_mb=pte_mb, leftover_pid=out.leftover_killed)
+        if place.note:
+            warnings.append(f"--pin-big-cores: {place.note}")
         rec = self._record(
-            **common, **thermal_after, **mem, status=Status.OK.value, exit_code=0, wall_s=wall,
+            **common, **measured, status=Status.OK.value,
             observer_form=stats.form, observer_json=stats.raw_json, prompt_tokens=stats.prompt_tokens,
             generated_tokens=stats.generated_tokens, model_load_s=stats.model_load_s, ttft_s=stats.ttft_s,
             prefill_tok_s=stats.prefill_tok_s, decode_tok_s=stats.decode_tok_s,
@@ -288,17 +163,6 @@ class Session:
         return rec
 
     # -- one configuration -----------------------------------------------------------------
-    def _placement(self, facts: DeviceFacts) -> tuple[int | None, str | None]:
-        """-> (--cpu_threads value or None, taskset mask or None)."""
-        cfg = self.config
-        if cfg.taskset is not None:
-            return cfg.threads, cfg.taskset.lower().removeprefix("0x")
-        if cfg.pin_big_cores:
-            big = facts.big_cores()
-            if big:
-                return (cfg.threads if cfg.threads is not None else len(big)), cpu_mask(big)
-        return cfg.threads, None
-
     def measure_model(self, *, target: AndroidTarget | HostTarget, facts: DeviceFacts, model: ModelSpec) -> None:
         """Every prompt length of one model on one target (faults of the runner are recorded)."""
         cfg = self.config
@@ -307,27 +171,28 @@ class Session:
         prompts = {n: self._prompt_file(model, n, n) for n in cfg.prompt_tokens}
         label_dir = re.sub(r"[^A-Za-z0-9._-]+", "_", model.label)
         staged = target.stage(label_dir=label_dir, pte=model.pte, tokenizer=model.tokenizer, prompts=prompts, runner=cfg.runner)
-        threads, mask = self._placement(facts)
+        runner = target.runner_flags(staged)
+        place = placement(facts=facts, threads=cfg.threads, taskset=cfg.taskset, pin_big_cores=cfg.pin_big_cores)
         runner_name = cfg.runner.name if cfg.runner is not None else "android_bench.host_runner"
+        if model is self.models[0]:
+            self.progress.info(f"{target.id}: runner {runner_name}: {runner.describe()}")
         for n in cfg.prompt_tokens:
             name = f"{target.id} · {model.label} · prompt {n}"
             failed = False
+            chosen = run_flags(runner=runner, length_flag=cfg.length_flag, prompt_tokens=n, max_new_tokens=cfg.max_new_tokens,
+                               threads=place.threads)
             for phase, count in ((Phase.WARMUP, cfg.warmup), (Phase.MEASURED, cfg.repetitions)):
                 for i in range(1, count + 1):
-                    flags: list[tuple[str, str]] = [("--temperature", "0")]
-                    if cfg.length_flag is LengthFlag.MAX_NEW_TOKENS:
-                        flags.append(("--max_new_tokens", str(cfg.max_new_tokens)))
-                    else:
-                        flags.append(("--seq_len", str(n + cfg.max_new_tokens)))
-                    if threads is not None:
-                        flags.append(("--cpu_threads", str(threads)))
                     command = RunCommand(
                         runner=staged.runner, model_path=staged.model_path, tokenizer_path=staged.tokenizer_path,
-                        prompt_file=staged.prompt_files[n], flags=tuple(flags), prefix=("taskset", mask) if mask else (),
+                        prompt_file=staged.prompt_files[n], flags=chosen.flags, prompt_as_file=chosen.prompt_as_file,
+                        prefix=("taskset", place.mask) if place.mask else (),
                     )
-                    script = run_script(workdir=staged.workdir, command=command, interval_s=cfg.rss_interval_s)
+                    self._runs += 1
+                    script = run_script(workdir=staged.workdir, command=command, interval_s=cfg.rss_interval_s,
+                                        run_id=f"{os.getpid()}-{self._runs}")
                     rec = self.run_once(target=target, facts=facts, model=model, n=n, script=script, phase=phase, index=i,
-                                        threads=threads, mask=mask, runner_name=runner_name)
+                                        place=place, chosen=chosen, runner_name=runner_name, runner_flags=runner.describe())
                     self.progress.info(f"{name} · {phase.value} {i}/{count} · " + _brief(rec))
                     if not rec.ok:
                         self.faults.append(f"{name}: {rec.error}")

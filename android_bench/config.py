@@ -18,11 +18,13 @@ YAML layout (every key optional except `pte`; `runner` is needed on a phone):
     max_new_tokens: 128
     repetitions: 5
     warmup: 1
-    threads: null               # llama_main --cpu_threads (null: the runner's default)
-    pin_big_cores: false        # taskset to the cores outside the slowest cluster
+    length_flag: auto           # auto | max_new_tokens | seq_len (auto: what the runner's --helpshort lists)
+    threads: null               # llama_main --cpu_threads (null: the mask's size with a mask, else the runner's default)
+    pin_big_cores: false        # taskset to the online cores that are not little (A53/A55/A57/A510/A520)
     cooldown_temp_c: 40.0       # wait before each run until the battery is cooler than this
     cooldown_timeout_s: 120.0
     max_temp_rise_c: 5.0        # warn when one run heats the battery by more than this
+    reconnect_wait_s: 30.0      # after a disconnect, wait this long for the phone to kill its runner
     output: results/bench       # writes results/bench.{md,csv,jsonl,json}
 """
 
@@ -62,8 +64,9 @@ class OutputFormat(enum.Enum):
 class LengthFlag(enum.Enum):
     """How the runner is told the generation length."""
 
-    MAX_NEW_TOKENS = "max_new_tokens"  # ExecuTorch >= 0.7 llama_main
-    SEQ_LEN = "seq_len"  # older llama_main: prompt + generated tokens
+    AUTO = "auto"  # max_new_tokens where the runner's --helpshort lists it, else seq_len
+    MAX_NEW_TOKENS = "max_new_tokens"  # llama_main from ExecuTorch 1.1
+    SEQ_LEN = "seq_len"  # every llama_main: prompt + generated tokens
 
 
 DEFAULT_DEVICE_DIR = "/data/local/tmp/edge_bench"
@@ -80,7 +83,7 @@ class BenchConfig:
     baseline: str | None = None
     prompt_tokens: tuple[int, ...] = (64,)
     max_new_tokens: int = 128
-    length_flag: LengthFlag = LengthFlag.MAX_NEW_TOKENS
+    length_flag: LengthFlag = LengthFlag.AUTO
     repetitions: int = 5
     warmup: int = 1
     threads: int | None = None
@@ -92,6 +95,7 @@ class BenchConfig:
     max_temp_rise_c: float = 5.0
     device_dir: str = DEFAULT_DEVICE_DIR
     run_timeout_s: float = 1800.0
+    reconnect_wait_s: float = 30.0
     rss_interval_s: float = 0.2
     output: Path | None = None
     format: OutputFormat = OutputFormat.MARKDOWN
@@ -214,6 +218,7 @@ def parse_bench_config(raw: dict[str, Any], *, source: str) -> BenchConfig:
         "max_temp_rise_c": _float(get("max_temp_rise_c"), "max_temp_rise_c", problems, minimum=0.0),
         "device_dir": device_dir.rstrip("/") if device_dir else device_dir,
         "run_timeout_s": _float(get("run_timeout_s"), "run_timeout_s", problems, minimum=0.0, exclusive=True),
+        "reconnect_wait_s": _float(get("reconnect_wait_s"), "reconnect_wait_s", problems, minimum=0.0),
         "rss_interval_s": _float(get("rss_interval_s"), "rss_interval_s", problems, minimum=0.01),
         "output": Path(output) if isinstance(output, (str, Path)) and str(output) else None,
         "format": _enum(OutputFormat, get("format"), "format", problems),

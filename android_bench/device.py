@@ -9,7 +9,7 @@ Out: `DeviceFacts` (recorded with every result) and `Thermal` (read before and a
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -33,18 +33,15 @@ class DeviceFacts:
     sdk: str | None
     abi: str | None
     n_cores: int | None
-    cpu_max_freq_mhz: tuple[int, ...]  # per core, in core order; empty if unknown
+    cpu_max_freq_mhz: tuple[int | None, ...]  # indexed by core number; None for a core without cpufreq (offline)
     mem_total_gb: float | None
     mem_avail_gb: float | None
+    cpu_online: tuple[int, ...] = ()  # /sys/devices/system/cpu/online; empty if unknown
+    cpu_parts: dict[int, int] = field(default_factory=dict)  # core -> /proc/cpuinfo "CPU part" id
 
-    def big_cores(self) -> tuple[int, ...]:
-        """Cores outside the slowest cluster (all cores when the clusters are unknown or equal)."""
-        freqs = self.cpu_max_freq_mhz
-        if not freqs:
-            return tuple(range(self.n_cores or 0))
-        slow = min(freqs)
-        big = tuple(i for i, f in enumerate(freqs) if f > slow)
-        return big or tuple(range(len(freqs)))
+    def online_cores(self) -> tuple[int, ...]:
+        """The online cores (all `n_cores` when the kernel does not say)."""
+        return self.cpu_online or tuple(range(self.n_cores or len(self.cpu_max_freq_mhz)))
 
 
 @dataclass(frozen=True)
@@ -95,10 +92,13 @@ def parse_getprop(text: str) -> dict[str, str]:
 _FREQ = re.compile(r"cpu(\d+)/cpufreq/cpuinfo_max_freq[:\s]+(\d+)")
 
 
-def parse_cpu_max_freqs(text: str) -> tuple[int, ...]:
-    """Lines 'PATH/cpuN/cpufreq/cpuinfo_max_freq KHZ' -> per-core maximum MHz, ordered by core."""
+def parse_cpu_max_freqs(text: str, *, n_cores: int | None = None) -> tuple[int | None, ...]:
+    """Lines 'PATH/cpuN/cpufreq/cpuinfo_max_freq KHZ' -> maximum MHz indexed by core number.
+
+    An offline core has no cpufreq folder: its entry is None, so later cores keep their numbers."""
     found = {int(m.group(1)): int(m.group(2)) // 1000 for m in _FREQ.finditer(text)}
-    return tuple(found[i] for i in sorted(found))
+    size = max([n_cores or 0, *(c + 1 for c in found)])
+    return tuple(found.get(i) for i in range(size))
 
 
 def parse_cpu_possible(text: str) -> int | None:
@@ -111,6 +111,32 @@ def parse_cpu_possible(text: str) -> int | None:
         lo, _, hi = part.partition("-")
         count += (int(hi) - int(lo) + 1) if hi else 1
     return count
+
+
+def parse_cpuinfo_parts(text: str) -> dict[int, int]:
+    """/proc/cpuinfo -> core index -> "CPU part" id (arm64 kernels list it per processor)."""
+    parts: dict[int, int] = {}
+    core = None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "processor" and value.isdigit():
+            core = int(value)
+        elif key == "CPU part" and core is not None and re.fullmatch(r"0x[0-9a-fA-F]+", value):
+            parts[core] = int(value, 16)
+    return parts
+
+
+def parse_cpu_list(text: str) -> tuple[int, ...]:
+    """'0-3,6' (sysfs online, Cpus_allowed_list) -> (0, 1, 2, 3, 6); () when unreadable."""
+    text = text.strip()
+    if not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", text):
+        return ()
+    cores: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        cores += range(int(lo), int(hi or lo) + 1)
+    return tuple(cores)
 
 
 def parse_meminfo(text: str) -> tuple[float | None, float | None]:
@@ -163,10 +189,13 @@ def parse_df_available_kb(text: str) -> int | None:
         return None
 
 
-def facts_from_android(*, serial: str, props: dict[str, str], possible: str, freqs: str, meminfo: str) -> DeviceFacts:
+def facts_from_android(
+    *, serial: str, props: dict[str, str], possible: str, freqs: str, meminfo: str, online: str = "", cpuinfo: str = "",
+) -> DeviceFacts:
     """The texts read from a phone -> DeviceFacts."""
     release = props.get("ro.build.version.release")
-    max_freqs = parse_cpu_max_freqs(freqs)
+    n_cores = parse_cpu_possible(possible)
+    max_freqs = parse_cpu_max_freqs(freqs, n_cores=n_cores)
     total, avail = parse_meminfo(meminfo)
     soc = " ".join(x for x in (props.get("ro.soc.manufacturer"), props.get("ro.soc.model")) if x) or None
     return DeviceFacts(
@@ -178,8 +207,10 @@ def facts_from_android(*, serial: str, props: dict[str, str], possible: str, fre
         os_version=f"Android {release}" if release else "Android",
         sdk=props.get("ro.build.version.sdk"),
         abi=props.get("ro.product.cpu.abi"),
-        n_cores=parse_cpu_possible(possible) or (len(max_freqs) or None),
+        n_cores=n_cores or (len(max_freqs) or None),
         cpu_max_freq_mhz=max_freqs,
         mem_total_gb=total,
         mem_avail_gb=avail,
+        cpu_online=parse_cpu_list(online),
+        cpu_parts=parse_cpuinfo_parts(cpuinfo),
     )

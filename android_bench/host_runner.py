@@ -2,7 +2,8 @@
 
 In:  llama_main's flags (`--model_path`, `--tokenizer_path`, `--prompt`, `--prompt_file`,
      `--temperature`, `--max_new_tokens`, `--seq_len`, `--cpu_threads`, `--warmup`, `--num_bos`,
-     `--num_eos`, `--data_path(s)`), in gflags' forms `--flag value` and `--flag=value`.
+     `--num_eos`, `--data_path(s)`, `--ignore_eos`), in gflags' forms `--flag value` and
+     `--flag=value`; `--helpshort` / `--help` list them as gflags does.
 Out: what llama_main prints, because it is the same C++ runner: ExecuTorch's `TextLLMRunner`
      (through the pip wheel's binding) prints the generated text and one `PyTorchObserver {json}`
      line on stdout, and its log lines (stats, RSS) on stderr. Exit 1 when the model or the
@@ -81,9 +82,20 @@ def load_llm_kernels() -> None:
             torch.ops.load_library(str(lib))
 
 
+def print_help() -> int:
+    """gflags' help layout (`    -name (...) type: T default: D`) on stdout, exit 1, as llama_main."""
+    print("host_runner: llama_main's command line on the host.\n\n  Flags from android_bench/host_runner.py:")
+    for name, kind in FLAGS.items():
+        print(f"    -{name} (see llama_main) type: {'int32' if kind is int else kind.__name__}")
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if any(a in ("--help", "--helpshort", "-help", "-helpshort") for a in args):
+        return print_help()
     try:
-        flags = parse_flags(sys.argv[1:] if argv is None else argv)
+        flags = parse_flags(args)
     except ValueError as e:
         print(f"ERROR: {e}", file=sys.stderr)
         return 1

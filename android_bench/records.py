@@ -107,7 +107,7 @@ class RunRecord:
     sdk: str | None
     abi: str | None
     n_cores: int | None
-    cpu_max_freq_mhz: list[int]
+    cpu_max_freq_mhz: list[int | None]  # indexed by core; None: no cpufreq folder (offline)
     mem_total_gb: float | None
     # outcome
     status: str  # Status value
@@ -142,6 +142,16 @@ class RunRecord:
     charging_before: bool | None = None
     charging_after: bool | None = None
     plugged: bool | None = None
+    # how the runner was called and where it ran
+    runner_flags: str | None = None  # what its --helpshort listed
+    length_flag: str | None = None  # LengthFlag value used
+    ignore_eos: bool | None = None
+    runner_threads: int | None = None  # most threads at once (/proc/<pid>/status Threads)
+    cpus_allowed: str | None = None  # Cpus_allowed_list (taskset's cores)
+    cpuset: str | None = None  # /proc/<pid>/cpuset (Android's cgroup: /top-app, /foreground, ...)
+    mem_avail_mb_before: float | None = None  # /proc/meminfo MemAvailable, MiB
+    mem_avail_mb_after: float | None = None
+    log_source: str | None = None  # stderr | logcat: where the runner's log lines were found
     warnings: list[str] = field(default_factory=list)
     harness_version: str = ""
 

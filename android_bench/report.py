@@ -74,7 +74,7 @@ def _device_name(result: BenchResult, target_id: str) -> str:
 def _facts_line(result: BenchResult, target_id: str) -> str:
     """One line of device facts and run settings under a table's heading."""
     f = result.devices.get(target_id, {})
-    freqs = sorted(set(f.get("cpu_max_freq_mhz") or ()))
+    freqs = sorted({x for x in f.get("cpu_max_freq_mhz") or () if x is not None})
     parts = [
         f.get("os_version"),
         f.get("soc") or f.get("hardware"),

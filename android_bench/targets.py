@@ -4,16 +4,17 @@ In:  `BenchConfig`, and for a phone an `Adb` and a serial.
 Out: a target with `facts()`, `thermal()`, `stage(...)` (put the runner, .pte, tokenizer and
      prompt where the runner can read them) and `execute(script)`.
 
-One run is one shell script (`run_script`): cd into the work folder, start the runner in the
-background with its output in files, sample `/proc/<pid>/status` (VmHWM = peak RSS, VmRSS =
-current RSS) until it exits, then print its exit status, stdout and the tail of its stderr
-between markers. On a phone the script is the one quoted argument of `adb -s SERIAL shell`;
-on the host it is `sh -c`. So the phone and the host measure the same way.
+One run is one shell script (`android_bench.script.run_script`). On a phone it is the one
+quoted argument of `adb -s SERIAL shell` (Android's mksh runs it); on the host it is `sh -c`.
+So the phone and the host measure the same way. Each runner is asked once for its flags
+(`--helpshort`, see `android_bench.runner_flags`).
 
 Phone work folder (`--device-dir`, default /data/local/tmp/edge_bench):
     llama_main                     the runner, pushed once
     <label>/model.pte, <label>/tokenizer.json, <label>/prompt_<N>.txt
-    run.out, run.err               the last run's output
+    run-<id>.out, run-<id>.err     the last run's output (each run its own names)
+    runner.pid                     the running runner's pid (killed before the next run, on
+                                   Ctrl-C, and after a disconnect once the phone is back)
 A file already there with the same sha256 is not pushed again; free space is checked first.
 """
 
@@ -31,122 +32,47 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from android_bench.adb import Adb, PushFailed, ShellResult
-from android_bench.config import BenchConfig, Target
+from android_bench.adb import Adb, DeviceDisconnected, PushFailed, ShellResult
+from android_bench.config import BenchConfig, BenchError, Target
 from android_bench.device import (
     DeviceFacts,
     Thermal,
     facts_from_android,
+    parse_cpu_list,
     parse_cpu_max_freqs,
     parse_cpu_possible,
+    parse_cpuinfo_parts,
     parse_df_available_kb,
     parse_dumpsys_battery,
     parse_dumpsys_thermal,
     parse_getprop,
     parse_meminfo,
 )
+from android_bench.runner_flags import HELP_PROBES, RunnerFlags, flags_from_probes
+from android_bench.script import LEFTOVER, RunOutput, kill_leftover_command, parse_run_output
 from edge.io import sha256_file
+
+SPLIT = "@@EDGE_SPLIT"
+CANNOT_RUN = ("not executable", "Exec format error", "not found", "Permission denied", "CANNOT LINK EXECUTABLE")
+
+
+def probe_script(*, workdir: str, runner: str) -> str:
+    """Shell line asking RUNNER for its flags with each of HELP_PROBES (gflags exits 1 after help)."""
+    asks = [f"{runner} {probe} 2>&1 < /dev/null" for probe in HELP_PROBES]
+    return f"cd {shlex.quote(workdir)} || exit 97; " + f"; echo {SPLIT}; ".join(asks) + "; true"
+
+
+def flags_from_probe_output(text: str, *, where: str) -> RunnerFlags:
+    """probe_script's output -> RunnerFlags; BenchError when the runner cannot run there at all."""
+    flags = flags_from_probes(text.split(SPLIT))
+    if not flags.known:
+        bad = next((ln.strip() for ln in text.splitlines() if any(s in ln for s in CANNOT_RUN)), None)
+        if bad:
+            raise BenchError(f"the runner cannot run on {where}: {bad[:200]}")
+    return flags
 from edge.progress import cpu_name
 
-PID, MEM, EXIT, STDOUT, STDERR = "@@EDGE_PID", "@@EDGE_MEM", "@@EDGE_EXIT", "@@EDGE_STDOUT", "@@EDGE_STDERR"
-STDERR_TAIL_BYTES = 65536
 FREE_SPACE_MARGIN = 16 * (1 << 20)
-
-
-@dataclass(frozen=True)
-class RunOutput:
-    """What one run script printed, taken apart."""
-
-    completed: bool  # the script reached its exit marker (False: transport died or timed out)
-    exit_code: int | None
-    pid: int | None
-    stdout: str
-    stderr: str
-    peak_rss_kb: int | None
-    rss_kb: int | None
-    rss_samples: int
-    transport_stderr: str = ""
-    timed_out: bool = False
-
-
-@dataclass(frozen=True)
-class RunCommand:
-    """A runner invocation, paths as the runner sees them from the work folder."""
-
-    runner: str  # shell words for the runner (already quoted)
-    model_path: str
-    tokenizer_path: str
-    prompt_file: str
-    flags: tuple[tuple[str, str], ...]  # (--flag, value) after the prompt
-    prefix: tuple[str, ...] = ()  # e.g. ("taskset", "f0")
-
-    def shell(self) -> str:
-        """-> `[taskset MASK] RUNNER --model_path M --tokenizer_path T --prompt "$(cat P)" --flag v ...`"""
-        words = [*(shlex.quote(w) for w in self.prefix), self.runner]
-        words += ["--model_path", shlex.quote(self.model_path), "--tokenizer_path", shlex.quote(self.tokenizer_path)]
-        words += ["--prompt", f'"$(cat {shlex.quote(self.prompt_file)})"']
-        for flag, value in self.flags:
-            words += [flag, shlex.quote(value)]
-        return " ".join(words)
-
-
-def run_script(*, workdir: str, command: RunCommand, interval_s: float) -> str:
-    """Runner command -> one POSIX sh line (Android's mksh and toybox, or the host's sh) that runs
-    it, samples its memory and reports its exit status and output between markers."""
-    status = "/proc/$pid/status"
-    parts = [
-        f"cd {shlex.quote(workdir)} || exit 97",
-        f"{command.shell()} > run.out 2> run.err & pid=$!",
-        f'echo "{PID} $pid"',
-        f"while [ -e {status} ]; do"
-        f" m=$(grep -E '^(State|VmHWM|VmRSS):' {status} 2>/dev/null | tr -s ' \\t\\n' ' ');"
-        f' case "$m" in ""|*"State: Z"*) break;; esac;'
-        f' echo "{MEM} $m"; sleep {interval_s:g};'
-        " done",
-        "wait $pid",
-        f'echo "{EXIT} $?"',
-        f'echo "{STDOUT}"',
-        "cat run.out",
-        "echo",
-        f'echo "{STDERR}"',
-        f"tail -c {STDERR_TAIL_BYTES} run.err",
-    ]
-    return "; ".join(parts)
-
-
-_MEM = re.compile(r"(VmHWM|VmRSS):\s*(\d+)\s*kB")
-
-
-def parse_run_output(text: str, *, transport_stderr: str = "", timed_out: bool = False) -> RunOutput:
-    """The run script's output -> RunOutput (peak RSS = the largest VmHWM sampled)."""
-    pid = exit_code = None
-    hwm: list[int] = []
-    rss: list[int] = []
-    samples = 0
-    head, _, rest = text.partition(f"\n{STDOUT}\n")
-    for line in head.splitlines():
-        if line.startswith(PID):
-            pid = int(line.split()[1]) if line.split()[1:] and line.split()[1].isdigit() else None
-        elif line.startswith(MEM):
-            samples += 1
-            for key, kb in _MEM.findall(line):
-                (hwm if key == "VmHWM" else rss).append(int(kb))
-        elif line.startswith(EXIT):
-            value = line.split()[1] if len(line.split()) > 1 else ""
-            exit_code = int(value) if value.lstrip("-").isdigit() else None
-    stdout, _, stderr = rest.partition(f"\n{STDERR}\n")
-    return RunOutput(
-        completed=exit_code is not None,
-        exit_code=exit_code,
-        pid=pid,
-        stdout=stdout,
-        stderr=stderr,
-        peak_rss_kb=max(hwm) if hwm else None,
-        rss_kb=max(rss) if rss else None,
-        rss_samples=samples,
-        transport_stderr=transport_stderr,
-        timed_out=timed_out,
-    )
 
 
 @dataclass
@@ -174,6 +100,7 @@ class AndroidTarget:
         self._sha_cache: dict[Path, str] = {}
         self.pushed: list[str] = []  # remote paths pushed in this session (for the summary)
         self.skipped: list[str] = []  # remote paths already there with the same sha256
+        self._flags: RunnerFlags | None = None
 
     def facts(self) -> DeviceFacts:
         """getprop, CPU clusters and memory -> DeviceFacts (one adb shell call)."""
@@ -181,13 +108,17 @@ class AndroidTarget:
             self.serial,
             "getprop; echo @@EDGE_CPU; cat /sys/devices/system/cpu/possible; echo @@EDGE_FREQ;"
             " for f in /sys/devices/system/cpu/cpu[0-9]*/cpufreq/cpuinfo_max_freq; do echo \"$f $(cat $f 2>/dev/null)\"; done;"
-            " echo @@EDGE_MEM; cat /proc/meminfo",
+            " echo @@EDGE_MEM; cat /proc/meminfo; echo @@EDGE_ONLINE; cat /sys/devices/system/cpu/online;"
+            " echo @@EDGE_CPUINFO; cat /proc/cpuinfo",
             what="reading device facts",
         )
-        props, _, rest = out.partition("@@EDGE_CPU")
+        props, _, rest = out.partition("@@EDGE_CPU\n")
         possible, _, rest = rest.partition("@@EDGE_FREQ")
-        freqs, _, meminfo = rest.partition("@@EDGE_MEM")
-        return facts_from_android(serial=self.serial, props=parse_getprop(props), possible=possible, freqs=freqs, meminfo=meminfo)
+        freqs, _, rest = rest.partition("@@EDGE_MEM")
+        meminfo, _, rest = rest.partition("@@EDGE_ONLINE")
+        online, _, cpuinfo = rest.partition("@@EDGE_CPUINFO")
+        return facts_from_android(serial=self.serial, props=parse_getprop(props), possible=possible, freqs=freqs,
+                                  meminfo=meminfo, online=online, cpuinfo=cpuinfo)
 
     def thermal(self) -> Thermal:
         """dumpsys battery + thermalservice -> Thermal (fields None where the phone does not say)."""
@@ -256,14 +187,47 @@ class AndroidTarget:
     def close(self) -> None:
         """Nothing to release: the work folder stays on the phone, so the next session skips the pushes."""
 
+    def runner_flags(self, staged: StagedConfig) -> RunnerFlags:
+        """Ask the pushed runner once for its flags (`--helpshort`, then `--help`)."""
+        if self._flags is None:
+            r = self.adb.shell(self.serial, probe_script(workdir=staged.workdir, runner=staged.runner), timeout=60.0)
+            if SPLIT not in r.stdout:
+                self.adb.ensure_connected(self.serial)
+            self._flags = flags_from_probe_output(r.stdout, where=self.serial)
+        return self._flags
+
+    def kill_runner(self) -> int | None:
+        """Kill the runner named in the work folder's runner.pid -> its pid, or None if none ran."""
+        r = self.adb.shell(self.serial, f"cd {shlex.quote(self.dir)} && {kill_leftover_command()}", timeout=30.0)
+        found = re.search(rf"^{LEFTOVER} (\d+)", r.stdout, re.M)
+        return int(found.group(1)) if found else None
+
     def execute(self, script: str, *, timeout: float) -> RunOutput:
-        """Run one run script; DeviceDisconnected if the phone went away during it."""
-        r: ShellResult = self.adb.shell(self.serial, script, timeout=timeout)
+        """Run one run script; DeviceDisconnected if the phone went away during it. On Ctrl-C,
+        and after a disconnect once the phone is back, the runner is killed on the phone."""
+        try:
+            r: ShellResult = self.adb.shell(self.serial, script, timeout=timeout)
+        except KeyboardInterrupt:
+            try:
+                self.kill_runner()
+            except (BenchError, KeyboardInterrupt):
+                pass  # the next run kills it
+            raise
         out = parse_run_output(r.stdout, transport_stderr=r.stderr, timed_out=r.timed_out)
         if r.timed_out and out.pid is not None:
-            self.adb.shell(self.serial, f"kill -9 {out.pid}", timeout=30.0)
+            self.kill_runner()
         if not out.completed and not r.timed_out:
-            self.adb.ensure_connected(self.serial)
+            state = self.adb.state(self.serial)
+            if state != "device":
+                wait = self.config.reconnect_wait_s
+                back = self.adb.wait_online(self.serial, timeout=wait)
+                killed = self.kill_runner() if back else None
+                after = (
+                    f"; it came back and the runner it left running (pid {killed}) was killed" if killed is not None
+                    else "; it came back" if back
+                    else f"; not back within {wait:g} s (a runner left there is killed before the next run)"
+                )
+                raise DeviceDisconnected(f"device {self.serial} disconnected ({state or 'gone'}){after}")
         return out
 
 
@@ -277,10 +241,12 @@ class HostTarget:
         self.config = config
         self.id = "host"
         self.workdir = Path(tempfile.mkdtemp(prefix="android_bench_host_"))
+        self._flags: RunnerFlags | None = None
 
     def facts(self) -> DeviceFacts:
         freqs = "\n".join(f"{f} {_read(f).strip()}" for f in sorted(glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/cpuinfo_max_freq")))
         total, avail = parse_meminfo(_read("/proc/meminfo"))
+        n_cores = parse_cpu_possible(_read("/sys/devices/system/cpu/possible")) or os.cpu_count()
         return DeviceFacts(
             serial="host",
             model=cpu_name(),
@@ -290,10 +256,12 @@ class HostTarget:
             os_version=f"{platform.system()} {platform.release()}",
             sdk=None,
             abi=platform.machine(),
-            n_cores=parse_cpu_possible(_read("/sys/devices/system/cpu/possible")) or os.cpu_count(),
-            cpu_max_freq_mhz=parse_cpu_max_freqs(freqs),
+            n_cores=n_cores,
+            cpu_max_freq_mhz=parse_cpu_max_freqs(freqs, n_cores=n_cores),
             mem_total_gb=total,
             mem_avail_gb=avail,
+            cpu_online=parse_cpu_list(_read("/sys/devices/system/cpu/online")),
+            cpu_parts=parse_cpuinfo_parts(_read("/proc/cpuinfo")),
         )
 
     def thermal(self) -> Thermal:
@@ -329,21 +297,36 @@ class HostTarget:
         """Remove the host work folder (prompt copies, run.out, run.err)."""
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def execute(self, script: str, *, timeout: float) -> RunOutput:
+    def runner_flags(self, staged: StagedConfig) -> RunnerFlags:
+        """Ask the runner once for its flags, as on a phone."""
+        if self._flags is None:
+            r = self._sh(probe_script(workdir=staged.workdir, runner=staged.runner), timeout=120.0)
+            self._flags = flags_from_probe_output(r.stdout, where="this machine")
+        return self._flags
+
+    def _sh(self, script: str, *, timeout: float) -> ShellResult:
         env = dict(os.environ)
         package_root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         proc = subprocess.Popen(
-            ["sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace", env=env,
+            ["sh", "-c", script], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace", env=env,
             start_new_session=True,
         )
         try:
             out, err = proc.communicate(timeout=timeout)
-            return parse_run_output(out, transport_stderr=err)
+            return ShellResult(returncode=proc.returncode, stdout=out, stderr=err)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
             out, err = proc.communicate()
-            return parse_run_output(out, transport_stderr=err, timed_out=True)
+            return ShellResult(returncode=-9, stdout=out, stderr=err, timed_out=True)
+        except KeyboardInterrupt:
+            os.killpg(proc.pid, 9)  # the script and its runner share one new session
+            proc.communicate()
+            raise
+
+    def execute(self, script: str, *, timeout: float) -> RunOutput:
+        r = self._sh(script, timeout=timeout)
+        return parse_run_output(r.stdout, transport_stderr=r.stderr, timed_out=r.timed_out)
 
 
 def _read(path: str) -> str:
@@ -351,11 +334,6 @@ def _read(path: str) -> str:
         return Path(path).read_text(errors="replace")
     except OSError:
         return ""
-
-
-def cpu_mask(cores: tuple[int, ...]) -> str:
-    """Core indices -> taskset's hexadecimal mask ('f0' for cores 4-7)."""
-    return format(sum(1 << c for c in cores), "x")
 
 
 def make_targets(config: BenchConfig) -> list[AndroidTarget | HostTarget]:

@@ -18,7 +18,7 @@ HERE = Path(__file__).resolve().parent
 FAKE_ADB = HERE / "fake_adb"
 FAKE_LLAMA_MAIN = HERE / "fake_llama_main"
 
-# A Pixel 8 (Tensor G3): 4 little cores at 1704 MHz, 4 at 2367 MHz, 1 at 2910 MHz.
+# A Pixel 8 (Tensor G3): 4 Cortex-A510 (little) at 1704 MHz, 4 A715 at 2367 MHz, 1 X3 at 2910 MHz.
 PIXEL_8 = {
     "model": "Pixel 8",
     "product": "shiba",
@@ -35,7 +35,32 @@ PIXEL_8 = {
         "ro.product.cpu.abi": "arm64-v8a",
     },
     "cpu_max_khz": [1704000] * 4 + [2367000] * 4 + [2910000],
+    "cpu_parts": [0xD46] * 4 + [0xD4D] * 4 + [0xD4E],
 }
+
+
+def cpu_ranges(cores: list[int]) -> str:
+    """[0, 1, 2, 3, 5] -> '0-3,5', as sysfs writes cpu lists."""
+    runs: list[list[int]] = []
+    for c in cores:
+        if runs and c == runs[-1][1] + 1:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c])
+    return ",".join(f"{a}-{b}" if b > a else f"{a}" for a, b in runs)
+
+
+def cpuinfo(parts: list[int]) -> str:
+    """/proc/cpuinfo as an arm64 kernel writes it (one block per online processor)."""
+    blocks = []
+    for i, part in enumerate(parts):
+        if part is None:
+            continue  # offline: not listed
+        blocks.append(
+            f"processor\t: {i}\nBogoMIPS\t: 49.15\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics\n"
+            f"CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x1\nCPU part\t: 0x{part:03x}\nCPU revision\t: 0\n"
+        )
+    return "\n".join(blocks) + "\n"
 
 
 class Phones:
@@ -58,9 +83,16 @@ class Phones:
         freqs = dev.get("cpu_max_khz", [])
         cpu.mkdir(parents=True, exist_ok=True)
         (cpu / "possible").write_text(f"0-{len(freqs) - 1}\n" if freqs else "0\n")
+        online = [i for i, khz in enumerate(freqs) if khz is not None]  # None: offline, no cpufreq folder
+        (cpu / "online").write_text(cpu_ranges(online) + "\n")
         for i, khz in enumerate(freqs):
-            (cpu / f"cpu{i}/cpufreq").mkdir(parents=True, exist_ok=True)
-            (cpu / f"cpu{i}/cpufreq/cpuinfo_max_freq").write_text(f"{khz}\n")
+            (cpu / f"cpu{i}").mkdir(parents=True, exist_ok=True)
+            if khz is not None:
+                (cpu / f"cpu{i}/cpufreq").mkdir(parents=True, exist_ok=True)
+                (cpu / f"cpu{i}/cpufreq/cpuinfo_max_freq").write_text(f"{khz}\n")
+        (root / "proc").mkdir(exist_ok=True)
+        parts = dev.get("cpu_parts")
+        (root / "proc/cpuinfo").write_text(cpuinfo(parts) if parts else "processor\t: 0\nBogoMIPS\t: 38.40\n")
         return root
 
     def fs(self, serial: str) -> Path:
@@ -72,6 +104,10 @@ class Phones:
 
     def device(self, serial: str) -> dict | None:
         return json.loads(self.db.read_text()).get(serial)
+
+    def logcat(self, serial: str) -> str:
+        path = self.home / serial / "logcat.txt"
+        return path.read_text() if path.exists() else ""
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import statistics
 
@@ -66,6 +67,10 @@ def test_two_phones_side_by_side(phones, exported, tmp_path, capsys):
         assert r["threads"] == 2 and r["charging_before"] is False
         assert r["pte_mb"] == pytest.approx((exported / "model.pte").stat().st_size / 2**20)
         assert r["thermal_status_before"] is not None and r["cpu_temp_c_after"] == 43.25
+        # Where the runner ran and what memory it had: sampled on the device, per run.
+        assert r["runner_threads"] >= 1 and r["cpus_allowed"] and r["cpuset"] is not None
+        assert r["mem_avail_mb_before"] > 0 and r["mem_avail_mb_after"] > 0
+        assert (r["length_flag"], r["ignore_eos"], r["log_source"]) == ("max_new_tokens", True, "stderr")
 
     # Cool-down: A1 read 45, 41, then 33 °C before its first run.
     assert records[0]["battery_temp_c_before"] == 33.0 and records[0]["cooldown_timed_out"] is False
@@ -99,12 +104,18 @@ def test_two_phones_side_by_side(phones, exported, tmp_path, capsys):
     for serial in ("A1", "B2"):
         calls = runner_calls(phones, serial)
         assert len(calls) == 3
+        ids = []
         for argv in calls:
             assert len(argv) == 2
             script = argv[1]
-            assert script.startswith(f"cd {REMOTE} || exit 97; ./llama_main --model_path tiny_8da4w/model.pte "
-                                      "--tokenizer_path tiny_8da4w/tokenizer.json --prompt \"$(cat tiny_8da4w/prompt_16.txt)\" "
-                                      "--temperature 0 --max_new_tokens 32 --cpu_threads 2 > run.out 2> run.err &")
+            assert script.startswith(f"cd {REMOTE} || exit 97; ")
+            # A 1.4 runner: --prompt_file, --max_new_tokens and --ignore_eos; stdin from /dev/null.
+            found = re.search(r"; \./llama_main --model_path tiny_8da4w/model\.pte --tokenizer_path tiny_8da4w/tokenizer\.json "
+                              r"--prompt_file tiny_8da4w/prompt_16\.txt --temperature 0 --max_new_tokens 32 --ignore_eos "
+                              r"--cpu_threads 2 > run-(\d+-\d+)\.out 2> run-\1\.err < /dev/null & pid=\$!;", script)
+            assert found, script
+            ids.append(found.group(1))
+        assert len(set(ids)) == 3  # each run its own output files
         # Each file pushed once, to the work folder under /data/local/tmp.
         assert sorted(pushes(phones, serial)) == sorted([
             f"{REMOTE}/llama_main", f"{REMOTE}/tiny_8da4w/model.pte", f"{REMOTE}/tiny_8da4w/tokenizer.json",
@@ -113,6 +124,7 @@ def test_two_phones_side_by_side(phones, exported, tmp_path, capsys):
         assert on_device.read_bytes() == (exported / "model.pte").read_bytes()
         assert len(phones.fs(serial).joinpath(REMOTE.lstrip("/"), "tiny_8da4w", "prompt_16.txt").read_text()) > 0
     assert "A1 · tiny_8da4w · prompt 16 · measured 2/2" in err  # progress on stderr
+    assert all(c["stdin_null"] for c in phones.calls())  # adb never reads the user's keystrokes
 
 
 def test_same_sha256_not_pushed_again_old_runner_form_and_big_cores(phones, exported, tmp_path, capsys, monkeypatch):
@@ -124,7 +136,8 @@ def test_same_sha256_not_pushed_again_old_runner_form_and_big_cores(phones, expo
     shutil.copyfile(FAKE_LLAMA_MAIN, work / "llama_main")
     shutil.copyfile(exported / "model.pte", work / "tiny_8da4w" / "model.pte")
     (work / "tiny_8da4w" / "tokenizer.json").write_text("stale")  # different sha256: pushed again
-    monkeypatch.setenv("FAKE_LLAMA_MAIN_FORM", "old")  # an ExecuTorch 1.0-1.2 llama_main
+    monkeypatch.setenv("FAKE_LLAMA_MAIN_FORM", "old")  # an ExecuTorch 1.1 llama_main
+    monkeypatch.setenv("FAKE_LLAMA_MAIN_RELEASE", "1.1")
     code = main([
         "--runner", str(FAKE_LLAMA_MAIN), "--pte", str(exported / "model.pte"), "--warmup", "0", "--repetitions", "1",
         "--prompt-tokens", "8", "--max-new-tokens", "4", "--pin-big-cores", "--format", "jsonl",
@@ -134,8 +147,12 @@ def test_same_sha256_not_pushed_again_old_runner_form_and_big_cores(phones, expo
     assert sorted(pushes(phones, "C3")) == [f"{REMOTE}/tiny_8da4w/prompt_8.txt", f"{REMOTE}/tiny_8da4w/tokenizer.json"]
     (script,) = [argv[1] for argv in runner_calls(phones, "C3")]
     assert "; taskset 2 ./llama_main --model_path" in script and "--cpu_threads 1 >" in script
+    # 1.1 has --max_new_tokens but neither --prompt_file nor --ignore_eos.
+    assert '--prompt "$(cat tiny_8da4w/prompt_8.txt)" --temperature 0 --max_new_tokens 4 --cpu_threads 1 >' in script
     (rec,) = [json.loads(line) for line in out.splitlines()]
-    assert rec["cpu_mask"] == "2" and rec["threads"] == 1
+    assert rec["cpu_mask"] == "2" and rec["threads"] == 1 and rec["cpus_allowed"] == "1"
+    # No CPU part ids in this phone's /proc/cpuinfo: the little cores are a guess, and the record says so.
+    assert any("little cores guessed as the slowest clock cluster" in w for w in rec["warnings"])
     assert rec["observer_form"] == "old" and rec["reported_decode_tok_s"] is None
     obs = json.loads(rec["observer_json"])
     assert "prefill_token_per_sec" not in obs

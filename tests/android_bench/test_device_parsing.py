@@ -16,7 +16,8 @@ from android_bench.device import (
     parse_getprop,
     parse_meminfo,
 )
-from android_bench.targets import cpu_mask, parse_run_output
+from android_bench.placement import big_cores, cpu_mask
+from android_bench.script import parse_run_output
 
 # `adb devices -l`: "%-22s %s" serial and state, then devpath, product:, model: (non-alphanumerics
 # as '_'), device:, transport_id: (AOSP adb transport.cpp append_transport).
@@ -65,8 +66,17 @@ FREQS = "\n".join(
 MEMINFO = "MemTotal:       15727420 kB\nMemFree:          812344 kB\nMemAvailable:    6517532 kB\n"
 
 
+# Its /proc/cpuinfo: 2 Cortex-A520 (0xd80), 5 A720 (0xd81), 1 X4 (0xd82); one block per processor.
+CPUINFO = "\n".join(
+    f"processor\t: {i}\nBogoMIPS\t: 38.40\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\n"
+    f"CPU part\t: {part}\nCPU revision\t: 1\n"
+    for i, part in enumerate(["0xd80"] * 2 + ["0xd81"] * 5 + ["0xd82"])
+)
+
+
 def test_facts_from_a_phone():
-    f = facts_from_android(serial="R5CX", props=parse_getprop(GETPROP), possible="0-7\n", freqs=FREQS, meminfo=MEMINFO)
+    f = facts_from_android(serial="R5CX", props=parse_getprop(GETPROP), possible="0-7\n", freqs=FREQS, meminfo=MEMINFO,
+                           online="0-7\n", cpuinfo=CPUINFO)
     assert f.model == "CPH2583"
     assert f.manufacturer == "OnePlus"
     assert f.soc == "QTI SM8650"
@@ -76,16 +86,18 @@ def test_facts_from_a_phone():
     assert f.cpu_max_freq_mhz == (2265, 2265, 3148, 3148, 3148, 2956, 2956, 3302)
     assert f.mem_total_gb == pytest.approx(15727420 * 1024 / 1e9, abs=0.01)
     assert f.mem_avail_gb == pytest.approx(6517532 * 1024 / 1e9, abs=0.01)
-    # Big cores: everything outside the slowest (2265 MHz) cluster -> cores 2-7, mask fc.
-    assert f.big_cores() == (2, 3, 4, 5, 6, 7)
-    assert cpu_mask(f.big_cores()) == "fc"
+    assert f.cpu_online == tuple(range(8)) and f.cpu_parts == {0: 0xD80, 1: 0xD80, 2: 0xD81, 3: 0xD81, 4: 0xD81,
+                                                               5: 0xD81, 6: 0xD81, 7: 0xD82}
+    # Big cores: all but the two Cortex-A520 -> cores 2-7, mask fc, no guess.
+    assert big_cores(f) == ((2, 3, 4, 5, 6, 7), None)
+    assert cpu_mask(big_cores(f)[0]) == "fc"
 
 
 def test_big_cores_without_clusters():
     same = DeviceFacts("s", "m", None, None, None, "Android", None, None, 4, (2000, 2000, 2000, 2000), None, None)
-    assert same.big_cores() == (0, 1, 2, 3)
+    assert big_cores(same)[0] == (0, 1, 2, 3)
     unknown = DeviceFacts("s", "m", None, None, None, "Android", None, None, 2, (), None, None)
-    assert unknown.big_cores() == (0, 1)
+    assert big_cores(unknown)[0] == (0, 1)
 
 
 @pytest.mark.parametrize("text, n", [("0-7\n", 8), ("0\n", 1), ("0-3,6-7", 6), ("", None), ("garbage", None)])
@@ -93,9 +105,11 @@ def test_cpu_possible(text, n):
     assert parse_cpu_possible(text) == n
 
 
-def test_cpu_freqs_ordered_by_core():
+def test_cpu_freqs_indexed_by_core():
+    # cpu3's file is empty, and cores 0, 1 and 4-9 have no cpufreq folder (offline): nothing shifts.
     text = "/x/cpu10/cpufreq/cpuinfo_max_freq 3000000\n/x/cpu2/cpufreq/cpuinfo_max_freq 1000000\n/x/cpu3/cpufreq/cpuinfo_max_freq \n"
-    assert parse_cpu_max_freqs(text) == (1000, 3000)
+    assert parse_cpu_max_freqs(text) == (None, None, 1000) + (None,) * 7 + (3000,)
+    assert parse_cpu_max_freqs(text, n_cores=12) == (None, None, 1000) + (None,) * 7 + (3000, None)
 
 
 BATTERY = """\

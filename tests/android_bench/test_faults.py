@@ -46,7 +46,18 @@ def test_several_devices_and_no_serial(phones, exported, capsys):
     phones.add("B2")
     code, _, err = run(capsys, "--pte", str(exported / "model.pte"))
     assert code == 2
-    assert err == "error: several devices attached (A1 (device), B2 (device)); choose with --serial\n"
+    assert err == "error: several devices attached (A1 (device), B2 (device)); choose with --serial (or $ANDROID_SERIAL)\n"
+
+
+def test_android_serial_picks_one_of_several(phones, exported, tmp_path, capsys, monkeypatch):
+    phones.add("A1")
+    phones.add("B2")
+    monkeypatch.setenv("ANDROID_SERIAL", "B2")  # as adb itself honours it
+    stem = tmp_path / "bench"
+    code, _, err = run(capsys, "--pte", str(exported / "model.pte"), "--output", str(stem))
+    assert code == 0, err
+    assert [r["target_id"] for r in records(stem)] == ["B2"]
+    assert {c["serial"] for c in phones.calls() if c["argv"][0] != "devices"} == {"B2"}
 
 
 @pytest.mark.parametrize(
@@ -146,12 +157,13 @@ def test_device_disconnects_mid_run(phones, exported, tmp_path, capsys):
     phones.add("B2")
     stem = tmp_path / "bench"
     code, out, err = run(capsys, "--pte", str(exported / "model.pte"), "--serial", "A1", "--serial", "B2",
-                         "--repetitions", "3", "--output", str(stem))
+                         "--repetitions", "3", "--reconnect-wait-s", "0", "--output", str(stem))
     assert code == 2
     recs = records(stem)
     assert [(r["target_id"], r["run_index"], r["status"]) for r in recs] == [
         ("A1", 1, "ok"), ("A1", 2, "failed"), ("B2", 1, "ok"), ("B2", 2, "ok"), ("B2", 3, "ok")]
-    assert recs[1]["error"] == "device A1 disconnected (gone)"
-    assert error_lines(err) == ["error: device A1 disconnected (gone)"]
+    gone = "device A1 disconnected (gone); not back within 0 s (a runner left there is killed before the next run)"
+    assert recs[1]["error"] == gone
+    assert error_lines(err) == [f"error: {gone}"]
     assert phones.device("A1") is None
     assert "Pixel 8 (A1)" in out and "Pixel 8 (B2)" in out  # both measured parts are in the table

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from android_bench.bench import CoolDown, cool_down, run_warnings
+from android_bench.checks import CoolDown, cool_down, run_warnings
 from android_bench.device import Thermal
 from android_bench.prompt import PromptBuilder
 from tests.conftest import make_tokenizer
@@ -91,7 +91,13 @@ def test_run_warnings():
     assert hot == ["battery temperature rose 6.5 °C during the run (limit 5)"]
     throttled = Thermal(thermal_status=3, battery_temp_c=31.0, cpu_temp_c=None, charging=False, plugged=False)
     assert run_warnings(before=thermal(30.0), after=throttled, cool=cool, max_rise_c=5, below_c=40) == [
-        "THROTTLED: thermal status 3 after the run (was 0)"
+        "THROTTLED: thermal status rose to 3 during the run (was 0)"
+    ]
+    # Some OEMs report status 1 (light) at idle: a run that starts and ends at 1 is not throttled.
+    light = Thermal(thermal_status=1, battery_temp_c=30.0, cpu_temp_c=None, charging=False, plugged=False)
+    assert run_warnings(before=light, after=light, cool=cool, max_rise_c=5, below_c=40) == []
+    assert run_warnings(before=light, after=throttled, cool=cool, max_rise_c=5, below_c=40) == [
+        "THROTTLED: thermal status rose to 3 during the run (was 1)"
     ]
     late = CoolDown(seconds=120, timed_out=True, thermal=thermal(41.0))
     assert run_warnings(before=thermal(41.0), after=thermal(41.0), cool=late, max_rise_c=5, below_c=40) == [
