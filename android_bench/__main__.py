@@ -2,13 +2,15 @@
 
 In:  flags, each one field of `android_bench.config.BenchConfig` (`--max-new-tokens` is
      `max_new_tokens`), and optionally `--config bench.yaml` with the same keys (flags win).
-     Phone:  --runner llama_main (arm64-v8a) and --pte; --serial picks devices (repeatable).
+     Phone:  --runner llama_main (arm64-v8a) and --pte; --serial picks devices (repeatable;
+             default $ANDROID_SERIAL, else the only device attached).
      Host:   --host --pte X.pte --tokenizer T is enough.
 Out: the table (markdown by default, `--format`) on stdout; progress on stderr; with
      `--output STEM`, STEM.md, STEM.csv, STEM.jsonl and STEM.json (atomic writes).
      Exit 0 when every configuration measured; exit 2 with one `error:` line per fault
      otherwise (bad input, no adb, no device, push failure, runner crash, unreadable output,
-     disconnect), after writing whatever was measured.
+     disconnect), after writing whatever was measured. Ctrl-C kills the runner on the phone and
+     exits 130, also after writing. `python -m android_bench.farm` runs the same on AWS Device Farm.
 """
 
 from __future__ import annotations

@@ -4,9 +4,12 @@ measured runs of the runner, with a cool-down before each run.
 In:  `BenchConfig`, the targets (`android_bench.targets`), a `Progress` for stderr.
 Out: `BenchResult` with one `RunRecord` per run (failures included) and the faults, one line
      each. Faults never lose what was measured before them:
-       runner crash, non-zero exit, unreadable output -> recorded with the tail of its stderr;
-                                                         the next configuration goes on
-       push failure, too little space, disconnect     -> recorded; the next device goes on
+       runner crash, OOM kill, non-zero exit,         -> recorded with the tail of its stderr (or of
+       unreadable output                                 its logcat lines); the next configuration goes on
+       push failure, too little space, disconnect,    -> recorded; the next device goes on
+       a runner that cannot run or lacks a flag
+The runner's flags are asked once per device (`android_bench.runner_flags`); threads and cores
+come from `android_bench.placement`; the reasons to distrust a run from `android_bench.checks`.
 """
 
 from __future__ import annotations

@@ -105,6 +105,11 @@ class Phones:
     def device(self, serial: str) -> dict | None:
         return json.loads(self.db.read_text()).get(serial)
 
+    def tasksets(self, serial: str) -> list[str]:
+        """The masks the device's taskset was given, in order."""
+        path = self.home / serial / "taskset.log"
+        return path.read_text().split() if path.exists() else []
+
     def logcat(self, serial: str) -> str:
         path = self.home / serial / "logcat.txt"
         return path.read_text() if path.exists() else ""

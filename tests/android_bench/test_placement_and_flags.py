@@ -10,6 +10,7 @@ from android_bench.device import DeviceFacts, facts_from_android, parse_cpu_list
 from android_bench.placement import LITTLE_PARTS, big_cores, placement
 from android_bench.runner_flags import RunnerFlags, flags_from_probes, parse_gflags_help, run_flags
 from android_bench.script import parse_logcat, parse_run_output
+from android_bench.targets import SPLIT, flags_from_probe_output
 
 
 def cpuinfo(parts: dict[int, int]) -> str:
@@ -124,3 +125,12 @@ def test_run_script_output_sections():
     assert out.stderr == "" and out.logcat == "I RSS after loading model: 1200.5 MiB\nE Failed to allocate"
     # A wrapper script's child logs under another pid: then every ExecuTorch line is kept.
     assert parse_logcat("11-24 03:38:16.123  999  999 I ExecuTorch: x\n", pid=4242) == "I x"
+
+
+def test_runner_that_cannot_run_on_the_phone():
+    # An x86-64 llama_main pushed to an arm64 phone: mksh cannot exec it, for either probe.
+    text = f"/system/bin/sh: ./llama_main: not executable: 64-bit ELF file\n{SPLIT}\n/system/bin/sh: ./llama_main: not executable: 64-bit ELF file\n"
+    with pytest.raises(BenchError, match="the runner cannot run on R5CX: /system/bin/sh: ./llama_main: not executable: 64-bit ELF file"):
+        flags_from_probe_output(text, where="R5CX")
+    ok = flags_from_probe_output(f"llama_main: Warning\n{SPLIT}\n{HELP_1_0}", where="R5CX")
+    assert ok.known and ok.has("seq_len") and not ok.has("ignore_eos")

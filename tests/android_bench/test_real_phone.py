@@ -187,3 +187,37 @@ def test_rss_far_below_pte_and_leftover_warnings():
     (w,) = output_warnings(generated=100, asked=128, ignore_eos=True, peak_rss_mb=None, pte_mb=1.0, leftover_pid=None)
     assert w.startswith("SHORT: the runner stopped after 101 of 128") and "the context is full" in w
     assert output_warnings(generated=127, asked=128, ignore_eos=False, peak_rss_mb=None, pte_mb=1.0, leftover_pid=None) == []
+
+
+# Snapdragon 8 Elite-like: 2 + 6 Oryon cores (Qualcomm part 0x001), no little core; core 3 is offline.
+ALL_BIG = {
+    "model": "AllBig", "props": {"ro.product.model": "AllBig", "ro.build.version.release": "15"},
+    "cpu_max_khz": [3532800, 3532800, 3532800, None, 3532800, 3532800, 4320000, 4320000],
+    "cpu_parts": [0x001, 0x001, 0x001, None, 0x001, 0x001, 0x001, 0x001],
+}
+
+
+def test_pin_big_cores_leaves_out_only_little_cores(phones, exported, tmp_path, capsys):
+    phones.add("A1")  # Pixel 8: cores 0-3 are Cortex-A510
+    phones.add("E5", like=ALL_BIG)
+    stem = tmp_path / "bench"
+    code, _, err = run(capsys, "--pte", str(exported / "model.pte"), "--serial", "A1", "--serial", "E5", "--pin-big-cores",
+                       "--output", str(stem))
+    assert code == 0, err
+    a1, e5 = records(stem)
+    assert (a1["cpu_mask"], a1["threads"], phones.tasksets("A1")) == ("1f0", 5, ["1f0"])
+    # All big: every online core (not the 2 fastest), and the offline core 3 keeps the numbering.
+    assert e5["cpu_max_freq_mhz"] == [3532, 3532, 3532, None, 3532, 3532, 4320, 4320]
+    assert (e5["cpu_mask"], e5["threads"], phones.tasksets("E5")) == ("f7", 7, ["f7"])
+    assert not any("guessed" in w for w in a1["warnings"] + e5["warnings"])
+
+
+def test_taskset_without_threads_uses_the_mask_size(phones, exported, tmp_path, capsys):
+    phones.add("A1")
+    stem = tmp_path / "bench"
+    code, _, err = run(capsys, "--pte", str(exported / "model.pte"), "--taskset", "0xf0", "--output", str(stem))
+    assert code == 0, err
+    (rec,) = records(stem)
+    assert (rec["cpu_mask"], rec["threads"]) == ("f0", 4)
+    (script,) = [c["argv"][1] for c in phones.calls() if c["argv"][0] == "shell" and "--model_path" in c["argv"][-1]]
+    assert "; taskset f0 ./llama_main --model_path" in script and "--cpu_threads 4 >" in script
