@@ -221,3 +221,20 @@ def test_taskset_without_threads_uses_the_mask_size(phones, exported, tmp_path, 
     assert (rec["cpu_mask"], rec["threads"]) == ("f0", 4)
     (script,) = [c["argv"][1] for c in phones.calls() if c["argv"][0] == "shell" and "--model_path" in c["argv"][-1]]
     assert "; taskset f0 ./llama_main --model_path" in script and "--cpu_threads 4 >" in script
+
+
+def test_adb_never_reads_the_users_keystrokes(phones, exported, tmp_path, capsys):
+    phones.add("A1")
+    read, write = os.pipe()  # a terminal with keystrokes waiting, as fd 0 of the harness
+    os.write(write, b"q\n")
+    saved = os.dup(0)
+    os.dup2(read, 0)
+    try:
+        code, _, err = run(capsys, "--pte", str(exported / "model.pte"))
+    finally:
+        os.dup2(saved, 0)
+        for fd in (saved, read, write):
+            os.close(fd)
+    assert code == 0, err
+    calls = phones.calls()
+    assert len(calls) > 5 and all(c["stdin_null"] for c in calls)
