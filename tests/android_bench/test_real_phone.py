@@ -39,6 +39,16 @@ def wait_dead(pid: int, timeout: float = 10.0) -> bool:
     return not alive(pid)
 
 
+def running_runner(pid_file: Path, *, model: str) -> int | None:
+    """The pid in runner.pid, if that process is running `model`."""
+    try:
+        pid = int(pid_file.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    except (OSError, ValueError):
+        return None
+    return pid if model in cmdline else None
+
+
 def test_runner_left_by_a_disconnect_is_killed_once_the_phone_is_back(phones, exported, tmp_path, capsys, monkeypatch):
     phones.add("A1", disconnect_on_run=1, reconnect_after_s=1.5)
     monkeypatch.setenv("FAKE_LLAMA_MAIN_SLEEP_S", "60")  # still running when the link drops
@@ -86,25 +96,35 @@ def test_leftover_runner_is_killed_before_the_next_run(phones, exported, tmp_pat
 def test_ctrl_c_kills_the_runner_on_the_phone(phones, exported, tmp_path, monkeypatch):
     root = phones.add("A1")
     monkeypatch.setenv("FAKE_LLAMA_MAIN_SLEEP_S", "120")
+    monkeypatch.setenv("FAKE_LLAMA_MAIN_SLEEP_IF", "slow")  # the second model's run hangs
+    ptes = []
+    for name in ("fast", "slow"):
+        (tmp_path / name).mkdir()
+        for f in ("model.pte", "tokenizer.json", "manifest.json"):
+            (tmp_path / name / f).write_bytes((exported / f).read_bytes())
+        ptes += ["--pte", str(tmp_path / name / "model.pte")]
     stem = tmp_path / "bench"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "android_bench", "--runner", str(FAKE_LLAMA_MAIN), "--pte", str(exported / "model.pte"),
-         "--prompt-tokens", "8", "--max-new-tokens", "4", "--warmup", "0", "--repetitions", "1", "--output", str(stem)],
+        [sys.executable, "-m", "android_bench", "--runner", str(FAKE_LLAMA_MAIN), *ptes, "--prompt-tokens", "8",
+         "--max-new-tokens", "4", "--warmup", "0", "--repetitions", "1", "--output", str(stem)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     pid_file = root / WORK / "runner.pid"
     deadline = time.monotonic() + 120
-    while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+    runner = None
+    while runner is None and time.monotonic() < deadline:  # wait for the slow model's runner
+        runner = running_runner(pid_file, model="slow/model.pte")
         time.sleep(0.2)
-    runner = int(pid_file.read_text())
+    assert runner is not None
     time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C: the whole foreground process group
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "error: interrupted" in err and "Traceback" not in err
     assert wait_dead(runner), "the runner kept running on the phone"
-    assert stem.with_suffix(".jsonl").exists()  # what was measured (nothing here) is still written
+    # The fast model's run, measured before Ctrl-C, is written.
+    assert [(r["label"], r["status"]) for r in records(stem)] == [("fast", "ok")]
     assert all(c["stdin_null"] for c in phones.calls())
 
 
