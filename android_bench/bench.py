@@ -29,7 +29,7 @@ from android_bench.device import DeviceFacts
 from android_bench.models import ModelSpec
 from android_bench.observer import ObserverParseError, parse_observer, runner_logged_rss_mb
 from android_bench.prompt import PromptBuilder
-from android_bench.records import MIB, BenchResult, Phase, RunRecord, Status, make_result
+from android_bench.records import MIB, BenchResult, LogSource, Phase, RunRecord, Status, make_result
 from android_bench.placement import Placement, placement
 from android_bench.runner_flags import RunFlags, run_flags
 from android_bench.script import RunCommand, RunOutput, run_script
@@ -114,7 +114,8 @@ class Session:
             raise
         wall = round(time.monotonic() - t0, 3)
         after = target.thermal()
-        logs = out.stderr if out.stderr.strip() else out.logcat  # Android builds log to logcat only
+        source = LogSource.STDERR if out.stderr.strip() else LogSource.LOGCAT  # Android builds log to logcat only
+        logs = out.stderr if source is LogSource.STDERR else out.logcat
         kb_mb = lambda kb: None if kb is None else round(kb / 1024, 2)  # noqa: E731
         measured = dict(
             thermal_status_after=after.thermal_status, battery_temp_c_after=after.battery_temp_c,
@@ -123,7 +124,7 @@ class Session:
             runner_logged_rss_mb=runner_logged_rss_mb(logs + out.stdout),
             runner_threads=out.threads_max, cpus_allowed=out.cpus_allowed, cpuset=out.cpuset,
             mem_avail_mb_before=kb_mb(out.mem_avail_kb_before), mem_avail_mb_after=kb_mb(out.mem_avail_kb_after),
-            log_source=None if not logs.strip() else ("stderr" if logs is out.stderr else "logcat"),
+            log_source=source.value if logs.strip() else None,
             exit_code=out.exit_code, wall_s=wall,
         )
         error = None

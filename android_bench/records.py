@@ -31,6 +31,13 @@ class Status(enum.Enum):
     FAILED = "failed"
 
 
+class LogSource(enum.Enum):
+    """Where the runner's log lines were found: stderr, or logcat (Android's log backend)."""
+
+    STDERR = "stderr"
+    LOGCAT = "logcat"
+
+
 class Metric(enum.Enum):
     """The measured quantities, in the model card's column order (model load last, not in the card)."""
 
@@ -151,7 +158,7 @@ class RunRecord:
     cpuset: str | None = None  # /proc/<pid>/cpuset (Android's cgroup: /top-app, /foreground, ...)
     mem_avail_mb_before: float | None = None  # /proc/meminfo MemAvailable, MiB
     mem_avail_mb_after: float | None = None
-    log_source: str | None = None  # stderr | logcat: where the runner's log lines were found
+    log_source: str | None = None  # LogSource value; None when the runner logged nothing
     warnings: list[str] = field(default_factory=list)
     harness_version: str = ""
 

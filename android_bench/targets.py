@@ -51,6 +51,7 @@ from android_bench.device import (
 from android_bench.runner_flags import HELP_PROBES, RunnerFlags, flags_from_probes
 from android_bench.script import LEFTOVER, RunOutput, kill_leftover_command, parse_run_output
 from edge.io import sha256_file
+from edge.progress import cpu_name
 
 SPLIT = "@@EDGE_SPLIT"
 CANNOT_RUN = ("not executable", "Exec format error", "not found", "Permission denied", "CANNOT LINK EXECUTABLE")
@@ -70,7 +71,6 @@ def flags_from_probe_output(text: str, *, where: str) -> RunnerFlags:
         if bad:
             raise BenchError(f"the runner cannot run on {where}: {bad[:200]}")
     return flags
-from edge.progress import cpu_name
 
 FREE_SPACE_MARGIN = 16 * (1 << 20)
 
@@ -214,7 +214,7 @@ class AndroidTarget:
                 pass  # the next run kills it
             raise
         out = parse_run_output(r.stdout, transport_stderr=r.stderr, timed_out=r.timed_out)
-        if r.timed_out and out.pid is not None:
+        if r.timed_out:
             self.kill_runner()
         if not out.completed and not r.timed_out:
             state = self.adb.state(self.serial)
