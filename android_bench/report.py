@@ -218,7 +218,7 @@ def csv_rows(result: BenchResult) -> list[dict[str, object]]:
             row[f"{m.value}_samples"] = "" if st is None else ";".join(f"{v:.6g}" for v in st.samples)
         for key in CSV_DEVICE_FIELDS:
             v = facts.get(key)
-            row[key] = ";".join(str(x) for x in v) if isinstance(v, (list, tuple)) else v
+            row[key] = ";".join("" if x is None else str(x) for x in v) if isinstance(v, (list, tuple)) else v
         row["warnings"] = " | ".join(s.warnings)
         row["error"] = s.error
         rows.append(row)
