@@ -300,7 +300,9 @@ def _export_and_write(config: ExportConfig, prepared: Prepared, *, progress: Pro
         ep = export_program(model, max_prefill=max_prefill)
     del model
     metadata = RunnerMetadata(
-        max_seq_len=max_prefill,  # the runner prefills in chunks of this many tokens
+        # The runner prefills in chunks of max_seq_len; a program taking max_context - 1 tokens per call
+        # says max_context, as before chunking (ExecuTorch's runner fails at the last position otherwise).
+        max_seq_len=config.max_context if max_prefill == config.max_context - 1 else max_prefill,
         max_context_len=config.max_context,
         vocab_size=args.vocab_size,
         n_layers=args.n_layers,

@@ -26,7 +26,7 @@ def test_host_with_no_other_flag(exported):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "median of 5 runs" in r.stdout and "prompt 64 tokens · 128 new tokens" in r.stdout
-    row = next(line for line in r.stdout.splitlines() if line.startswith("| tiny_8da4w |"))
+    row = next(line for line in r.stdout.splitlines() if line.startswith("| tiny_8da4w"))  # ⚠: the 128-token context ends the runs early
     cells = [c.strip() for c in row.strip("|").split("|")]
     decode, ttft, prefill, pte_mb, rss = cells[1:]
     assert float(ttft) > 0 and float(prefill) > 0 and (decode == "-" or float(decode) > 0)

@@ -44,8 +44,8 @@ def test_fp32_pte_greedy_32_tokens_equal_transformers(tiny_hf, fp32_export):
 
 def test_metadata_methods_for_the_stock_runner(tiny_hf, q_export):
     md = load_pte(q_export / "model.pte").metadata
-    # get_max_seq_len is the prefill chunk: 128 by default, here capped at MAX_CONTEXT - 1 (= 127)
-    assert md["get_max_seq_len"] == MAX_CONTEXT - 1 and md["get_max_context_len"] == MAX_CONTEXT
+    # get_max_seq_len is the prefill chunk (128 by default); a program taking max_context - 1 says max_context
+    assert md["get_max_seq_len"] == MAX_CONTEXT and md["get_max_context_len"] == MAX_CONTEXT
     assert md["get_vocab_size"] == open_checkpoint(tiny_hf).args.vocab_size and md["get_n_layers"] == 2
     assert md["get_bos_id"] == 0 and md["get_eos_ids"] == [1]
     assert md["use_kv_cache"] and md["use_sdpa_with_kv_cache"] and md["enable_dynamic_shape"]

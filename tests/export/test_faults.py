@@ -87,7 +87,7 @@ class _FakeProgram:
 @pytest.fixture
 def fast_pipeline(monkeypatch):
     """The export and lower stages replaced by a fake program (the write is what these tests exercise)."""
-    monkeypatch.setattr(pipeline, "export_program", lambda model: object())
+    monkeypatch.setattr(pipeline, "export_program", lambda model, max_prefill: object())
     monkeypatch.setattr(pipeline, "lower_program", lambda ep, metadata: _FakeProgram(size=3 * 2**20, fits=2**20))
 
 
