@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from android_bench.config import FIELDS, BenchError, OutputFormat, Target
+from android_bench.models import choose_baseline
 from android_bench.records import RunRecord, make_result
 
 EDGE_MODULES = ("__init__.py", "errors.py", "io.py", "progress.py", "validate.py")
@@ -129,10 +130,7 @@ def merge(*, paths: list[Path], baseline: str | None):
     records = read_records(paths)
     if not records:
         raise BenchError("no records in " + ", ".join(str(p) for p in paths))
-    labels = list(dict.fromkeys(r.label for r in records))
-    if baseline is not None and baseline not in labels:
-        raise BenchError(f"baseline {baseline!r} is not one of the models ({', '.join(labels)})")
-    baseline = baseline or next((r.label for r in records if r.scheme == "bf16"), None)
+    baseline = choose_baseline(baseline, [(r.label, r.scheme) for r in records])
     devices = {}
     for r in records:
         facts = {k: getattr(r, k) for k in DEVICE_KEYS}

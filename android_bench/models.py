@@ -77,8 +77,14 @@ def describe_models(config: BenchConfig) -> list[ModelSpec]:
 
 def pick_baseline(config: BenchConfig, models: list[ModelSpec]) -> str | None:
     """--baseline, else the first bf16 unquantized model, else None (no ratios)."""
-    if config.baseline is not None:
-        if config.baseline not in [m.label for m in models]:
-            raise BenchError(f"baseline {config.baseline!r} is not one of the models ({', '.join(m.label for m in models)})")
-        return config.baseline
-    return next((m.label for m in models if m.scheme == "bf16"), None)
+    return choose_baseline(config.baseline, [(m.label, m.scheme) for m in models])
+
+
+def choose_baseline(requested: str | None, models: list[tuple[str, str]]) -> str | None:
+    """requested label (checked), else the first (label, scheme) with scheme bf16, else None."""
+    labels = list(dict.fromkeys(label for label, _ in models))
+    if requested is not None:
+        if requested not in labels:
+            raise BenchError(f"baseline {requested!r} is not one of the models ({', '.join(labels)})")
+        return requested
+    return next((label for label, scheme in models if scheme == "bf16"), None)
