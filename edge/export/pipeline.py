@@ -300,8 +300,9 @@ def _export_and_write(config: ExportConfig, prepared: Prepared, *, progress: Pro
         ep = export_program(model, max_prefill=max_prefill)
     del model
     metadata = RunnerMetadata(
-        # The runner prefills in chunks of max_seq_len; a program taking max_context - 1 tokens per call
-        # says max_context, as before chunking (ExecuTorch's runner fails at the last position otherwise).
+        # The runner prefills in chunks of max_seq_len. A program taking max_context - 1 tokens per call
+        # says max_context, as before chunking: with max_context - 1, ExecuTorch 1.5's TextLLMRunner
+        # fails a generation that reaches the cache's last position.
         max_seq_len=config.max_context if max_prefill == config.max_context - 1 else max_prefill,
         max_context_len=config.max_context,
         vocab_size=args.vocab_size,
