@@ -14,6 +14,8 @@ YAML layout (every key optional except where the CLI supplies it):
                                # prefills longer prompts in chunks; activations are planned for it
     dtype: fp32                # fp32 | bf16: activations and unquantized weights
     full_logits: false         # true: forward returns logits for every position
+    formats: [pte]             # pte | onnx | gguf, any of them: the same integers and scales in each
+                               # (onnx/: model.onnx for onnxruntime-genai; model.gguf for llama.cpp)
     quantization:
       linear: int4             # none | int4 | int8: transformer-block linears, 8-bit dynamic activations
       group_size: 32           # int4 groups along the input dimension
@@ -83,6 +85,12 @@ class RotationKind(enum.Enum):
     OPTIMIZED = "optimized"  # random Hadamard start, then Cayley SGD on the Stiefel manifold
 
 
+class Format(enum.Enum):
+    PTE = "pte"  # ExecuTorch program (XNNPACK): model.pte
+    ONNX = "onnx"  # onnxruntime-genai folder: onnx/model.onnx + genai_config.json + tokenizer
+    GGUF = "gguf"  # llama.cpp: model.gguf
+
+
 class Device(enum.Enum):
     CPU = "cpu"
     CUDA = "cuda"
@@ -145,6 +153,7 @@ class ExportConfig:
     max_prefill: int | None = None  # None: DEFAULT_MAX_PREFILL, or max_context - 1 if less (see prefill_chunk)
     dtype: DType = DType.FP32
     full_logits: bool = False
+    formats: tuple[Format, ...] = (Format.PTE,)
     force: bool = False
     device: Device = Device.CPU
     quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
@@ -258,6 +267,7 @@ def parse_config(raw: dict[str, Any], *, source: str) -> ExportConfig:
         "max_prefill": None if raw.get("max_prefill") is None else _int(raw["max_prefill"], "max_prefill", problems, minimum=1),
         "dtype": _enum(DType, raw.get("dtype", d.dtype.value), "dtype", problems),
         "full_logits": _bool(raw.get("full_logits", d.full_logits), "full_logits", problems),
+        "formats": _formats(raw.get("formats", ["pte"]), problems),
         "force": _bool(raw.get("force", d.force), "force", problems),
         "device": _enum(Device, raw.get("device", d.device.value), "device", problems),
     }
@@ -286,6 +296,20 @@ def parse_config(raw: dict[str, Any], *, source: str) -> ExportConfig:
         calibration=CalibrationConfig(**calibration),
         **top,
     )  # type: ignore[arg-type]
+
+
+def _formats(value: Any, problems: list[str]) -> tuple[Format, ...] | None:
+    """`[pte, onnx]` or "pte,onnx" -> (Format.PTE, Format.ONNX); problems reported, None then."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        problems.append(f"formats: {value!r} is not a non-empty list of {', '.join(f.value for f in Format)}")
+        return None
+    out = [_enum(Format, str(v).strip(), "formats", problems) for v in items]
+    if None in out:
+        return None
+    if len(set(out)) != len(out):
+        problems.append(f"formats: {value!r} names a format twice")
+    return tuple(out)  # type: ignore[arg-type]
 
 
 def resolve_config_path(name_or_path: str) -> Path:

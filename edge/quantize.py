@@ -126,7 +126,7 @@ def intx_tensor_from_integers(
     block_size = (1, group)
     attrs = {n: getattr(proto, n) for n in proto.tensor_attribute_names} | {"block_size": block_size}
     return IntxUnpackedToInt8Tensor(
-        qdata.contiguous(), scale.float().contiguous(), torch.zeros_like(scale, dtype=torch.int8), **attrs
+        qdata.contiguous(), bf16_exact(scale.float()).contiguous(), torch.zeros_like(scale, dtype=torch.int8), **attrs
     )
 
 
@@ -202,6 +202,7 @@ def _quantize_rows(
             tmp.weight = nn.Parameter(chunk, requires_grad=False)
             quantize_(tmp, config)
         part = tmp.weight.detach()
+        part.scale.copy_(bf16_exact(part.scale))
         parts.append(part)
         signal += float(chunk.double().pow(2).sum())
         noise += float((chunk - part.dequantize().float()).double().pow(2).sum())
@@ -210,6 +211,17 @@ def _quantize_rows(
     stitched = type(first)(*data, *[getattr(first, n) for n in first.tensor_attribute_names])
     module.weight = nn.Parameter(stitched, requires_grad=False)
     report.weight_sqnr_db[f"{name}.weight"] = _db(signal, noise)
+
+
+def bf16_exact(scale: torch.Tensor) -> torch.Tensor:
+    """Scales -> the same dtype, each rounded once to the nearest bfloat16.
+
+    XNNPACK stores group scales as bf16 (executorch/backends/xnnpack/operators/node_visitor.py),
+    so the .pte already computes with these values; rounding every scale here makes the eager
+    model, the .pte, the ONNX model (fp32 scales) and the GGUF file (fp16 scales, which hold any
+    bf16 value in their range exactly) dequantize to the same weights.
+    """
+    return scale.to(torch.bfloat16).to(scale.dtype)
 
 
 def _cast_rows(module: nn.Module, *, dtype: torch.dtype, transform=None, rows_per_chunk: int = 8192) -> None:

@@ -42,18 +42,23 @@ def test_group_size_must_divide_each_linear(tmp_path):
 def test_row_chunked_quantization_equals_one_piece(bits, group):
     from torchao.quantization import quantize_
 
-    from edge.quantize import QuantReport, _linear_config, _quantize_rows
+    from edge.quantize import QuantReport, _linear_config, _quantize_rows, bf16_exact
 
     w = torch.randn(300, 64, generator=torch.Generator().manual_seed(0))
     whole = torch.nn.Linear(64, 300, bias=False)
     whole.weight = torch.nn.Parameter(w.clone(), requires_grad=False)
     quantize_(whole, _linear_config(bits, group))
+    torchao_scale = whole.weight.scale.clone()
+    whole.weight.scale.copy_(bf16_exact(torchao_scale))  # edge rounds every scale to bf16, as XNNPACK stores them
     chunked = torch.nn.Linear(64, 300, bias=False)
     chunked.weight = torch.nn.Parameter(w.clone(), requires_grad=False)
     report = QuantReport()
     _quantize_rows(chunked, _linear_config(bits, group), name="x", report=report, rows_per_chunk=64)  # 5 chunks, last partial
     for field in ("qdata", "scale", "zero_point"):
         assert torch.equal(getattr(chunked.weight, field), getattr(whole.weight, field))
+    rel = ((chunked.weight.scale - torchao_scale).abs() / torchao_scale).max()
+    assert 0 < rel <= 2**-8  # rounded to bf16 (8 significant bits: half an ulp is 2^-8 relative)
+    assert torch.equal(chunked.weight.scale.to(torch.bfloat16).float(), chunked.weight.scale)
     x = torch.randn(4, 64)
     torch.testing.assert_close(chunked(x), whole(x), rtol=0, atol=0)
     assert report.weight_sqnr_db["x.weight"] == pytest.approx(sqnr_db(w, whole.weight), abs=1e-3)

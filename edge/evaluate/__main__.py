@@ -1,6 +1,6 @@
 """`python -m edge.evaluate --pte X.pte --reference CHECKPOINT --text FILE`
 
-In:  the .pte, its reference checkpoint, held-out text; --context, --max-windows,
+In:  the .pte (or an ONNX model: --model out/x/onnx), its reference checkpoint, held-out text; --context, --max-windows,
      --tokenizer, --json.
 Out: a markdown table row on stdout (with its header), the result as JSON
      (default: evaluate.json beside the .pte, written atomically), progress on
@@ -24,8 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     from edge.errors import interrupt_on_termination
 
     interrupt_on_termination()
-    p = argparse.ArgumentParser(prog="python -m edge.evaluate", description="Perplexity, top-1 agreement and KL of a .pte against its reference checkpoint.")
-    p.add_argument("--pte", type=Path, required=True)
+    p = argparse.ArgumentParser(prog="python -m edge.evaluate", description="Perplexity, top-1 agreement and KL of a .pte or ONNX model against its reference checkpoint.")
+    p.add_argument("--pte", "--model", dest="pte", type=Path, required=True,
+                   help="the .pte, or an ONNX model (the onnx/ folder edge.export wrote, or its model.onnx)")
     p.add_argument("--reference", type=Path, required=True, help="the checkpoint the .pte was exported from")
     p.add_argument("--text", type=Path, required=True, help="held-out text (UTF-8)")
     p.add_argument("--context", type=int, default=256, help="tokens per window, BOS included (default 256)")
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge.progress import Progress
 
     progress = Progress(quiet=ns.quiet)
-    out = ns.json or ns.pte.parent / "evaluate.json"
+    out = ns.json or (ns.pte if ns.pte.is_dir() else ns.pte.parent) / "evaluate.json"
     try:
         check_output_path(out, what="--json")
         with progress.stage("evaluate", f"{ns.pte} vs {ns.reference}"):

@@ -1,6 +1,7 @@
-"""Quality of a .pte against its reference checkpoint, on held-out text.
+"""Quality of a .pte (or an ONNX model) against its reference checkpoint, on held-out text.
 
-In:  a .pte (run in ExecuTorch's runtime, with its KV cache), the reference
+In:  a .pte (run in ExecuTorch's runtime, with its KV cache) or the ONNX model edge.export
+     wrote beside it (run in ONNX Runtime, with its KV cache), the reference
      checkpoint (run eagerly in float32 through `edge.model`, which matches
      transformers to 1e-5), a text file, and a context length.
 Out: `EvalResult`: perplexity of each, top-1 token agreement and the mean
@@ -29,6 +30,13 @@ from edge.checkpoint import Checkpoint, load_model, open_checkpoint
 from edge.errors import EdgeError
 from edge.metrics import compare_logits
 from edge.runtime import PteModel, load_pte
+
+
+def load_program(path: Path):
+    """A .pte, or an ONNX model (its folder or model.onnx) -> a model with PteModel's surface."""
+    from edge.formats.ort_runtime import is_onnx_model, load_onnx
+
+    return load_onnx(path) if is_onnx_model(path) else load_pte(path)
 
 
 @dataclass(frozen=True)
@@ -121,7 +129,7 @@ def evaluate(
 ) -> EvalResult:
     """(.pte, reference checkpoint, text) -> EvalResult; see the module docstring."""
     ckpt = open_checkpoint(reference)
-    pte = load_pte(pte_path)
+    pte = load_program(pte_path)
     if context < 2:
         raise EdgeError(f"context {context} is too short (at least 2 tokens)")
     if context >= pte.max_context:  # the program takes at most max_context - 1 tokens per call

@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-prefill", type=int, help="most tokens per forward call; longer prompts are prefilled in chunks "
                    "(default 128, or max context - 1 if less)")
     p.add_argument("--dtype", choices=["fp32", "bf16"], help="activation / unquantized weight dtype")
+    p.add_argument("--formats", metavar="pte,onnx,gguf", help="what to write (default pte): the same integers and scales in "
+                   "each; onnx/ for onnxruntime-genai, model.gguf for llama.cpp")
     p.add_argument("--full-logits", action="store_true", default=None, help="return logits for every position, not only the last")
     p.add_argument("--force", action="store_true", default=None, help="replace an existing output folder")
     q = p.add_argument_group("quantization")
@@ -99,6 +101,7 @@ def overrides_from_args(ns: argparse.Namespace) -> dict:
         "max_prefill": ns.max_prefill,
         "dtype": ns.dtype,
         "full_logits": ns.full_logits,
+        "formats": ns.formats,
         "force": ns.force,
         "device": ns.device,
     }
@@ -117,18 +120,25 @@ def overrides_from_args(ns: argparse.Namespace) -> dict:
 
 def print_summary(result, *, config, stream=sys.stdout) -> None:
     mb = lambda b: f"{b / 2**20:9.1f} MiB"  # noqa: E731
-    print(f"\nexported {result.pte}", file=stream)
-    print(f"  .pte size        {mb(result.pte_bytes)}", file=stream)
-    for kind, b in result.size_breakdown.items():
-        print(f"    {kind:<38} {mb(b)}", file=stream)
+    print(f"\nexported {result.pte or result.output_dir}", file=stream)
+    if result.pte is not None:
+        print(f"  .pte size        {mb(result.pte_bytes)}", file=stream)
+        for kind, b in result.size_breakdown.items():
+            print(f"    {kind:<38} {mb(b)}", file=stream)
+    for fmt, prefix in (("onnx", "onnx/"), ("gguf", "model.gguf")):
+        size = sum(b for name, b in result.files.items() if name.startswith(prefix))
+        if size:
+            print(f"  {fmt} size        {mb(size)}  ({result.output_dir / prefix.rstrip('/')})", file=stream)
     times = "  ".join(f"{k} {v:.1f}s" for k, v in result.stage_seconds.items())
     print(f"  stage times      {times}  (total {sum(result.stage_seconds.values()):.1f}s)", file=stream)
-    print(f"  files            {result.output_dir}/: {result.pte.name}, {result.tokenizer.name}, manifest.json, NOTICE", file=stream)
-    print(
-        "  run it           python -m android_bench --host "
-        f"--pte {result.pte} --tokenizer {result.tokenizer}",
-        file=stream,
-    )
+    tops = sorted({name.split("/")[0] + ("/" if "/" in name else "") for name in result.files} | {"manifest.json", "NOTICE", result.tokenizer.name})
+    print(f"  files            {result.output_dir}/: {', '.join(tops)}", file=stream)
+    if result.pte is not None:
+        print(
+            "  run it           python -m android_bench --host "
+            f"--pte {result.pte} --tokenizer {result.tokenizer}",
+            file=stream,
+        )
 
 
 def torch_oom() -> type[BaseException]:

@@ -29,13 +29,14 @@ import torch
 
 from edge.calibration import Calibration
 from edge.checkpoint import Checkpoint, load_model, open_checkpoint
-from edge.config import Device, DType, ExportConfig, Rounding
+from edge.config import Device, DType, ExportConfig, Format, Rounding
 from edge.errors import EdgeError
 from edge.io import check_output_path, disk_full_error, publish_folder, sha256_file
 from edge.lower import RunnerMetadata, export_program, lower_program, pte_nbytes, write_pte
 from edge.model import Transformer
 from edge.progress import Progress
 from edge.export.finetune_stage import Finetuned, attach, check_finetuned, finetune_record
+from edge.export.formats_stage import check_formats, write_formats
 from edge.export.rotation_stage import check_rotation, calibration_for, make_rotations, spinquant_record
 from edge.quantize import GPTQInputs, QuantReport, check_group_size, quantize_model
 
@@ -53,10 +54,11 @@ TORCH_DTYPES = {DType.FP32: torch.float32, DType.BF16: torch.bfloat16}
 @dataclass
 class ExportResult:
     output_dir: Path
-    pte: Path
+    pte: Path | None  # None when formats leaves out pte
     tokenizer: Path | None
     manifest: Path
     pte_bytes: int
+    files: dict[str, int] = field(default_factory=dict)  # every output file (relative path) -> bytes
     stage_seconds: dict[str, float] = field(default_factory=dict)
     size_breakdown: dict[str, int] = field(default_factory=dict)
 
@@ -150,9 +152,11 @@ def prepare(config: ExportConfig) -> Prepared:
     if ckpt.prequantized_group_size is not None:
         if config.dtype is not DType.FP32:
             raise EdgeError(f"{ckpt.path} is pre-quantized with fp32 scales: export it with dtype fp32")
+        check_formats(config, ckpt, adapters_kept=False)
         return Prepared(ckpt=ckpt)  # its rotations and integers are used as they are: no calibration
     check_rotation(config, ckpt)
     finetuned = check_finetuned(config, ckpt)
+    check_formats(config, ckpt, adapters_kept=finetuned is not None and finetuned.adapters is not None and not finetuned.merge)
     return Prepared(ckpt=ckpt, calibration=calibration_for(config, ckpt), finetuned=finetuned)
 
 
@@ -166,19 +170,20 @@ def write_outputs(
     finetune: dict | None = None,
     rotations,
     breakdown: dict[str, int],
-    metadata: RunnerMetadata,
+    metadata: RunnerMetadata | None,
     progress: Progress,
+    staged: Path | None = None,
 ) -> ExportResult:
-    """Lowered program -> the output folder, all or nothing."""
+    """Lowered program (None: no .pte) and staged onnx/ + model.gguf -> the output folder, all or nothing."""
     out = config.output
-    needed = pte_nbytes(program)
+    needed = pte_nbytes(program) if program is not None else 0
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         if needed is not None and (free := shutil.disk_usage(out.parent).free) < needed:
             raise EdgeError(f"no space left on the device for {out}: the .pte needs {needed / 2**20:.0f} MiB, "
                             f"{free / 2**20:.0f} MiB free; nothing was written")
         return _write_folder(program=program, config=config, ckpt=ckpt, report=report, spinquant=spinquant, finetune=finetune,
-                             rotations=rotations, breakdown=breakdown, metadata=metadata, progress=progress)
+                             rotations=rotations, breakdown=breakdown, metadata=metadata, progress=progress, staged=staged)
     except OSError as e:
         full = disk_full_error(e, path=out / PTE_NAME, needed_bytes=needed)
         if full is None:
@@ -186,13 +191,20 @@ def write_outputs(
         raise full from None
 
 
-def _write_folder(*, program, config, ckpt, report, spinquant, finetune, rotations, breakdown, metadata, progress) -> ExportResult:
+def _write_folder(*, program, config, ckpt, report, spinquant, finetune, rotations, breakdown, metadata, progress, staged) -> ExportResult:
     out = config.output
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
         pte = tmp / PTE_NAME
-        pte_bytes = write_pte(program, pte)
-        progress.info(f"wrote {pte_bytes / 2**20:.1f} MiB; hashing inputs and output")
+        pte_bytes = 0
+        if program is not None:
+            pte_bytes = write_pte(program, pte)
+            progress.info(f"wrote {pte_bytes / 2**20:.1f} MiB; hashing inputs and output")
+        if staged is not None:
+            for part in staged.iterdir():
+                part.rename(tmp / part.name)
+        written = sorted(p for p in tmp.rglob("*") if p.is_file())  # model.pte, onnx/*, model.gguf
+        files = {str(p.relative_to(tmp)): p.stat().st_size for p in written}
         tokenizer = tmp / ckpt.tokenizer.name  # type: ignore[union-attr]
         shutil.copyfile(ckpt.tokenizer, tokenizer)  # type: ignore[arg-type]
         shutil.copyfile(NOTICE, tmp / "NOTICE")
@@ -209,7 +221,8 @@ def _write_folder(*, program, config, ckpt, report, spinquant, finetune, rotatio
             "config": config.to_dict() | {"checkpoint": str(ckpt.path)},
             "checkpoint_format": ckpt.format.value,
             "model": asdict(ckpt.args) | {"n_params": ckpt.args.n_params},
-            "runner_metadata": metadata.methods(),
+            "formats": [f.value for f in config.formats],
+            "runner_metadata": metadata.methods() if metadata is not None else None,
             "quantization": {
                 "scheme": report.scheme,
                 "min_weight_sqnr_db": {
@@ -223,9 +236,9 @@ def _write_folder(*, program, config, ckpt, report, spinquant, finetune, rotatio
             "versions": versions(),
             "sha256": {
                 "inputs": {str(p.relative_to(ckpt.path)): sha256_file(p) for p in inputs},  # type: ignore[union-attr]
-                "output": {PTE_NAME: sha256_file(pte), tokenizer.name: sha256_file(tokenizer)},
+                "output": {str(p.relative_to(tmp)): sha256_file(p) for p in [*written, tokenizer]},
             },
-            "size_bytes": {"pte": pte_bytes, "by_tensor_kind": breakdown},
+            "size_bytes": {"pte": pte_bytes, "files": files, "by_tensor_kind": breakdown},
             "stage_seconds": {k: round(v, 2) for k, v in progress.stage_seconds.items()},
             "stage_peak_rss_mb": {k: round(v) for k, v in progress.stage_peak_rss_mb.items()},
         }
@@ -236,10 +249,11 @@ def _write_folder(*, program, config, ckpt, report, spinquant, finetune, rotatio
         raise
     return ExportResult(
         output_dir=out,
-        pte=out / PTE_NAME,
+        pte=out / PTE_NAME if program is not None else None,
         tokenizer=out / tokenizer.name,
         manifest=out / MANIFEST_NAME,
         pte_bytes=pte_bytes,
+        files=files,
         stage_seconds=dict(progress.stage_seconds),
         size_breakdown=breakdown,
     )
@@ -291,34 +305,46 @@ def run_export(config: ExportConfig, *, progress: Progress) -> ExportResult:
 
 
 def _export_and_write(config: ExportConfig, prepared: Prepared, *, progress: Progress, model, report, rotations) -> ExportResult:
-    """Quantized model -> export -> lower -> serialize."""
+    """Quantized model -> (onnx/, model.gguf) -> export -> lower -> serialize."""
     ckpt, args = prepared.ckpt, prepared.ckpt.args
     breakdown = size_breakdown(model)
     finetune = finetune_record(prepared.finetuned, model)
+    staged = write_formats(model, config, ckpt, progress=progress)  # from the same quantized tensors as the .pte
+    try:
+        program = metadata = None
+        if Format.PTE in config.formats:
+            program, metadata = _lower(config, model, ckpt, progress=progress)
+        del model
+        with progress.stage("serialize", str(config.output)):
+            return write_outputs(
+                program=program, config=config, ckpt=ckpt, report=report, breakdown=breakdown, metadata=metadata,
+                progress=progress, spinquant=spinquant_record(config, prepared, rotations), rotations=rotations,
+                finetune=finetune, staged=staged,
+            )
+    finally:
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
+
+
+def _lower(config: ExportConfig, model, ckpt: Checkpoint, *, progress: Progress):
+    """Quantized model -> (lowered ExecuTorch program, its runner metadata)."""
     max_prefill = config.prefill_chunk
     with progress.stage("export", f"torch.export, 1..{max_prefill} tokens per call, KV cache {config.max_context}"):
         ep = export_program(model, max_prefill=max_prefill)
-    del model
     metadata = RunnerMetadata(
         # The runner prefills in chunks of max_seq_len. A program taking max_context - 1 tokens per call
         # says max_context, as before chunking: with max_context - 1, ExecuTorch 1.5's TextLLMRunner
         # fails a generation that reaches the cache's last position.
         max_seq_len=config.max_context if max_prefill == config.max_context - 1 else max_prefill,
         max_context_len=config.max_context,
-        vocab_size=args.vocab_size,
-        n_layers=args.n_layers,
+        vocab_size=ckpt.args.vocab_size,
+        n_layers=ckpt.args.n_layers,
         bos_id=ckpt.bos_id,
         eos_ids=ckpt.eos_ids,
     )
     with progress.stage("lower", "XNNPACK delegate, ExecuTorch program"):
         program = lower_program(ep, metadata)
-    del ep
-    with progress.stage("serialize", str(config.output)):
-        result = write_outputs(
-            program=program, config=config, ckpt=ckpt, report=report, breakdown=breakdown, metadata=metadata,
-            progress=progress, spinquant=spinquant_record(config, prepared, rotations), rotations=rotations, finetune=finetune,
-        )
-    return result
+    return program, metadata
 
 
 def quant_summary(config: ExportConfig) -> dict[str, str]:
