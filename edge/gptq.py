@@ -40,10 +40,14 @@ QMIN, QMAX = -8, 7
 
 
 def choose_scales(w: torch.Tensor, *, grid: int = 100, max_shrink: float = 0.8, norm: float = 2.4) -> torch.Tensor:
-    """w [out, g] (one group per row) -> scale [out]: c * max|w| / 7, c by the MSE clipping search."""
+    """w [out, g] (one group per row) -> scale [out]: c * max|w| / 7, c by the MSE clipping search.
+
+    Candidates are rounded to bf16 before the search (`edge.quantize.bf16_exact`: the value XNNPACK
+    stores), so the integers are chosen against the scale the program computes with.
+    """
     amax = w.abs().amax(dim=1).clamp(min=1e-12)  # [out]
     ratios = 1.0 - torch.arange(int(max_shrink * grid), dtype=w.dtype, device=w.device) / grid  # [P]
-    scales = ratios[:, None] * amax[None, :] / QMAX  # [P, out]
+    scales = (ratios[:, None] * amax[None, :] / QMAX).to(torch.bfloat16).to(w.dtype)  # [P, out]
     q = torch.clamp(torch.round(w[None] / scales[..., None]), QMIN, QMAX) * scales[..., None]  # [P, out, g]
     err = (q - w[None]).abs().pow(norm).sum(dim=-1)  # [P, out]
     return scales.gather(0, err.argmin(dim=0, keepdim=True))[0]

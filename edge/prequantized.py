@@ -191,7 +191,8 @@ def _assign(ckpt: Checkpoint, model: Transformer, stem: str, weight: torch.Tenso
     per_row = stem in ("embed_tokens", "lm_head")
     bits = WeightBits.INT8 if per_row else WeightBits.INT4
     try:
-        qweight = intx_tensor_from_integers(weight, scales.float(), bits=bits, embedding=isinstance(module, nn.Embedding))
+        qweight = intx_tensor_from_integers(weight, scales.float(), bits=bits, embedding=isinstance(module, nn.Embedding),
+                                            bf16_scales=False)
     except EdgeError as e:
         raise EdgeError(f"{ckpt.path}: {stem}.weight: {e}") from None
     module.weight = nn.Parameter(qweight, requires_grad=False)

@@ -93,7 +93,7 @@ def scheme_config(quant: QuantizationConfig, kind: LayerKind):
 
 
 def intx_tensor_from_integers(
-    qdata: torch.Tensor, scale: torch.Tensor, *, bits: WeightBits, embedding: bool = False
+    qdata: torch.Tensor, scale: torch.Tensor, *, bits: WeightBits, embedding: bool = False, bf16_scales: bool = True
 ) -> torch.Tensor:
     """Integers already chosen elsewhere (GPTQ, a pre-quantized checkpoint) -> torchao's own tensor.
 
@@ -101,6 +101,8 @@ def intx_tensor_from_integers(
     float (one group per row: per channel). Zero points are 0 (symmetric). The result is
     the `IntxUnpackedToInt8Tensor` that `quantize_` would have made (8-bit dynamic
     activations for linears, none for an embedding), so export and lowering do not change.
+    bf16_scales: round the scales to bf16 as every other path here does (`bf16_exact`); False keeps
+    a pre-quantized checkpoint's fp32 scales as they are.
     """
     from torchao.quantization import IntxUnpackedToInt8Tensor
 
@@ -126,7 +128,7 @@ def intx_tensor_from_integers(
     block_size = (1, group)
     attrs = {n: getattr(proto, n) for n in proto.tensor_attribute_names} | {"block_size": block_size}
     return IntxUnpackedToInt8Tensor(
-        qdata.contiguous(), bf16_exact(scale.float()).contiguous(), torch.zeros_like(scale, dtype=torch.int8), **attrs
+        qdata.contiguous(), (bf16_exact(scale.float()) if bf16_scales else scale.float()).contiguous(), torch.zeros_like(scale, dtype=torch.int8), **attrs
     )
 
 
