@@ -35,9 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--host", dest="target", action="store_const", const=Target.HOST.value, help="same as --target host")
     t.add_argument("--serial", action="append", help="device serial (repeatable: benchmarked in turn); default: the only one attached")
     t.add_argument("--runner", type=Path, help="llama_main built for arm64-v8a (on --host: optional, a host-built llama_main)")
+    t.add_argument("--onnx-runner", type=Path, help="onnxruntime-genai's model_benchmark, for ONNX models (on --host: default "
+                   "android_bench.ort_host_runner)")
+    t.add_argument("--llamacpp-runner", type=Path, help="llama.cpp's llama-completion, for .gguf models (on --host: default the one on PATH)")
     t.add_argument("--device-dir", help="work folder on the phone (default /data/local/tmp/edge_bench)")
     m = p.add_argument_group("what")
-    m.add_argument("--pte", action="append", type=Path, help=".pte to measure (repeatable)")
+    m.add_argument("--pte", "--model", dest="pte", action="append", type=Path,
+                   help="model to measure (repeatable): a .pte, an ONNX folder or a .gguf, each in its own runtime")
     m.add_argument("--label", action="append", help="row name for each --pte, in order (default: the .pte's folder name)")
     m.add_argument("--tokenizer", type=Path, help="tokenizer for every .pte (default: tokenizer.json/.model beside each)")
     m.add_argument("--baseline", help="label of the row the ratios are against (default: the bf16 export)")

@@ -32,6 +32,7 @@ from android_bench.prompt import PromptBuilder
 from android_bench.records import MIB, BenchResult, LogSource, Phase, RunRecord, Status, make_result
 from android_bench.placement import Placement, placement
 from android_bench.runner_flags import RunFlags, run_flags
+from android_bench.runtimes import Runtime, command, genai_config_with_threads, model_files, parse_llama_perf, parse_model_benchmark
 from android_bench.script import RunCommand, RunOutput, run_script
 from android_bench.targets import AndroidTarget, HostTarget
 from edge.progress import Progress
@@ -86,6 +87,7 @@ class Session:
     def run_once(
         self, *, target: AndroidTarget | HostTarget, facts: DeviceFacts, model: ModelSpec, n: int, script: str,
         phase: Phase, index: int, place: Placement, chosen: RunFlags, runner_name: str, runner_flags: str,
+        parse=parse_observer, runner_build: str | None = None,
     ) -> RunRecord:
         """Cool down, read the thermal state, run, read it again -> the run's record (appended)."""
         cfg = self.config
@@ -104,7 +106,7 @@ class Session:
             cpu_mask=place.mask, phase=phase.value, run_index=index, timestamp=timestamp, cooldown_s=round(cool.seconds, 3),
             cooldown_timed_out=cool.timed_out, thermal_status_before=before.thermal_status,
             battery_temp_c_before=before.battery_temp_c, cpu_temp_c_before=before.cpu_temp_c,
-            charging_before=before.charging, plugged=before.plugged,
+            charging_before=before.charging, plugged=before.plugged, runtime=model.runtime.value, runner_build=runner_build,
         )
         try:
             out: RunOutput = target.execute(script, timeout=cfg.run_timeout_s)
@@ -136,8 +138,8 @@ class Session:
             error = f"{exit_reason(out.exit_code)}: {last_error_line(logs) or 'no message on stderr or in logcat'}"
         if error is None:
             try:
-                stats = parse_observer(out.stdout + "\n" + logs)
-            except ObserverParseError as e:
+                stats = parse(out.stdout + "\n" + logs)
+            except (ObserverParseError, BenchError) as e:
                 error = f"cannot parse the runner's output: {e}"
         if error is not None:
             rec = self._record(**common, **measured, status=Status.FAILED.value, error=error,
@@ -169,6 +171,8 @@ class Session:
     # -- one configuration -----------------------------------------------------------------
     def measure_model(self, *, target: AndroidTarget | HostTarget, facts: DeviceFacts, model: ModelSpec) -> None:
         """Every prompt length of one model on one target (faults of the runner are recorded)."""
+        if model.runtime is not Runtime.EXECUTORCH:
+            return self.measure_runtime(target=target, facts=facts, model=model)
         cfg = self.config
         builder = self._builder(model.tokenizer)
         text_tokens = {n: n for n in cfg.prompt_tokens}
@@ -216,6 +220,74 @@ class Session:
                             self.progress.info(f"{name} · the runner counted {rec.prompt_tokens} prompt tokens; prompt rebuilt")
                 if failed:
                     break
+
+    def measure_runtime(self, *, target: AndroidTarget | HostTarget, facts: DeviceFacts, model: ModelSpec) -> None:
+        """Every prompt length of an ONNX model (onnxruntime-genai) or a .gguf (llama.cpp) on one target:
+        the same prompts, threads, cores, cool-down and sampling of /proc as for a .pte."""
+        cfg = self.config
+        place = placement(facts=facts, threads=cfg.threads, taskset=cfg.taskset, pin_big_cores=cfg.pin_big_cores)
+        prompts = {n: self._prompt_file(model, n, n) for n in cfg.prompt_tokens}
+        label_dir = re.sub(r"[^A-Za-z0-9._-]+", "_", model.label)
+        files, model_rel = self._runtime_files(model, threads=place.threads)
+        runner = cfg.onnx_runner if model.runtime is Runtime.ONNXRUNTIME else cfg.llamacpp_runner
+        try:
+            staged = target.stage_runtime(label_dir=label_dir, runtime=model.runtime, files=files, model_rel=model_rel,
+                                          prompts=prompts, runner=runner)
+            build = target.runner_build(model.runtime, staged)
+        except BenchError as e:  # no runner for this runtime: the other models go on
+            self.faults.append(f"{target.id} · {model.label}: {e}")
+            self.progress.info(f"error: {target.id} · {model.label}: {e}")
+            return
+        self.progress.info(f"{target.id}: {model.runtime.value} runner {staged.runner} ({build})")
+        parse = parse_model_benchmark if model.runtime is Runtime.ONNXRUNTIME else parse_llama_perf
+        chosen = RunFlags(flags=(), prompt_as_file=True, ignore_eos=True, length_flag=cfg.length_flag)
+        for n in cfg.prompt_tokens:
+            name = f"{target.id} · {model.label} · prompt {n}"
+            for phase, count in ((Phase.WARMUP, cfg.warmup), (Phase.MEASURED, cfg.repetitions)):
+                failed = False
+                for i in range(1, count + 1):
+                    words = command(model.runtime, runner=staged.runner, model=staged.model_path, prompt_file=staged.prompt_files[n],
+                                    new_tokens=cfg.max_new_tokens, threads=place.threads, context=2 * n + cfg.max_new_tokens + 16)
+                    cmd = RunCommand(runner=staged.runner, model_path=staged.model_path, tokenizer_path="", prompt_file=staged.prompt_files[n],
+                                     flags=(), words=words, prefix=("taskset", place.mask) if place.mask else ())
+                    self._runs += 1
+                    script = run_script(workdir=staged.workdir, command=cmd, interval_s=cfg.rss_interval_s, run_id=f"{os.getpid()}-{self._runs}")
+                    rec = self.run_once(target=target, facts=facts, model=model, n=n, script=script, phase=phase, index=i, place=place,
+                                        chosen=chosen, runner_name=staged.runner, runner_flags=model.runtime.value, parse=parse,
+                                        runner_build=build)
+                    self.progress.info(f"{name} · {phase.value} {i}/{count} · " + _brief(rec))
+                    if not rec.ok:
+                        self.faults.append(f"{name}: {rec.error}")
+                        failed = True
+                        break
+                    if phase is Phase.WARMUP and i == 1 and rec.prompt_tokens and rec.prompt_tokens != n:
+                        # This runner's tokenizer counts differently (a BOS of its own): rebuild the prompt once.
+                        want = n - (rec.prompt_tokens - n)
+                        if want >= 1:
+                            prompts[n] = self._prompt_file(model, want, n)
+                            staged = target.stage_runtime(label_dir=label_dir, runtime=model.runtime, files=files,
+                                                          model_rel=model_rel, prompts=prompts, runner=runner)
+                            self.progress.info(f"{name} · the runner counted {rec.prompt_tokens} prompt tokens; prompt rebuilt")
+                if failed:
+                    break
+
+    def _runtime_files(self, model: ModelSpec, *, threads: int | None) -> tuple[dict[str, Path], str]:
+        """-> (files to stage, by path relative to the model's folder; the model's path among them).
+
+        An ONNX folder is staged with its genai_config.json rewritten to the run's thread count
+        (model_benchmark has no thread flag); the other files are the export's own.
+        """
+        if model.runtime is Runtime.LLAMACPP:
+            return {model.pte.name: model.pte}, model.pte.name
+        local = self.tmp / re.sub(r"[^A-Za-z0-9._-]+", "_", model.label) / "onnx"
+        local.mkdir(parents=True, exist_ok=True)
+        files = {}
+        for f in model_files(model.pte):
+            if f.name == "genai_config.json":
+                (local / f.name).write_text(genai_config_with_threads(f.read_text(), threads))
+                f = local / f.name
+            files[f"onnx/{f.name}"] = f
+        return files, "onnx"
 
     def run(self, targets: list[AndroidTarget | HostTarget]) -> None:
         """Every target in turn; device-level faults end that device, never the session."""

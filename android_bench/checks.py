@@ -71,6 +71,10 @@ def tail(text: str) -> str:
 def exit_reason(code: int) -> str:
     """An exit status -> what happened (adbd shields shell children from lmkd, so an out-of-memory
     runner dies by the kernel's OOM killer: SIGKILL, exit 137)."""
+    if code == 126:
+        return "the runner cannot be executed here (exit 126: built for another CPU architecture, or not executable)"
+    if code == 127:
+        return "the runner was not found (exit 127)"
     signal = code - 128 if code > 128 else -code
     if signal == 9:
         return f"the runner was killed (SIGKILL{f', exit {code}' if code > 0 else ''}), likely out of memory"
@@ -81,7 +85,7 @@ def exit_reason(code: int) -> str:
 
 def last_error_line(stderr: str) -> str:
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if re.match(r"^(E |E\d|ERROR|Error|error|\[.*\] .*(Fail|Error))", ln) or "Failed" in ln or "failed" in ln]
+    errors = [ln for ln in lines if re.match(r"^(E |E\d|ERROR|Error|error|Exception|\[.*\] .*(Fail|Error))", ln) or "Failed" in ln or "failed" in ln]
     return (errors or lines or [""])[-1][:200]
 
 

@@ -11,7 +11,11 @@ YAML layout (every key optional except `pte`; `runner` is needed on a phone):
     target: android             # android | host
     serial: [R5CX10ABCDE]       # phones, benchmarked in turn (default: the only one attached)
     runner: build/llama_main    # llama_main built for arm64-v8a
+    onnx_runner: null           # onnxruntime-genai's model_benchmark (phone: arm64 build; host: default
+                                # android_bench.ort_host_runner, the same measurements through its Python package)
+    llamacpp_runner: null       # llama.cpp's llama-completion (host default: the one on PATH)
     pte: [out/llama3_2_1b_bf16/model.pte, out/llama3_2_1b_8da4w/model.pte]
+                                # also ONNX folders (out/x/onnx) and .gguf files: each runs in its runtime
     label: [1B BF16, 1B 8da4w]  # one per pte (default: the pte's folder name)
     baseline: 1B BF16           # default: the bf16, unquantized export (from its manifest)
     prompt_tokens: [64]
@@ -78,6 +82,8 @@ class BenchConfig:
     target: Target = Target.ANDROID
     serial: tuple[str, ...] = ()
     runner: Path | None = None
+    onnx_runner: Path | None = None
+    llamacpp_runner: Path | None = None
     tokenizer: Path | None = None
     label: tuple[str, ...] = ()
     baseline: str | None = None
@@ -151,6 +157,16 @@ def _existing_file(value: Any, key: str, problems: list[str]) -> Path | None:
     return p
 
 
+def _existing_model(value: Any, problems: list[str]) -> Path | None:
+    """A .pte or .gguf file, or an ONNX model (model.onnx or its folder)."""
+    if isinstance(value, (str, Path)) and str(value) and Path(value).is_dir():
+        if (Path(value) / "model.onnx").is_file():
+            return Path(value)
+        problems.append(f"pte: {value} is a folder without model.onnx")
+        return None
+    return _existing_file(value, "pte", problems)
+
+
 def parse_bench_config(raw: dict[str, Any], *, source: str) -> BenchConfig:
     """A YAML-shaped mapping -> BenchConfig, or one BenchError listing every problem."""
     if not isinstance(raw, dict):
@@ -158,7 +174,7 @@ def parse_bench_config(raw: dict[str, Any], *, source: str) -> BenchConfig:
     problems = [f"unknown key {k!r}" for k in sorted(set(raw) - set(FIELDS))]
     get = lambda k: raw.get(k, _DEFAULTS.get(k))  # noqa: E731
 
-    ptes = [_existing_file(p, "pte", problems) for p in _as_list(raw.get("pte"))]
+    ptes = [_existing_model(p, problems) for p in _as_list(raw.get("pte"))]
     if not ptes:
         problems.append("pte: no .pte given (pass --pte FILE)")
     labels = [_str(x, "label", problems) for x in _as_list(raw.get("label"))]
@@ -201,6 +217,8 @@ def parse_bench_config(raw: dict[str, Any], *, source: str) -> BenchConfig:
         "target": target,
         "serial": tuple(s for s in serials if s is not None),
         "runner": runner,
+        "onnx_runner": _existing_file(get("onnx_runner"), "onnx_runner", problems),
+        "llamacpp_runner": _existing_file(get("llamacpp_runner"), "llamacpp_runner", problems),
         "tokenizer": _existing_file(get("tokenizer"), "tokenizer", problems),
         "label": tuple(x for x in labels if x is not None),
         "baseline": _str(get("baseline"), "baseline", problems),
@@ -243,7 +261,7 @@ def load_bench_config(*, config: Path | None, overrides: dict[str, Any]) -> Benc
         source = str(config)
         base = Path(config).resolve().parent
         # Relative paths in a YAML file are relative to that file.
-        for key in ("pte", "runner", "tokenizer", "output"):
+        for key in ("pte", "runner", "onnx_runner", "llamacpp_runner", "tokenizer", "output"):
             if key in raw and raw[key] is not None:
                 items = [str(base / p) if not Path(str(p)).is_absolute() else p for p in _as_list(raw[key])]
                 raw[key] = items if isinstance(raw[key], list) else items[0]

@@ -1,7 +1,9 @@
-"""The .pte files of a session: labels, tokenizers, schemes and the baseline.
+"""The models of a session: labels, tokenizers, schemes, runtimes and the baseline.
 
-In:  `BenchConfig` (--pte, --label, --tokenizer, --baseline) and each .pte's manifest.json.
-Out: `ModelSpec` per .pte, and the label the ratios are against.
+In:  `BenchConfig` (--pte, --label, --tokenizer, --baseline) and each export's manifest.json.
+     A --pte is a .pte (ExecuTorch), an ONNX folder (ONNX Runtime) or a .gguf (llama.cpp): the
+     three files `edge.export --formats pte,onnx,gguf` writes from the same weights.
+Out: `ModelSpec` per model, and the label the ratios are against.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from android_bench.config import BenchConfig, BenchError
+from android_bench.runtimes import Runtime, model_files, runtime_of
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,7 @@ class ModelSpec:
     pte_bytes: int
     pte_sha256: str
     scheme: str  # bf16 | fp32 | 8da4w | ... (from its manifest.json) | unknown
+    runtime: Runtime = Runtime.EXECUTORCH
 
 
 def scheme_from_manifest(manifest: dict) -> str:
@@ -41,21 +45,24 @@ def scheme_from_manifest(manifest: dict) -> str:
 
 def describe_models(config: BenchConfig) -> list[ModelSpec]:
     """--pte (and --label, --tokenizer) -> ModelSpecs (BenchError when a tokenizer is missing)."""
-    from edge.io import sha256_file
 
     specs = []
     for i, pte in enumerate(config.pte):
-        manifest_path = pte.parent / "manifest.json"
+        runtime = runtime_of(pte)
+        if runtime is Runtime.ONNXRUNTIME and not pte.is_dir():
+            pte = pte.parent  # model.onnx -> its folder, which onnxruntime-genai loads
+        manifest_path = pte.parent / "manifest.json"  # the export folder's (an ONNX folder sits inside it)
         manifest: dict = {}
         if manifest_path.is_file():
             try:
                 manifest = json.loads(manifest_path.read_text())
             except (OSError, json.JSONDecodeError):
                 manifest = {}
-        label = config.label[i] if config.label else (pte.parent.name if pte.stem == "model" else pte.stem)
+        label = config.label[i] if config.label else _default_label(pte, runtime)
         tokenizer = config.tokenizer
         if tokenizer is None:
-            found = [pte.parent / n for n in ("tokenizer.json", "tokenizer.model") if (pte.parent / n).is_file()]
+            near = pte if runtime is Runtime.ONNXRUNTIME else pte.parent
+            found = [near / n for n in ("tokenizer.json", "tokenizer.model") if (near / n).is_file()]
             if not found:
                 raise BenchError(f"no tokenizer.json or tokenizer.model beside {pte} (pass --tokenizer FILE)")
             tokenizer = found[0]
@@ -64,15 +71,36 @@ def describe_models(config: BenchConfig) -> list[ModelSpec]:
                 label=label,
                 pte=pte,
                 tokenizer=tokenizer,
-                pte_bytes=pte.stat().st_size,
-                pte_sha256=sha256_file(pte),
+                pte_bytes=sum(f.stat().st_size for f in model_files(pte) if not f.name.startswith("tokenizer")),
+                pte_sha256=_sha256(pte, runtime),
                 scheme=scheme_from_manifest(manifest) if manifest else ("bf16" if "bf16" in label.lower() else "unknown"),
+                runtime=runtime,
             )
         )
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
         raise BenchError(f"two .pte files get the same label ({', '.join(labels)}); name them with --label")
     return specs
+
+
+def _default_label(path: Path, runtime: Runtime) -> str:
+    """model.pte -> its folder's name; an ONNX folder or model.gguf -> the export folder's name + the runtime."""
+    if runtime is Runtime.ONNXRUNTIME:
+        return f"{path.parent.name} · onnxruntime"
+    base = path.parent.name if path.stem == "model" else path.stem
+    return base if runtime is Runtime.EXECUTORCH else f"{base} · llama.cpp"
+
+
+def _sha256(path: Path, runtime: Runtime) -> str:
+    """The file's sha256; for an ONNX folder, the sha256 of its files' `sha256  name` lines."""
+    import hashlib
+
+    from edge.io import sha256_file
+
+    if runtime is not Runtime.ONNXRUNTIME:
+        return sha256_file(path)
+    lines = "".join(f"{sha256_file(f)}  {f.name}\n" for f in model_files(path))
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def pick_baseline(config: BenchConfig, models: list[ModelSpec]) -> str | None:

@@ -7,7 +7,7 @@ Out: `ConfigSummary` per (device, model, prompt length): median, min and max of 
      bf16 baseline row of the same device and prompt length, as in Meta's model card table.
 
 A configuration is identified by (target_id, label, prompt_tokens_requested). MB are 2**20
-bytes, as the model card's `.pte MB` (Llama 3.2 1B BF16 = 2358).
+bytes (MiB), as the model card's `.pte MB` (Llama 3.2 1B BF16 = 2358).
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ class Metric(enum.Enum):
             Metric.DECODE: "decode tok/s",
             Metric.TTFT: "TTFT s",
             Metric.PREFILL: "prefill tok/s",
-            Metric.PTE: ".pte MB",
-            Metric.RSS: "RSS MB",
+            Metric.PTE: "model MiB",
+            Metric.RSS: "RSS MiB",
             Metric.LOAD: "load s",
         }[self]
 
@@ -151,6 +151,8 @@ class RunRecord:
     plugged: bool | None = None
     # how the runner was called and where it ran
     runner_flags: str | None = None  # what its --helpshort listed
+    runtime: str = "executorch"  # executorch | onnxruntime | llama.cpp (android_bench.runtimes.Runtime)
+    runner_build: str | None = None  # the runner's build: package versions, llama.cpp's build line, or the binary's sha256
     length_flag: str | None = None  # LengthFlag value used
     ignore_eos: bool | None = None
     runner_threads: int | None = None  # most threads at once (/proc/<pid>/status Threads)

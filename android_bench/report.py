@@ -3,7 +3,7 @@
 In:  `BenchResult` (records, summaries, faults) and a text stream.
 Out: `WRITERS[fmt](result, stream)`, interchangeable:
        md     the model card's table per device and prompt length (decode tok/s, TTFT s,
-              prefill tok/s, .pte MB, RSS MB), each row with its ratio to the bf16 baseline row
+              prefill tok/s, model MiB, RSS MiB), each row with its ratio to the bf16 baseline row
               ("50.2 (2.6x)", "0.3 (-76.9%)"), a side-by-side table when there are several
               devices, a details table (median [min-max], runs), and loud warnings
        csv    one row per configuration: median, min, max, ratio and raw samples of each metric
@@ -141,7 +141,9 @@ def write_markdown(result: BenchResult, stream: TextIO) -> None:
     if len(devices) > 1:
         _write_side_by_side(result, devices, stream)
     _write_details(result, stream)
-    stream.write("MB = 2^20 bytes (as the model card's .pte MB). RSS is the runner process's peak (VmHWM).\n")
+    stream.write("MiB = 2^20 bytes (the model card's \"MB\" are MiB). Model MiB: the .pte, the ONNX model with its external "
+                 "data, or the .gguf. RSS is the runner process's peak (VmHWM); on --host it includes the Python interpreter "
+                 "of the host runners (torch's libraries for ExecuTorch, none for ONNX Runtime).\n")
 
 
 def _write_side_by_side(result: BenchResult, devices: list[str], stream: TextIO) -> None:
@@ -149,7 +151,7 @@ def _write_side_by_side(result: BenchResult, devices: list[str], stream: TextIO)
     labels = list(dict.fromkeys(s.label for s in result.summaries))
     by_key = {(s.target_id, s.label, s.prompt_tokens_requested): s for s in result.summaries}
     for n in lengths:
-        stream.write(f"### Side by side · prompt {n} tokens · decode tok/s / TTFT s / RSS MB\n\n")
+        stream.write(f"### Side by side · prompt {n} tokens · decode tok/s / TTFT s / RSS MiB\n\n")
         stream.write("| model | " + " | ".join(_device_name(result, d) for d in devices) + " |\n")
         stream.write("|---|" + "---:|" * len(devices) + "\n")
         for label in labels:

@@ -37,9 +37,12 @@ class RunCommand:
     flags: tuple[tuple[str, str | None], ...]  # (--flag, value); value None: a bare boolean flag
     prompt_as_file: bool = False  # --prompt_file P (ExecuTorch >= 1.2) instead of --prompt "$(cat P)"
     prefix: tuple[str, ...] = ()  # e.g. ("taskset", "f0")
+    words: str | None = None  # another runtime's runner: its whole command (android_bench.runtimes.command)
 
     def shell(self) -> str:
         """-> `[taskset MASK] RUNNER --model_path M --tokenizer_path T --prompt "$(cat P)" --flag v ...`"""
+        if self.words is not None:
+            return " ".join([*(shlex.quote(w) for w in self.prefix), self.words])
         words = [*(shlex.quote(w) for w in self.prefix), self.runner]
         words += ["--model_path", shlex.quote(self.model_path), "--tokenizer_path", shlex.quote(self.tokenizer_path)]
         if self.prompt_as_file:
@@ -55,7 +58,7 @@ def kill_leftover_command() -> str:
     """Shell words that kill the runner named in runner.pid, if it still runs (work folder is cwd)."""
     return (
         f"if [ -f {PID_FILE} ]; then old=$(cat {PID_FILE}); rm -f {PID_FILE};"
-        ' if [ -n "$old" ] && grep -q model_path /proc/$old/cmdline 2>/dev/null;'
+        ' if [ -n "$old" ] && grep -qE "model_path|input_folder|--model" /proc/$old/cmdline 2>/dev/null;'
         f' then kill -9 $old 2>/dev/null; echo "{LEFTOVER} $old"; fi; fi'
     )
 

@@ -184,6 +184,33 @@ class AndroidTarget:
             prompt_files={n: f"{label_dir}/prompt_{n}.txt" for n in prompts},
         )
 
+    def stage_runtime(self, *, label_dir: str, runtime, files: dict[str, Path], model_rel: str, prompts: dict[int, Path],
+                      runner: Path | None) -> StagedConfig:
+        """Push an ONNX Runtime or llama.cpp runner (with the lib*.so beside it) and the model's files."""
+        from android_bench.runtimes import Runtime
+
+        if runner is None:
+            what, flag = (("onnxruntime-genai's model_benchmark", "--onnx-runner") if runtime is Runtime.ONNXRUNTIME
+                          else ("llama.cpp's llama-completion", "--llamacpp-runner"))
+            raise BenchError(f"a phone needs {what} built for arm64-v8a (pass {flag} FILE)")
+        sub = f"{self.dir}/{label_dir}"
+        libs = {f"{self.dir}/{lib.name}": lib for lib in sorted(Path(runner).parent.glob("lib*.so"))}
+        self.push_files({f"{self.dir}/{runner.name}": runner, **libs, **{f"{sub}/{rel}": p for rel, p in files.items()},
+                         **{f"{sub}/prompt_{n}.txt": p for n, p in prompts.items()}})
+        self.adb.check_shell(self.serial, f"chmod 755 {shlex.quote(self.dir)}/{shlex.quote(runner.name)}", what=f"making {runner.name} executable")
+        self._runtime_runner = Path(runner)
+        return StagedConfig(
+            workdir=self.dir,
+            runner=f"env LD_LIBRARY_PATH=. ./{shlex.quote(runner.name)}",  # its shared libraries were pushed beside it
+            model_path=f"{label_dir}/{model_rel}",
+            tokenizer_path="",
+            prompt_files={n: f"{label_dir}/prompt_{n}.txt" for n in prompts},
+        )
+
+    def runner_build(self, runtime, staged: StagedConfig) -> str:
+        """The pushed runner's identity: its file name and sha256."""
+        return f"{self._runtime_runner.name} sha256:{self._local_sha(self._runtime_runner)[:16]}"
+
     def close(self) -> None:
         """Nothing to release: the work folder stays on the phone, so the next session skips the pushes."""
 
@@ -292,6 +319,46 @@ class HostTarget:
             tokenizer_path=str(tokenizer.resolve()),
             prompt_files={n: str(p.resolve()) for n, p in prompts.items()},
         )
+
+    def stage_runtime(self, *, label_dir: str, runtime, files: dict[str, Path], model_rel: str, prompts: dict[int, Path],
+                      runner: Path | None) -> StagedConfig:
+        """The model's files linked into the work folder (an ONNX folder's genai_config.json is the staged copy)."""
+        from android_bench.runtimes import Runtime
+
+        if runner is not None:
+            words = shlex.quote(str(Path(runner).resolve()))
+        elif runtime is Runtime.ONNXRUNTIME:
+            words = f"{shlex.quote(sys.executable)} -m android_bench.ort_host_runner"
+        else:
+            found = shutil.which("llama-completion")
+            if found is None:
+                raise BenchError("llama.cpp's llama-completion is not on PATH (build llama.cpp, or pass --llamacpp-runner FILE)")
+            words = shlex.quote(found)
+        folder = self.workdir / label_dir
+        for rel, src in files.items():
+            link = folder / rel
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.unlink(missing_ok=True)
+            link.symlink_to(Path(src).resolve())
+        return StagedConfig(workdir=str(self.workdir), runner=words, model_path=str(folder / model_rel), tokenizer_path="",
+                            prompt_files={n: str(p.resolve()) for n, p in prompts.items()})
+
+    def runner_build(self, runtime, staged: StagedConfig) -> str:
+        """Package versions for the Python runner; llama.cpp's --version line or the binary's sha256 otherwise."""
+        from importlib import metadata
+
+        from android_bench.runtimes import Runtime, llama_build
+
+        if "android_bench.ort_host_runner" in staged.runner:
+            v = {p: metadata.version(p) for p in ("onnxruntime-genai", "onnxruntime")}
+            return f"onnxruntime-genai {v['onnxruntime-genai']}, onnxruntime {v['onnxruntime']} (Python package)"
+        binary = Path(shlex.split(staged.runner)[0])
+        if runtime is Runtime.LLAMACPP:
+            r = self._sh(f"{staged.runner} --version", timeout=30.0)
+            found = llama_build((r.stdout + r.stderr).replace("version:", "build:"))
+            if found:
+                return found
+        return f"{binary.name} sha256:{sha256_file(binary)[:16]}" if binary.is_file() else binary.name
 
     def close(self) -> None:
         """Remove the host work folder (prompt copies, run.out, run.err)."""

@@ -206,4 +206,9 @@ def write_onnx_folder(model: Transformer, folder: Path, *, checkpoint_dir: Path,
     for name in TOKENIZER_FILES:
         if (checkpoint_dir / name).is_file():
             shutil.copyfile(checkpoint_dir / name, folder / name)
+    if not (folder / "tokenizer_config.json").is_file():  # onnxruntime-genai refuses a tokenizer without one
+        vocab = {t["id"]: t["content"] for t in json.loads((folder / "tokenizer.json").read_text()).get("added_tokens", [])}
+        config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": vocab.get(bos_id), "eos_token": vocab.get(eos_ids[0]),
+                  "clean_up_tokenization_spaces": False, "model_max_length": context}
+        (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
     return sum(p.stat().st_size for p in folder.iterdir())

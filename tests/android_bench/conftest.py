@@ -132,12 +132,13 @@ def phones(tmp_path, monkeypatch) -> Phones:
 
 @pytest.fixture(scope="session")
 def exported(tiny_hf, tmp_path_factory) -> Path:
-    """Folder with model.pte (tiny Llama, 8da4w, max context 128), tokenizer.json, manifest.json."""
+    """Folder with model.pte, onnx/ and model.gguf (tiny Llama, 8da4w, max context 128), tokenizer.json, manifest.json."""
     from edge.config import load_config
     from edge.export.pipeline import run_export
     from edge.progress import Progress
 
     out = tmp_path_factory.mktemp("bench_export") / "tiny_8da4w"
-    config = load_config(config="fixture_8da4w", overrides={"checkpoint": str(tiny_hf), "output": str(out), "max_context": 128})
+    config = load_config(config="fixture_8da4w", overrides={"checkpoint": str(tiny_hf), "output": str(out), "max_context": 128,
+                                                             "formats": ["pte", "onnx", "gguf"]})
     run_export(config, progress=Progress(quiet=True))
     return out

@@ -1,7 +1,7 @@
 """Summaries, ratios and the four writers, on records with known numbers.
 
 The numbers are Meta's OnePlus 12 table (Llama 3.2 model card, prompt 64): the ratios the
-writers print must be the ones Meta's table prints where its rounding allows (.pte MB and RSS MB
+writers print must be the ones Meta's table prints where its rounding allows (model MiB and RSS MiB
 are given to the MB, so their percentages match to the digit).
 """
 
@@ -104,7 +104,7 @@ def test_markdown_table_in_the_model_card_layout():
     result = make_result(records=card_records(), baseline="1B BF16", faults=[], started="T", config={"repetitions": 3},
                          devices={"R5CX": {"model": "CPH2583"}})
     md = render(result, OutputFormat.MARKDOWN)
-    assert "| model | decode tok/s | TTFT s | prefill tok/s | .pte MB | RSS MB |" in md
+    assert "| model | decode tok/s | TTFT s | prefill tok/s | model MiB | RSS MiB |" in md
     assert "| 1B BF16 (baseline) | 19.2 | 1.00 | 60.3 | 2358 | 3185 |" in md
     assert "| 1B SpinQuant | 50.2 (2.6x) | 0.300 (-70.0%) | 260.5 (4.3x) | 1083 (-54.1%) | 1921 (-39.7%) |" in md
     assert "| 1B QLoRA | 45.8 (2.4x) | 0.300 (-70.0%) | 252.0 (4.2x) | 1127 (-52.2%) | 2255 (-29.2%) |" in md
