@@ -8,7 +8,9 @@ In:  nothing but the repo: the fixture model in edge/assets/fixture and the ship
      artifacts), --repetitions N (default 5).
 Out: artifacts/host_table.md, .csv, .jsonl, .json: `python -m android_bench --host` on every
      export in one run (prompt 64 tokens, 128 new tokens, one warm-up and N measured runs),
-     the bf16 export as the baseline row. The markdown table is also printed on stdout.
+     the bf16 export as the baseline row. The 8da4w export's ONNX model runs beside its .pte in ONNX
+     Runtime (and its GGUF in llama.cpp when llama-completion is on PATH), from the same integers.
+     The markdown table is also printed on stdout.
      Exit status: android_bench's (0, or 2 with one line per fault; the tables are written
      either way).
 
@@ -26,7 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # (folder name, shipped config, overrides); the baseline first.
 EXPORTS = (
     ("fixture_bf16", "fixture_bf16", {}),
-    ("fixture_8da4w", "fixture_8da4w", {}),
+    # The same integers and scales also as an ONNX model (ONNX Runtime) and a GGUF (llama.cpp, when built here).
+    ("fixture_8da4w", "fixture_8da4w", {"formats": ["pte", "onnx", "gguf"]}),
     ("fixture_spinquant", "fixture_spinquant", {}),
     # The same rotations and rounding without R4: what the online Hadamard costs at decode.
     ("fixture_spinquant_no_r4", "fixture_spinquant", {"rotation": {"online_hadamard": False}}),
@@ -76,8 +79,14 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     command = [sys.executable, "-m", "android_bench", "--host", "--repetitions", str(ns.repetitions),
                "--output", str(ns.artifacts / "host_table")]
+    import shutil
+
     for folder in folders:
         command += ["--pte", str(folder / "model.pte")]
+        if (folder / "onnx").is_dir():
+            command += ["--pte", str(folder / "onnx")]
+        if (folder / "model.gguf").is_file() and shutil.which("llama-completion"):  # not in CI: llama.cpp is built by hand
+            command += ["--pte", str(folder / "model.gguf")]
     print("$ python -m android_bench " + " ".join(command[3:]), file=sys.stderr, flush=True)
     return subprocess.run(command, cwd=ROOT).returncode
 

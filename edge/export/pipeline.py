@@ -306,7 +306,7 @@ def run_export(config: ExportConfig, *, progress: Progress) -> ExportResult:
 
 def _export_and_write(config: ExportConfig, prepared: Prepared, *, progress: Progress, model, report, rotations) -> ExportResult:
     """Quantized model -> (onnx/, model.gguf) -> export -> lower -> serialize."""
-    ckpt, args = prepared.ckpt, prepared.ckpt.args
+    ckpt = prepared.ckpt
     breakdown = size_breakdown(model)
     finetune = finetune_record(prepared.finetuned, model)
     staged = write_formats(model, config, ckpt, progress=progress)  # from the same quantized tensors as the .pte

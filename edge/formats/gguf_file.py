@@ -94,13 +94,30 @@ def _tokenizer(writer, checkpoint_dir: Path, *, vocab_size: int, bos_id: int, eo
             tokens[added["id"]], types[added["id"]] = added["content"], 3 if added.get("special") else 4  # CONTROL / USER_DEFINED
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("llama-bpe")
+    writer.add_tokenizer_pre(_pre_tokenizer(tok))
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)
     writer.add_bos_token_id(bos_id)
     writer.add_eos_token_id(eos_ids[0])
     writer.add_add_bos_token(True)
+
+
+LLAMA3_SPLIT = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+                "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
+
+
+def _pre_tokenizer(tok: dict) -> str:
+    """tokenizer.json's pre-tokenizer -> llama.cpp's name for it: Llama 3's split regex ("llama-bpe"),
+    or plain byte-level BPE with GPT-2's regex ("gpt-2")."""
+    pre = tok.get("pre_tokenizer") or {}
+    parts = pre.get("pretokenizers", [pre])
+    if any(p.get("type") == "Split" and p.get("pattern", {}).get("Regex") == LLAMA3_SPLIT for p in parts):
+        return "llama-bpe"
+    if any(p.get("type") == "ByteLevel" and p.get("use_regex", True) for p in parts):
+        return "gpt-2"
+    raise EdgeError("gguf: the tokenizer's pre-tokenizer is neither Llama 3's nor GPT-2's byte-level BPE; "
+                    "llama.cpp would split text differently")
 
 
 def write_gguf(model: Transformer, path: Path, *, checkpoint_dir: Path, context: int, bos_id: int, eos_ids: list[int]) -> int:
