@@ -9,7 +9,8 @@ Out: `Runtime` (from the path), the runner's command words for one run, and its 
   onnxruntime  onnxruntime-genai's benchmark/c `model_benchmark` (or android_bench.ort_host_runner,
                which prints the same): "Prompt processing (time to first token)", "Token generation",
                "Token sampling" blocks of "avg (us)" / "avg (tokens/s)"; threads through genai_config.json
-  llama.cpp    llama-completion: llama_perf_context_print's "prompt eval time" and "eval time" lines
+  llama.cpp    llama-completion: the "prompt eval time" and "eval time" lines of its perf print
+               (common_perf_print; llama_perf_context_print in older builds)
 """
 
 from __future__ import annotations
@@ -119,9 +120,8 @@ def parse_llama_perf(text: str) -> RuntimeStats:
         raise RuntimeOutputError("no 'prompt eval time' / 'eval time' lines in llama.cpp's output (llama_perf_context_print)")
     (p_ms, p_tok), (e_ms, e_runs) = found["prompt eval"], found["eval"]
     load_ms = found.get("load", (None, None))[0]
-    build = re.search(r"build: (\d+ \([0-9a-f]+\))", text)
     raw = {"load_ms": load_ms, "prompt_eval_ms": p_ms, "prompt_tokens": p_tok, "eval_ms": e_ms, "eval_runs": e_runs,
-           "build": build.group(1) if build else None}
+           "build": llama_build(text)}
     return RuntimeStats(
         form="llama_perf", prompt_tokens=p_tok or 0, generated_tokens=(e_runs or 0) + 1,
         model_load_s=None if load_ms is None else load_ms / 1e3, ttft_s=p_ms / 1e3,
@@ -131,8 +131,9 @@ def parse_llama_perf(text: str) -> RuntimeStats:
 
 
 def llama_build(text: str) -> str | None:
-    """llama.cpp's "build: 1234 (abcdef0)" line -> "llama.cpp b1234 (abcdef0)"."""
-    m = re.search(r"build: (\d+) \(([0-9a-f]+)\)", text)
+    """llama.cpp's `--version` ("version: 0.5.0-dev (build 1, commit 0c1e570)") or older "build: 1234 (abcdef0)"
+    line -> "llama.cpp b1234 (abcdef0)"."""
+    m = re.search(r"\(build (\d+), commit ([0-9a-f]+)\)", text) or re.search(r"build: (\d+) \(([0-9a-f]+)\)", text)
     return f"llama.cpp b{m.group(1)} ({m.group(2)})" if m else None
 
 

@@ -355,7 +355,7 @@ class HostTarget:
         binary = Path(shlex.split(staged.runner)[0])
         if runtime is Runtime.LLAMACPP:
             r = self._sh(f"{staged.runner} --version", timeout=30.0)
-            found = llama_build((r.stdout + r.stderr).replace("version:", "build:"))
+            found = llama_build(r.stdout + r.stderr)
             if found:
                 return found
         return f"{binary.name} sha256:{sha256_file(binary)[:16]}" if binary.is_file() else binary.name

@@ -51,17 +51,24 @@ E2E generation (entire generation loop):
 Peak working set size (bytes): 1412427776
 """
 
-# llama.cpp llama-completion's stderr (llama_perf_context_print), trimmed to the lines that matter.
+# llama.cpp llama-completion's stderr, recorded from a build of llama.cpp 0.5.0-dev (build 1, commit 0c1e570) on the
+# fixture's GGUF (timestamps and the lines the parser does not read trimmed), and an older build's perf lines.
 LLAMA_COMPLETION = """\
-build: 1 (f6c2c3b) with GNU 12.2.0 for Linux x86_64
-main: llama backend init
-llama_model_loader: loaded meta data with 27 key-value pairs and 147 tensors from model.gguf (version GGUF V3 (latest))
-llama_perf_sampler_print:    sampling time =       4.02 ms /   192 runs   (    0.02 ms per token, 47761.19 tokens per second)
+0.00.043.466 I generate: n_ctx = 256, n_batch = 2048, n_predict = 32, n_keep = 1
+0.00.148.239 I common_perf_print:    sampling time =       0.93 ms
+0.00.148.258 I common_perf_print:    samplers time =       0.51 ms /   104 tokens
+0.00.148.265 I common_perf_print:        load time =      89.77 ms
+0.00.148.267 I common_perf_print: prompt eval time =      89.00 ms /    72 tokens (    1.24 ms per token,   809.02 tokens per second)
+0.00.148.268 I common_perf_print:        eval time =      20.28 ms /    31 runs   (    0.65 ms per token,  1528.83 tokens per second)
+0.00.148.268 I common_perf_print:       total time =     112.14 ms /   103 tokens
+0.00.148.269 I common_perf_print: unaccounted time =       1.93 ms /   1.7 %      (total - sampling - prompt eval - eval) / (total)
+0.00.148.269 I common_perf_print:    graphs reused =         30
+"""
+LLAMA_VERSION = "version: 0.5.0-dev (build 1, commit 0c1e570)\nbuilt with GNU 12.2.0 for Linux x86_64\n"
+OLDER_LLAMA = """\
 llama_perf_context_print:        load time =     412.36 ms
 llama_perf_context_print: prompt eval time =     183.20 ms /    64 tokens (    2.86 ms per token,   349.34 tokens per second)
 llama_perf_context_print:        eval time =    2541.10 ms /   127 runs   (   20.01 ms per token,    49.98 tokens per second)
-llama_perf_context_print:       total time =    2745.88 ms /   191 tokens
-llama_perf_context_print:    graphs reused =        126
 """
 
 
@@ -77,10 +84,12 @@ def test_model_benchmark_output_parsed():
 
 def test_llama_completion_output_parsed():
     s = parse_llama_perf(LLAMA_COMPLETION)
-    assert (s.prompt_tokens, s.generated_tokens) == (64, 128)  # 127 decode runs after the prompt's token
-    assert s.prefill_tok_s == pytest.approx(64 / 0.1832) and s.decode_tok_s == pytest.approx(127 / 2.5411)
-    assert s.ttft_s == pytest.approx(0.1832) and s.model_load_s == pytest.approx(0.41236)
-    assert llama_build(LLAMA_COMPLETION) == "llama.cpp b1 (f6c2c3b)"
+    assert (s.prompt_tokens, s.generated_tokens) == (72, 32)  # 31 decode runs after the prompt's token
+    assert s.prefill_tok_s == pytest.approx(72 / 0.089) and s.decode_tok_s == pytest.approx(31 / 0.02028)
+    assert s.ttft_s == pytest.approx(0.089) and s.model_load_s == pytest.approx(0.08977)
+    assert llama_build(LLAMA_VERSION) == "llama.cpp b1 (0c1e570)"
+    old = parse_llama_perf(OLDER_LLAMA)
+    assert (old.prompt_tokens, old.generated_tokens) == (64, 128) and old.decode_tok_s == pytest.approx(127 / 2.5411)
     with pytest.raises(RuntimeOutputError):
         parse_llama_perf("main: llama backend init\n")
 
