@@ -57,7 +57,7 @@ def write_random_hf_checkpoint(folder: Path) -> None:
     p = PARAMS["1b"]
     args = _meta_args(p, folder / "params.json")
     LlamaConfig(
-        hidden_size=args.dim, intermediate_size=args.hidden_dim, num_hidden_layers=args.n_layers, num_attention_heads=args.n_heads,
+        architectures=["LlamaForCausalLM"], hidden_size=args.dim, intermediate_size=args.hidden_dim, num_hidden_layers=args.n_layers, num_attention_heads=args.n_heads,
         num_key_value_heads=args.n_kv_heads, head_dim=args.head_dim, vocab_size=args.vocab_size, rms_norm_eps=args.norm_eps,
         max_position_embeddings=131072, tie_word_embeddings=True, bos_token_id=128000, eos_token_id=[128001, 128008, 128009],
         rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
@@ -86,16 +86,32 @@ def exports(ns: argparse.Namespace, ckpt: Path) -> dict:
         "llama-quantize Q4_0": [str(bin_dir / "llama-quantize"), str(f16), str(q4), "Q4_0"],
     }
     timed = {}
+    outputs = {"edge export (pte, onnx, gguf)": out / "model.pte", "convert_hf_to_gguf.py (f16)": f16, "llama-quantize Q4_0": q4}
     if not ns.skip_exports:
         for label, cmd in steps.items():
+            log = ns.work / f"{label.split()[0]}.log"
+            if outputs[label].exists() and log.is_file():  # done by an earlier run of this script: its own measurement
+                timed[label] = _from_log(log) | {"reused": True}
+                continue
             print(f"{label}: {' '.join(cmd)}", file=sys.stderr, flush=True)
-            r = measure(cmd, log=ns.work / f"{label.split()[0]}.log")
+            r = measure(cmd, log=log)
             if r["returncode"] != 0:
-                sys.exit(f"error: {label} failed (exit {r['returncode']}); see the log in {ns.work}")
+                sys.exit(f"error: {label} failed (exit {r['returncode']}); see {log}")
             timed[label] = r
     return {"models": {"edge .pte (ExecuTorch)": out / "model.pte", "edge ONNX (ONNX Runtime)": out / "onnx",
                        "edge GGUF (llama.cpp)": out / "model.gguf", "llama.cpp Q4_0 (its own quantization)": q4},
             "timed": timed}
+
+
+def _from_log(log: Path) -> dict:
+    """An earlier step's GNU time log -> {wall_s, peak_rss_mb} as `measure` reported them."""
+    import re
+
+    text = log.read_text(errors="replace")
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)", text)
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
+    seconds = None if not wall else int(wall.group(1) or 0) * 3600 + int(wall.group(2)) * 60 + float(wall.group(3))
+    return {"wall_s": None if seconds is None else round(seconds, 1), "peak_rss_mb": round(int(rss.group(1)) / 1024, 1) if rss else None}
 
 
 def size_mib(path: Path) -> float:
@@ -104,6 +120,9 @@ def size_mib(path: Path) -> float:
 
 
 def main() -> int:
+    from edge.quiet import quiet_libraries
+
+    quiet_libraries()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("/tmp/edge-runtimes"))
     ap.add_argument("--llama-cpp", type=Path, required=True, help="llama.cpp source tree with build/bin/llama-completion and llama-quantize")
@@ -168,7 +187,7 @@ def render(result: dict) -> str:
     if result["exports"]:
         lines += ["", "| step | wall s | peak RSS MiB |", "|---|---:|---:|"]
         for label, t in result["exports"].items():
-            lines.append(f"| {label} | {t['wall_s']} | {t['peak_rss_mb']} |")
+            lines.append(f"| {label} | {t['wall_s']} | {t['peak_rss_mb']} |" + (" (from an earlier run's log)" if t.get("reused") else ""))
     if result["faults"]:
         lines += ["", "Faults: " + "; ".join(sorted(set(result["faults"])))]
     lines += ["", "Peak RSS of the ExecuTorch and ONNX Runtime rows includes their Python host runners' interpreters "

@@ -202,6 +202,7 @@ def write_onnx_folder(model: Transformer, folder: Path, *, checkpoint_dir: Path,
     proto = build_model(model, context=context)
     onnx.save_model(proto, str(folder / ONNX_NAME), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=ONNX_NAME + ".data", size_threshold=1024)
+    (folder / (ONNX_NAME + ".data")).chmod(0o644)  # onnx creates it owner-only; the folder is meant to be copied to phones
     (folder / "genai_config.json").write_text(json.dumps(genai_config(model, context=context, bos_id=bos_id, eos_ids=eos_ids), indent=2) + "\n")
     for name in TOKENIZER_FILES:
         if (checkpoint_dir / name).is_file():

@@ -70,3 +70,16 @@ def test_an_onnx_only_export_writes_no_pte(tiny_hf, tmp_path, capsys):
         gen.generate_next_token()
     assert list(gen.get_sequence(0))[3:] == tokens
     assert [p.name for p in tmp_path.iterdir()] == ["o"]  # no staging folder left beside it
+
+
+def test_lora_adapters_kept_unmerged_have_no_mapping(tiny_hf):
+    from edge.checkpoint import open_checkpoint
+    from edge.config import parse_config
+    from edge.errors import EdgeError
+    from edge.export.formats_stage import check_formats
+
+    config = parse_config({"output": "o", "formats": ["pte", "gguf"]}, source="test")
+    check_formats(config, open_checkpoint(tiny_hf), adapters_kept=False)  # merged (or no) adapters: fine
+    with pytest.raises(EdgeError, match="formats: gguf has no mapping for LoRA adapters kept beside the int4 weights; "
+                                        "export with finetune.adapters: merge"):
+        check_formats(config, open_checkpoint(tiny_hf), adapters_kept=True)

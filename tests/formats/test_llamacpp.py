@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from edge.export.pipeline import DEFAULT_CHECKPOINT
-from tests.formats.test_formats import FIXTURE_8DA4W, eager, exported, window  # noqa: F401  (module fixtures)
+from tests.formats.test_formats import eager, exported, window  # noqa: F401  (module fixtures)
 
 
 def _llama_cpp_missing() -> str | None:
