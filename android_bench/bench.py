@@ -14,6 +14,7 @@ come from `android_bench.placement`; the reasons to distrust a run from `android
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tempfile
@@ -30,7 +31,7 @@ from android_bench.models import ModelSpec
 from android_bench.observer import ObserverParseError, parse_observer, runner_logged_rss_mb
 from android_bench.prompt import PromptBuilder
 from android_bench.records import MIB, BenchResult, LogSource, Phase, RunRecord, Status, make_result
-from android_bench.placement import Placement, placement
+from android_bench.placement import Placement, big_cores, placement
 from android_bench.runner_flags import RunFlags, run_flags
 from android_bench.runtimes import Runtime, command, genai_config_with_threads, model_files, parse_llama_perf, parse_model_benchmark
 from android_bench.script import RunCommand, RunOutput, run_script
@@ -181,7 +182,10 @@ class Session:
         staged = target.stage(label_dir=label_dir, pte=model.pte, tokenizer=model.tokenizer, prompts=prompts, runner=cfg.runner)
         runner = target.runner_flags(staged)
         place = placement(facts=facts, threads=cfg.threads, taskset=cfg.taskset, pin_big_cores=cfg.pin_big_cores)
+        if len({m.runtime for m in self.models}) > 1:  # beside other runtimes: the same thread count, passed explicitly
+            place = _same_threads(place, facts)
         runner_name = cfg.runner.name if cfg.runner is not None else "android_bench.host_runner"
+        build = target.runner_build(Runtime.EXECUTORCH, staged)
         if model is self.models[0]:
             self.progress.info(f"{target.id}: runner {runner_name}: {runner.describe()}")
         for n in cfg.prompt_tokens:
@@ -200,7 +204,8 @@ class Session:
                     script = run_script(workdir=staged.workdir, command=command, interval_s=cfg.rss_interval_s,
                                         run_id=f"{os.getpid()}-{self._runs}")
                     rec = self.run_once(target=target, facts=facts, model=model, n=n, script=script, phase=phase, index=i,
-                                        place=place, chosen=chosen, runner_name=runner_name, runner_flags=runner.describe())
+                                        place=place, chosen=chosen, runner_name=runner_name, runner_flags=runner.describe(),
+                                        runner_build=build)
                     self.progress.info(f"{name} · {phase.value} {i}/{count} · " + _brief(rec))
                     if not rec.ok:
                         self.faults.append(f"{name}: {rec.error}")
@@ -226,6 +231,7 @@ class Session:
         the same prompts, threads, cores, cool-down and sampling of /proc as for a .pte."""
         cfg = self.config
         place = placement(facts=facts, threads=cfg.threads, taskset=cfg.taskset, pin_big_cores=cfg.pin_big_cores)
+        place = _same_threads(place, facts)
         prompts = {n: self._prompt_file(model, n, n) for n in cfg.prompt_tokens}
         label_dir = re.sub(r"[^A-Za-z0-9._-]+", "_", model.label)
         files, model_rel = self._runtime_files(model, threads=place.threads)
@@ -321,6 +327,17 @@ class Session:
             records=self.records, baseline=baseline, faults=self.faults, started=self.started,
             config=self.config.to_dict(), devices={k: asdict(v) for k, v in self.devices.items()},
         )
+
+
+def _same_threads(place: Placement, facts: DeviceFacts) -> Placement:
+    """No --threads: ExecuTorch's own default, one thread per core that is not little, made explicit.
+
+    onnxruntime-genai's default differs (on the 2-core host it ran one thread, at half the speed), so
+    when runtimes are compared every runner is given this count.
+    """
+    if place.threads is not None:
+        return place
+    return dataclasses.replace(place, threads=len(big_cores(facts)[0]) or None)
 
 
 def _fmt(v: float | None, spec: str) -> str:

@@ -211,6 +211,8 @@ class ConfigSummary:
     warnings: tuple[str, ...]
     error: str | None
     is_baseline: bool = False
+    runtime: str = "executorch"
+    runner_build: str | None = None
 
     def median(self, metric: Metric) -> float | None:
         s = self.stats.get(metric)
@@ -244,6 +246,8 @@ def summarize(records: list[RunRecord], *, baseline: str | None) -> list[ConfigS
                 device_model=first.device_model,
                 label=key[1],
                 scheme=first.scheme,
+                runtime=first.runtime,
+                runner_build=next((r.runner_build for r in ok if r.runner_build), first.runner_build),
                 prompt_tokens_requested=key[2],
                 max_new_tokens=first.max_new_tokens,
                 n_ok=len(ok),

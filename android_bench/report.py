@@ -202,6 +202,8 @@ def csv_rows(result: BenchResult) -> list[dict[str, object]]:
             "device_model": s.device_model,
             "label": s.label,
             "scheme": s.scheme,
+            "runtime": s.runtime,
+            "runner_build": s.runner_build,
             "baseline": s.is_baseline,
             "prompt_tokens_requested": s.prompt_tokens_requested,
             "prompt_tokens": s.prompt_tokens,
@@ -269,8 +271,9 @@ def v3_rows(result: BenchResult) -> list[dict[str, object]]:
                     "model": {
                         "name": s.label,
                         "type": "OSS model",
-                        "backend": "xnnpack",
-                        "extra_info": {"scheme": s.scheme, "baseline": s.is_baseline},
+                        "backend": {"onnxruntime": "onnxruntime-cpu", "llama.cpp": "ggml-cpu"}.get(s.runtime, "xnnpack"),
+                        "extra_info": {"scheme": s.scheme, "baseline": s.is_baseline, "runtime": s.runtime,
+                                       "runner_build": s.runner_build},
                     },
                     "metric": {
                         "name": m.v3_name,

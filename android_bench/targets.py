@@ -176,6 +176,7 @@ class AndroidTarget:
         }
         self.push_files(files)
         self.adb.check_shell(self.serial, f"chmod 755 {shlex.quote(self.dir)}/llama_main", what="making llama_main executable")
+        self._runtime_runner = Path(runner)
         return StagedConfig(
             workdir=self.dir,
             runner="./llama_main",
@@ -349,6 +350,8 @@ class HostTarget:
 
         from android_bench.runtimes import Runtime, llama_build
 
+        if "android_bench.host_runner" in staged.runner:
+            return f"executorch {metadata.version('executorch')} (Python package)"
         if "android_bench.ort_host_runner" in staged.runner:
             v = {p: metadata.version(p) for p in ("onnxruntime-genai", "onnxruntime")}
             return f"onnxruntime-genai {v['onnxruntime-genai']}, onnxruntime {v['onnxruntime']} (Python package)"

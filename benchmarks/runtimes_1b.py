@@ -187,7 +187,7 @@ def render(result: dict) -> str:
     if result["exports"]:
         lines += ["", "| step | wall s | peak RSS MiB |", "|---|---:|---:|"]
         for label, t in result["exports"].items():
-            lines.append(f"| {label} | {t['wall_s']} | {t['peak_rss_mb']} |" + (" (from an earlier run's log)" if t.get("reused") else ""))
+            lines.append(f"| {label}" + (" (an earlier run of this script, from its log)" if t.get("reused") else "") + f" | {t['wall_s']} | {t['peak_rss_mb']} |")
     if result["faults"]:
         lines += ["", "Faults: " + "; ".join(sorted(set(result["faults"])))]
     lines += ["", "Peak RSS of the ExecuTorch and ONNX Runtime rows includes their Python host runners' interpreters "
