@@ -8,8 +8,8 @@ Out: benchmarks/results/runtimes_1b.{md,json}: decode, prefill, TTFT, peak RSS a
        edge ONNX        ONNX Runtime (onnxruntime-genai through android_bench.ort_host_runner)
        edge GGUF        llama.cpp's llama-completion, Q4_0/Q8_0 blocks holding edge's integers
        llama.cpp Q4_0   llama.cpp's own path (convert_hf_to_gguf.py --outtype f16, then
-                        llama-quantize Q4_0): its rounding, and its Q4_0 for the output layer and,
-                        in this release, Q4_0's companion types for the embedding (a reference row)
+                        llama-quantize Q4_0): its rounding, its output layer at Q6_K and its
+                        embedding at Q4_0 (a reference row: other bit widths than 8da4w)
      all from one random-weight Llama 3.2 1B checkpoint (Hugging Face layout; the Llama 3 tokenizer
      converted from the `bench` extra's tiktoken file), through `android_bench --host`, in one call.
      Weights are random (no model hub here): speed and memory depend on shapes, not values.
