@@ -3,12 +3,13 @@
 In:  a quantized `edge.model.Transformer`, its checkpoint folder (tokenizer.json), an output path.
 Out: model.gguf (written with the `gguf` package):
        int4 groups of 32 -> Q4_0 blocks: fp16 scale d, 32 codes q + 8 (value = (code - 8) * d)
-       per-channel int8  -> Q8_0 blocks: the row's scale repeated in each block of 32
+       per-channel int8  -> Q8_0 blocks: the row's scale repeated in each block of 32, rounded to
+                            fp16 (the format's block scale; the .pte keeps it fp32): within 2^-11
        norms             -> F32; the llama3 rope scaling as rope_freqs.weight (llama.cpp's layout)
      q/k rows are permuted into llama.cpp's interleaved rope order, as convert_hf_to_gguf.py does.
-     edge rounds every scale to bf16 (`edge.quantize.bf16_exact`), and fp16 holds any bf16 value
-     between 2^-14 and 65504 exactly, so nothing is rounded again here; a scale outside that range
-     is refused rather than rounded.
+     edge rounds every int4 group scale to bf16 (`edge.quantize.bf16_exact`, as XNNPACK stores them),
+     and fp16 holds any bf16 value between 2^-14 and 65504 exactly, so the Q4_0 weights are the .pte's
+     bit for bit; a group scale outside that range is refused rather than rounded.
 """
 
 from __future__ import annotations
@@ -44,10 +45,17 @@ def q4_0_blocks(w: Weight) -> np.ndarray:
     return np.concatenate([d, qs], axis=-1).reshape(n, -1)
 
 
+def _fp16_rounded(scales: np.ndarray, name: str) -> np.ndarray:
+    half = scales.astype(np.float16)
+    if not np.all(np.isfinite(half)) or np.any((half == 0) & (scales != 0)):
+        raise EdgeError(f"gguf: {name} has scales outside fp16's range; llama.cpp's Q8_0 blocks store fp16 scales")
+    return half
+
+
 def q8_0_blocks(w: Weight) -> np.ndarray:
-    """int8 [N, K], one scale per row -> Q8_0 bytes [N, K/32 * 34] (the row scale in every block)."""
+    """int8 [N, K], one scale per row -> Q8_0 bytes [N, K/32 * 34] (the row scale, in fp16, in every block)."""
     n, k = w.values.shape
-    d = np.repeat(_fp16_exact(w.scales, w.name), k // QK, axis=1).reshape(n, k // QK, 1).view(np.uint8)
+    d = np.repeat(_fp16_rounded(w.scales, w.name), k // QK, axis=1).reshape(n, k // QK, 1).view(np.uint8)
     qs = w.values.reshape(n, k // QK, QK).view(np.uint8)
     return np.concatenate([d, qs], axis=-1).reshape(n, -1)
 
