@@ -148,11 +148,11 @@ def test_onnx_runtime_logits_match_the_eager_model_and_the_pte(exported, eager, 
     pte_logits = torch.stack([pte.forward(tokens[:, i : i + 1], i).reshape(-1) for i in range(tokens.shape[1])])
     ort_logits = load_onnx(out / "onnx").forward(tokens, 0)[0]
     # Both quantize activations to 8 bits, per token (XNNPACK, asymmetric) or per block of 32 (MLAS, symmetric):
-    # measured 36.9 dB .pte vs eager, 33.6 dB ONNX Runtime vs eager, 33.3 dB ONNX Runtime vs .pte on this window.
+    # measured 34.7 dB .pte vs eager, 33.3 dB ONNX Runtime vs eager, 33.9 dB ONNX Runtime vs .pte on this window.
     assert _sqnr(ref, pte_logits) > 33
     assert _sqnr(ref, ort_logits) > 30
     assert _sqnr(pte_logits, ort_logits) > 30
-    assert (ort_logits.argmax(-1) == pte_logits.argmax(-1)).float().mean() > 0.94  # measured 96.9%
+    assert (ort_logits.argmax(-1) == pte_logits.argmax(-1)).float().mean() > 0.94  # measured 98.4%
 
 
 def test_greedy_tokens_agree_in_executorch_onnxruntime_and_genai(exported, window):
