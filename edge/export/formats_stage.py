@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from edge.checkpoint import Checkpoint
-from edge.config import ExportConfig, Format, WeightBits
+from edge.config import DType, ExportConfig, Format, WeightBits
 from edge.errors import EdgeError
 from edge.progress import Progress
 
@@ -42,7 +42,7 @@ def check_formats(config: ExportConfig, ckpt: Checkpoint, *, adapters_kept: bool
         if not (ckpt.path / "tokenizer.json").is_file():
             raise EdgeError(f"formats: {name} needs the checkpoint's tokenizer.json (onnxruntime-genai and llama.cpp "
                             f"read Hugging Face tokenizers); {ckpt.path} has only {ckpt.tokenizer.name if ckpt.tokenizer else 'none'}")
-        if config.dtype.value != "fp32":
+        if config.dtype is not DType.FP32:
             raise EdgeError(f"formats: {name} is written with fp32 activations; use dtype fp32")
     if Format.GGUF in config.formats:
         q = config.quantization

@@ -18,8 +18,7 @@ import numpy as np
 import torch
 
 from edge.errors import EdgeError
-
-ONNX_NAME = "model.onnx"
+from edge.formats.onnx_graph import ONNX_NAME
 
 
 @dataclass
