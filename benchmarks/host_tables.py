@@ -2,7 +2,8 @@
 
 In:  nothing but the repo: the fixture model in edge/assets/fixture and the shipped configs
      fixture_bf16, fixture_8da4w and fixture_spinquant, plus fixture_spinquant without its
-     online Hadamard (R4), whose decode time against the SpinQuant row is R4's share, and
+     online Hadamard (R4; its rotations file reused, rounded to nearest), whose decode time against
+     the SpinQuant row is R4's share, and
      fixture_qat_lora (fine-tuned here first with `edge.finetune`; float LoRA adapters in the program).
      Options: --work DIR (exports, default out/host_tables), --artifacts DIR (default
      artifacts), --repetitions N (default 5).
@@ -31,8 +32,10 @@ EXPORTS = (
     # The same integers and scales also as an ONNX model (ONNX Runtime) and a GGUF (llama.cpp, when built here).
     ("fixture_8da4w", "fixture_8da4w", {"formats": ["pte", "onnx", "gguf"]}),
     ("fixture_spinquant", "fixture_spinquant", {}),
-    # The same rotations and rounding without R4: what the online Hadamard costs at decode.
-    ("fixture_spinquant_no_r4", "fixture_spinquant", {"rotation": {"online_hadamard": False}}),
+    # The same rotations without R4: what the online Hadamard costs at decode. The SpinQuant row's rotations
+    # are reused and the weights rounded to nearest: size and speed do not depend on which integers GPTQ picks.
+    ("fixture_spinquant_no_r4", "fixture_spinquant",
+     {"rotation": {"online_hadamard": False, "file": "SPINQUANT_ROTATIONS"}, "quantization": {"rounding": "rtn"}}),
     # QAT + LoRA: fine-tuned first with edge.finetune (10 + 10 steps: size and speed do not depend on how long it
     # trained; the quality table trains the full recipe), float adapters kept in the program.
     ("fixture_qat_lora", "fixture_qat_lora", {"checkpoint": "FINETUNED"}),
@@ -46,6 +49,8 @@ def export(folder: str, config: str, overrides: dict, work: Path) -> Path:
     from edge.progress import Progress
 
     out = work / folder
+    if overrides.get("rotation", {}).get("file") == "SPINQUANT_ROTATIONS":
+        overrides = overrides | {"rotation": overrides["rotation"] | {"file": str(work / "fixture_spinquant" / "rotations.safetensors")}}
     if overrides.get("checkpoint") == "FINETUNED":
         from edge.finetune.run import run_finetune
 

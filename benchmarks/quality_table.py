@@ -6,6 +6,8 @@ Out: benchmarks/results/quality_fixture.{md,json}: one row per export (bf16 base
      plain 8da4w PTQ, then SpinQuant and its parts: random Hadamard + RTN, optimized
      rotations + RTN, GPTQ without rotation, optimized + GPTQ), each with the .pte's
      perplexity measured in ExecuTorch's runtime, its difference from the bf16 row,
+     (GPTQ rows twice: as SpinQuant's code runs it, and as fixture_spinquant ships it, with float
+     targets and the whole calibration text),
      top-1 agreement / KL against the eager float32 reference, the share of plain PTQ's
      KL / top-1 gap that the row recovers, and the export's wall time on this machine.
 
@@ -25,13 +27,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 # (label, shipped config, overrides)
+SPINQUANT_GPTQ = {"float_targets": False, "samples": 128, "damp": 0.01}  # SpinQuant's own GPTQ (eval_utils/gptq_utils.py)
 ROWS = [
     ("bf16", "fixture_bf16", {}),
     ("8da4w PTQ (vanilla)", "fixture_8da4w", {}),
     ("SpinQuant parts: random Hadamard + RTN", "fixture_spinquant", {"rotation": {"kind": "hadamard"}, "quantization": {"rounding": "rtn"}}),
     ("SpinQuant parts: optimized rotations + RTN", "fixture_spinquant", {"quantization": {"rounding": "rtn"}}),
-    ("SpinQuant parts: GPTQ, no rotation", "fixture_8da4w", {"quantization": {"rounding": "gptq"}, "calibration": {"seq_len": 256}}),
-    ("SpinQuant (optimized rotations + GPTQ)", "fixture_spinquant", {}),
+    ("SpinQuant parts: GPTQ as SpinQuant runs it, no rotation", "fixture_spinquant", {"rotation": {"kind": "none"}, "gptq": SPINQUANT_GPTQ}),
+    ("SpinQuant parts: edge's GPTQ (float targets), no rotation", "fixture_spinquant", {"rotation": {"kind": "none"}}),
+    ("SpinQuant, GPTQ as SpinQuant runs it", "fixture_spinquant", {"gptq": SPINQUANT_GPTQ}),
+    ("SpinQuant (optimized rotations + edge's GPTQ), shipped config", "fixture_spinquant", {}),
 ]
 
 

@@ -2,10 +2,18 @@
 
 In:  the fixture and the shipped configs (fixture_bf16, fixture_8da4w, fixture_spinquant), 20 held-out
      windows of 256 tokens (the test suite's evaluation), variants of fixture_spinquant:
-       sq_default   optimized rotations (W16A8) + R4 + GPTQ (the shipped config)
+       sq_default   optimized rotations (W16A8) + R4 + GPTQ as SpinQuant runs it (128 windows, no float targets);
+                    sq_w4, sq_actorder and had_gptq change one thing each from it
        sq_w4        rotations optimized against int4 fake-quantized weights (rotation.weight_bits: 4)
        sq_actorder  GPTQ visiting columns by decreasing Hessian diagonal (gptq.act_order)
        had_gptq     seeded random Hadamard rotations, not optimized, + R4 + GPTQ
+       sq_float_targets    sq_default with GPTQ fitting each linear and the output layer to the float model's
+                           outputs (gptq.float_targets)
+       sqft_w4      sq_float_targets with rotations optimized against int4 weights
+       sqft_160     sq_float_targets calibrated on 160 windows (the whole of calibration.txt) instead of 128:
+                    the shipped fixture_spinquant
+       sqft_damp    sq_float_targets with damping 0.001 instead of 0.01
+       sqft_160_damp  both
 Out: benchmarks/results/spinquant_variants_fixture.jsonl (one line per row as it finishes) and, with
      --table, spinquant_variants_fixture.md.
 
@@ -23,13 +31,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "spinquant_variants_fixture.jsonl"
 W = 20
+SQ_GPTQ = {"float_targets": False, "samples": 128}  # GPTQ as SpinQuant's code runs it
 ROWS = [
     ("bf16", "fixture_bf16", {}),
     ("ptq", "fixture_8da4w", {}),
-    ("sq_default", "fixture_spinquant", {}),
-    ("sq_w4", "fixture_spinquant", {"rotation": {"weight_bits": 4}}),
-    ("sq_actorder", "fixture_spinquant", {"gptq": {"act_order": True}}),
-    ("had_gptq", "fixture_spinquant", {"rotation": {"kind": "hadamard"}}),
+    ("sq_default", "fixture_spinquant", {"gptq": SQ_GPTQ}),
+    ("sq_w4", "fixture_spinquant", {"rotation": {"weight_bits": 4}, "gptq": SQ_GPTQ}),
+    ("sq_actorder", "fixture_spinquant", {"gptq": SQ_GPTQ | {"act_order": True}}),
+    ("had_gptq", "fixture_spinquant", {"rotation": {"kind": "hadamard"}, "gptq": SQ_GPTQ}),
+    ("sq_float_targets", "fixture_spinquant", {"gptq": {"samples": 128}}),
+    ("sqft_w4", "fixture_spinquant", {"rotation": {"weight_bits": 4}, "gptq": {"samples": 128}}),
+    ("sqft_160", "fixture_spinquant", {}),  # the shipped config
+    ("sqft_damp", "fixture_spinquant", {"gptq": {"samples": 128, "damp": 0.001}}),
+    ("sqft_160_damp", "fixture_spinquant", {"gptq": {"damp": 0.001}}),
 ]
 
 
@@ -41,7 +55,8 @@ def table() -> str:
     for r in rows:
         gap = "—" if r.get("kl_rec") is None else f"{r['kl_rec']:.0%} / {r['top1_rec']:.0%} / {r['ppl_rec']:.0%}"
         lines.append(f"| {r['name']} | {r['pte_perplexity']:.3f} | {r['top1_agreement']:.2%} | {r['mean_kl']:.5f} | {gap} | {r['export_s']:.0f} |")
-    return "\n".join(lines + ["", "Reproduce: `python benchmarks/spinquant_variants.py && python benchmarks/spinquant_variants.py --table`"]) + "\n"
+    return "\n".join(lines + ["", "Each row's time includes whatever else ran on this 2-core machine; compare the quality columns.",
+                              "", "Reproduce: `python benchmarks/spinquant_variants.py && python benchmarks/spinquant_variants.py --table`"]) + "\n"
 
 
 def main() -> int:

@@ -36,6 +36,7 @@ YAML layout (every key optional except where the CLI supplies it):
       samples: 128             # calibration windows for the Hessians
       damp: 0.01               # fraction of the mean Hessian diagonal added to it
       act_order: false         # visit columns by decreasing Hessian diagonal (static groups)
+      float_targets: false     # fit each linear to the float model's outputs from the quantized inputs (GPTAQ)
     calibration:
       text: null               # plain-text file; null = calibration.txt beside the checkpoint's weights
       seq_len: 2048            # tokens per window, BOS first
@@ -131,6 +132,7 @@ class GPTQConfig:
     samples: int = 128
     damp: float = 0.01
     act_order: bool = False
+    float_targets: bool = False
 
 
 @dataclass(frozen=True)
@@ -249,6 +251,7 @@ def parse_config(raw: dict[str, Any], *, source: str) -> ExportConfig:
         "samples": _int(gr["samples"], "gptq.samples", problems, minimum=1),
         "damp": _float(gr["damp"], "gptq.damp", problems, minimum=0.0, maximum=1.0),
         "act_order": _bool(gr["act_order"], "gptq.act_order", problems),
+        "float_targets": _bool(gr["float_targets"], "gptq.float_targets", problems),
     }
     cr = _section(raw, "calibration", problems)
     calibration = {

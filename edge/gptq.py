@@ -16,7 +16,17 @@ per row and group by minimising sum |q - w|^2.4 over c in {1.00, 0.99, ..., 0.21
 either way the result is handed to torchao as its own `IntxUnpackedToInt8Tensor`
 (`edge.quantize.intx_tensor_from_integers`), so lowering is unchanged.
 
-In:  a float `TransformerBlock` (SEQUENCE attention path), its calibration inputs [N, S, D].
+Float targets (`gptq.float_targets`: the "asymmetric calibration" of GPTQv2/GPTAQ, Li et al., ICML
+2025, github.com/Intelligent-Computing-Lab-Yale/GPTAQ; here as a closed-form least-squares step
+before the usual GPTQ loop, which minimises the same objective): plain GPTQ makes each quantized
+linear reproduce the *float* linear on the *quantized* model's inputs, so errors left by earlier
+layers pass through. With float targets, each linear's weight is first moved to the least-squares
+map from the quantized model's inputs to the float model's outputs, then rounded by GPTQ; the
+output layer gets the same fit before its 8-bit rounding (`output_correction`). GPTQModel's `v2`
+has it for its own int4 formats, not for this scheme's torchao tensors.
+
+In:  a float `TransformerBlock` (SEQUENCE attention path), its calibration inputs [N, S, D]
+     (and, with float targets, the float model's inputs to it for the same windows).
 Out: the block with every linear replaced by torchao's int4 tensor holding GPTQ's integers,
      the block's outputs [N, S, D] (the next block's inputs), and each weight's SQNR.
 """
@@ -110,19 +120,49 @@ def gptq_quantize(
 
 
 class _HessianHook:
-    """Forward pre-hook accumulating X^T X of a linear's inputs (float64) and the row count."""
+    """Forward pre-hook accumulating X^T X of a linear's inputs (float64) and the row count.
 
-    def __init__(self, in_features: int, device: torch.device) -> None:
+    With `cross`, also (X_ref - X)^T X, where X_ref is the float model's input to the same linear
+    for the same tokens (set in `ref` by `_RefHook` just before): GPTAQ's asymmetric term.
+    """
+
+    def __init__(self, in_features: int, device: torch.device, *, cross: bool = False) -> None:
         self.h = torch.zeros(in_features, in_features, dtype=torch.float64, device=device)
+        self.c = torch.zeros_like(self.h) if cross else None
+        self.ref: torch.Tensor | None = None
         self.rows = 0
 
     def __call__(self, _module: nn.Module, args: tuple) -> None:
         x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
         self.h += x.T @ x
+        if self.c is not None:
+            self.c += (self.ref - x).T @ x
+            self.ref = None
         self.rows += x.shape[0]
 
     def hessian(self) -> torch.Tensor:
         return 2.0 * self.h / max(self.rows, 1)
+
+    def correction(self, *, damp: float) -> torch.Tensor:
+        """-> M [in, in] float64, (X_ref - X)^T X (X^T X + damp)^-1: W (I + M) is the least-squares weight that
+        maps the quantized model's inputs X to the float model's outputs W X_ref, pulled towards W by the damping."""
+        h = self.h / max(self.rows, 1)
+        h = h + damp * torch.mean(torch.diag(h)) * torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
+        return torch.linalg.solve(h, self.c.T / max(self.rows, 1)).T  # H symmetric
+
+    def float_target(self, w: torch.Tensor, *, damp: float) -> torch.Tensor:
+        """W [out, in] -> W (I + M) (see `correction`)."""
+        return (w.double() + w.double() @ self.correction(damp=damp)).to(w.dtype)
+
+
+class _RefHook:
+    """Forward pre-hook on the float block's linear: hands its input to the quantized block's `_HessianHook`."""
+
+    def __init__(self, target: _HessianHook) -> None:
+        self.target = target
+
+    def __call__(self, _module: nn.Module, args: tuple) -> None:
+        self.target.ref = args[0].detach().reshape(-1, args[0].shape[-1]).double()
 
 
 def run_block(block: nn.Module, inputs: torch.Tensor, *, cos: torch.Tensor, sin: torch.Tensor, batch: int) -> torch.Tensor:
@@ -144,35 +184,67 @@ def gptq_block(
     damp: float,
     batch: int = 8,
     act_order: bool = False,
+    float_inputs: torch.Tensor | None = None,
     on_linear: Callable[[str, torch.Tensor, torch.Tensor], None] | None = None,
-) -> torch.Tensor:
-    """GPTQ every linear of `block` in place (torchao int4 tensors); returns the quantized block's outputs.
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """GPTQ every linear of `block` in place (torchao int4 tensors).
 
+    -> (the quantized block's outputs [N, S, D], the float block's outputs or None).
+    float_inputs [N, S, D] (the float model's inputs to this block, for the same windows): each linear
+    is first moved to the least-squares fit of the float model's output from the quantized model's
+    input (`_HessianHook.float_target`), then rounded by GPTQ, so a linear also corrects the error
+    the quantized layers before it left in its input (see the module docstring).
     `on_linear(name, float weight, torchao weight)` is called for each (for SQNR reports).
     """
+    import copy
+
     from edge.quantize import intx_tensor_from_integers
 
+    reference = copy.deepcopy(block) if float_inputs is not None else None
     originals: dict[str, torch.Tensor] = {}
     results: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for names in SEQUENTIAL_GROUPS:
         linears = {n: block.get_submodule(n) for n in names}
-        hooks = {n: _HessianHook(m.in_features, inputs.device) for n, m in linears.items()}
+        hooks = {n: _HessianHook(m.in_features, inputs.device, cross=reference is not None) for n, m in linears.items()}
         handles = [m.register_forward_pre_hook(hooks[n]) for n, m in linears.items()]
+        if reference is not None:
+            handles += [reference.get_submodule(n).register_forward_pre_hook(_RefHook(hooks[n])) for n in names]
         try:
-            run_block(block, inputs, cos=cos, sin=sin, batch=batch)
+            with torch.no_grad():
+                for b0 in range(0, inputs.shape[0], batch):
+                    if reference is not None:  # the float inputs of these windows first, then the quantized ones
+                        reference(float_inputs[b0 : b0 + batch], 0, cos, sin)
+                    block(inputs[b0 : b0 + batch], 0, cos, sin)
         finally:
             for h in handles:
                 h.remove()
         for n, m in linears.items():
             originals[n] = m.weight.detach().float().cpu()
-            q, s, deq = gptq_quantize(m.weight, hooks[n].hessian(), group_size=group_size, damp=damp, act_order=act_order)
+            w = hooks[n].float_target(m.weight.detach().float(), damp=damp) if reference is not None else m.weight
+            q, s, deq = gptq_quantize(w, hooks[n].hessian(), group_size=group_size, damp=damp, act_order=act_order)
             results[n] = (q.cpu(), s.cpu())
             m.weight = nn.Parameter(deq.to(m.weight.dtype), requires_grad=False)  # later groups see it quantized
     outputs = run_block(block, inputs, cos=cos, sin=sin, batch=batch)
+    float_outputs = run_block(reference, float_inputs, cos=cos, sin=sin, batch=batch) if reference is not None else None
     for n, (q, s) in results.items():
         m = block.get_submodule(n)
         t = intx_tensor_from_integers(q, s, bits=WeightBits.INT4)
         m.weight = nn.Parameter(t, requires_grad=False)
         if on_linear:
             on_linear(n, originals[n], t)
-    return outputs
+    return outputs, float_outputs
+
+
+def output_correction(norm: nn.Module, x: torch.Tensor, x_float: torch.Tensor, *, damp: float, batch: int = 8) -> torch.Tensor:
+    """The last block's outputs in the quantized and the float model [N, S, D] -> M [D, D] float64.
+
+    The output layer's rows times (I + M) map the quantized model's final hidden states (through
+    `norm`) to the float model's logits as closely as a linear map can (`_HessianHook.correction`);
+    they are then rounded as usual. This is the same fit `gptq_block` makes with float targets.
+    """
+    hook = _HessianHook(x.shape[-1], x.device, cross=True)
+    with torch.no_grad():
+        for b0 in range(0, x.shape[0], batch):
+            _RefHook(hook)(norm, (norm(x_float[b0 : b0 + batch]),))
+            hook(norm, (norm(x[b0 : b0 + batch]),))
+    return hook.correction(damp=damp)

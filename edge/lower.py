@@ -48,29 +48,75 @@ def export_program(model: Transformer, *, max_prefill: int | None = None) -> tor
     """Transformer -> ExportedProgram of forward(tokens[1, S], input_pos[1]), S in 1..max_prefill.
 
     max_prefill (None: max_context - 1) bounds the tokens per call; the runner prefills a longer
-    prompt in chunks of that many. Memory planning sizes every activation for it.
+    prompt in chunks of that many. Memory planning sizes every activation for it. torchao's tensor
+    subclasses stay in the program: `lower_program`'s first decomposition unwraps them.
     """
     seq = torch.export.Dim("seq_len", min=1, max=max_prefill or model.max_context - 1)
     example = (torch.zeros((1, 2), dtype=torch.long), torch.tensor([0], dtype=torch.long))
     with torch.no_grad():
-        ep = torch.export.export(model, example, dynamic_shapes=({1: seq}, None), strict=False)
-        # Unwrap torchao's tensor subclasses into plain (de)quantize ops the partitioner recognises.
-        return ep.run_decompositions({})
+        return torch.export.export(model, example, dynamic_shapes=({1: seq}, None), strict=False)
 
 
-def lower_program(ep: torch.export.ExportedProgram, metadata: RunnerMetadata):
-    """ExportedProgram -> ExecutorchProgramManager delegated to XNNPACK."""
+# XNNPACK's preprocess runs its 17 graph passes on every partition, each a full retrace with fake tensors.
+# These rewrite only the ops named beside them; a pass is skipped for a partition that has none of those
+# ops, where it could not change anything. The program's bytes are the same with and without the skips
+# (tests/export/test_lowering.py); the lowering takes less time.
+_SKIPPABLE_XNNPACK_PASSES = {
+    "ConvertToUpsampleBilinear2d": ("upsample", "index"),
+    "ConvertToSDPAPass": ("softmax", "scaled_dot_product"),
+    "FuseBatchNormPass": ("batch_norm",),
+    "DecomposeBatchNorm": ("batch_norm",),
+    "DecomposeConcatenate": ("aten.cat",),
+    "Conv1dUnsqueezePass": ("convolution",),
+    "PReLUReshapePass": ("prelu",),
+    "InsertPadQDQPass": ("pad",),
+}
+
+
+def _skip_idle_xnnpack_passes():
+    """-> a context manager under which XNNPACK's preprocess leaves out the passes that cannot apply (a no-op
+    context where this ExecuTorch's preprocess is not built the way this relies on)."""
+    import contextlib
+    from unittest import mock
+
+    try:
+        from executorch.backends.xnnpack import xnnpack_preprocess
+        from executorch.backends.xnnpack._passes import XNNPACKPassManager
+    except ImportError:
+        return contextlib.nullcontext()
+    if getattr(xnnpack_preprocess, "XNNPACKPassManager", None) is not XNNPACKPassManager:
+        return contextlib.nullcontext()
+
+    class PassManager(XNNPACKPassManager):
+        def __init__(self, exported_program, passes=None) -> None:
+            super().__init__(exported_program, passes)
+            if passes is None:
+                ops = " ".join(str(n.target).lower() for n in exported_program.graph.nodes if n.op == "call_function")
+                keep = lambda p: any(k in ops for k in _SKIPPABLE_XNNPACK_PASSES.get(p.__name__, ("",)))  # noqa: E731
+                self.passes = [p for p in self.passes if keep(p)]
+
+    return mock.patch.object(xnnpack_preprocess, "XNNPACKPassManager", PassManager)
+
+
+def lower_program(ep: torch.export.ExportedProgram, metadata: RunnerMetadata, *, skip_idle_passes: bool = True):
+    """ExportedProgram -> ExecutorchProgramManager delegated to XNNPACK.
+
+    skip_idle_passes: leave out XNNPACK passes that cannot apply to a partition (same bytes, faster).
+    """
+    import contextlib
+
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes import MemoryPlanningPass
     from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
 
-    edge = to_edge_transform_and_lower(
-        ep,
-        partitioner=[XnnpackPartitioner()],
-        compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
-        constant_methods=metadata.methods(),
-    )
+    with _skip_idle_xnnpack_passes() if skip_idle_passes else contextlib.nullcontext():
+        edge = to_edge_transform_and_lower(
+            ep,
+            partitioner=[XnnpackPartitioner()],
+            compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
+            constant_methods=metadata.methods(),
+        )
     return edge.to_executorch(
         ExecutorchBackendConfig(
             extract_delegate_segments=True,

@@ -246,6 +246,7 @@ class GPTQInputs:
     tokens: torch.Tensor  # [N, S] int64
     damp: float
     act_order: bool = False
+    float_targets: bool = False  # GPTAQ: fit each linear to the float model's outputs (edge.gptq.gptq_block)
     device: str = "cpu"
 
 
@@ -284,6 +285,7 @@ def quantize_model(
         # [N, S, D], one window at a time through R1 (no float64 copy of all N windows at once)
         x = torch.stack([(emb_t(rows[t]) if emb_t else rows[t]).float() for t in gptq.tokens]).to(gptq.device)
         cos, sin = (t.to(gptq.device) for t in rope_tables(model.args, seq))  # the calibration length, not max_context
+        xf = x.clone() if gptq.float_targets else None  # the float model's activations, [N, S, D]
     for i, block in enumerate(model.layers):
         if rotations is not None:
             prepare_block(block, online_hadamard=online_hadamard)
@@ -295,8 +297,8 @@ def quantize_model(
                 report.weight_sqnr_db[f"layers.{i}.{n}.weight"] = sqnr_db(ref, q)
 
             block.float().to(gptq.device)
-            x = gptq_block(block, x, cos=cos, sin=sin, group_size=quant.group_size, damp=gptq.damp,
-                           act_order=gptq.act_order, on_linear=record)
+            x, xf = gptq_block(block, x, cos=cos, sin=sin, group_size=quant.group_size, damp=gptq.damp,
+                               act_order=gptq.act_order, float_inputs=xf, on_linear=record)
             block.to("cpu")
         elif (config := scheme_config(quant, LayerKind.BLOCK_LINEAR)) is not None:
             for name, module in block_linears(block):
@@ -305,7 +307,14 @@ def quantize_model(
         if on_step:
             on_step(i + 1, total)
     if use_gptq:
-        del x
+        if xf is not None:  # the output layer fitted to the float logits too (edge.gptq.output_correction)
+            from edge.gptq import output_correction
+
+            m = output_correction(model.norm.float().to(gptq.device), x, xf, damp=gptq.damp).cpu()
+            model.norm.to("cpu")
+            eye = torch.eye(m.shape[0], dtype=torch.float64)
+            head_t = (lambda rows, t=head_t: (t(rows) if t else rows).double() @ (eye + m))
+        del x, xf
         model.set_attention_path(AttentionPath.KV_CACHE)
 
     # With tied embeddings lm_head.weight *is* embed_tokens.weight: each gets its own

@@ -80,9 +80,13 @@ def test_spinquant_configs_are_the_recipe():
         c = load_config(config=name, overrides={})
         assert c.rotation.kind is RotationKind.OPTIMIZED and c.rotation.online_hadamard
         assert (c.rotation.steps, c.rotation.learning_rate, c.rotation.batch_size) == (100, 1.5, 8)
-        assert c.quantization.rounding is Rounding.GPTQ and c.gptq.samples == 128 and c.quantization.group_size == 32
-    c = load_config(config="llama3_2_1b_spinquant", overrides={})
-    assert (c.rotation.samples, c.calibration.seq_len) == (800, 2048)  # Meta's recipe: 800 x 2048 and 128 x 2048
+        assert c.quantization.rounding is Rounding.GPTQ and c.quantization.group_size == 32
+    for name in ("llama3_2_1b_spinquant", "llama3_2_3b_spinquant"):
+        c = load_config(config=name, overrides={})
+        assert (c.gptq.samples, c.gptq.float_targets) == (128, False)  # SpinQuant's GPTQ
+        assert (c.rotation.samples, c.calibration.seq_len) == (800, 2048)  # Meta's recipe: 800 x 2048 and 128 x 2048
+    c = load_config(config="fixture_spinquant", overrides={})
+    assert (c.gptq.samples, c.gptq.float_targets) == (160, True)  # all of calibration.txt, fitted to float targets
 
 
 def test_cli_flags_map_one_to_one_onto_config_keys(tmp_path):

@@ -64,3 +64,22 @@ def test_row_chunked_quantization_equals_one_piece(bits, group):
     x = torch.randn(4, 64)
     torch.testing.assert_close(chunked(x), whole(x), rtol=0, atol=0)
     assert report.weight_sqnr_db["x.weight"] == pytest.approx(sqnr_db(w, whole.weight), abs=1e-3)
+
+
+def test_gptq_with_float_targets_ends_closer_to_the_float_logits(tiny_hf):
+    """GPTQ, then GPTQ fitting each linear and the output layer to the float model's outputs
+    (gptq.float_targets): on tokens it was not calibrated on, the second is closer to float."""
+    from edge.quantize import GPTQInputs
+
+    gen = torch.Generator().manual_seed(0)
+    ref = load_model(open_checkpoint(tiny_hf), max_context=64, dtype=torch.float32, full_logits=True)
+    calib = torch.randint(0, ref.args.vocab_size, (16, 48), generator=gen)
+    held_out = torch.randint(0, ref.args.vocab_size, (1, 48), generator=gen)
+    scheme = QuantizationConfig(linear=WeightBits.INT4, group_size=32, output=WeightBits.INT8, embedding=WeightBits.INT8)
+    db = {}
+    for float_targets in (False, True):
+        model = load_model(open_checkpoint(tiny_hf), max_context=64, dtype=None, full_logits=True)
+        quantize_model(model, scheme, dtype=torch.float32, gptq=GPTQInputs(tokens=calib, damp=0.01, float_targets=float_targets))
+        with torch.no_grad():
+            db[float_targets] = sqnr_db(ref(held_out, torch.tensor([0])), model(held_out, torch.tensor([0])))
+    assert db[True] > db[False] + 0.3, db  # measured 12.07 dB against 11.48 (random weights: small errors to undo)

@@ -286,7 +286,8 @@ def run_export(config: ExportConfig, *, progress: Progress) -> ExportResult:
     if config.quantization.rounding is Rounding.GPTQ:
         assert prepared.calibration is not None
         gptq = GPTQInputs(tokens=prepared.calibration.take(config.gptq.samples), damp=config.gptq.damp,
-                          act_order=config.gptq.act_order, device=config.device.value)
+                          act_order=config.gptq.act_order, float_targets=config.gptq.float_targets,
+                          device=config.device.value)
     dtype = TORCH_DTYPES[config.dtype]
     with progress.stage("load", str(ckpt.path)):
         # Quantized exports keep the checkpoint's dtype until each block is quantized, one at a time.

@@ -94,7 +94,7 @@ def spinquant_record(config: ExportConfig, prepared, rotations) -> dict:
     out: dict = {"weight_rounding": config.quantization.rounding.value}
     if config.quantization.rounding is Rounding.GPTQ:
         out["gptq"] = {"samples": config.gptq.samples, "damp": config.gptq.damp, "act_order": config.gptq.act_order,
-                       "group_size": config.quantization.group_size,
+                       "float_targets": config.gptq.float_targets, "group_size": config.quantization.group_size,
                        "seq_len": config.calibration.seq_len, "scale": "c * max|w| / 7, c by MSE search, ints in [-8, 7]",
                        "calibration_sha256": prepared.calibration.text_sha256}  # type: ignore[union-attr]
     if rotations is None:

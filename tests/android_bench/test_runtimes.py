@@ -124,14 +124,14 @@ def test_host_table_puts_executorch_and_onnxruntime_side_by_side(exported, tmp_p
     assert code == 0, err
     measured = [r for r in rows if r["phase"] == "measured"]
     assert [r["runtime"] for r in measured] == ["executorch", "onnxruntime"]
-    assert all(r["status"] == "ok" and r["prefill_tok_s"] > 0 and r["ttft_s"] > 0 for r in measured)
-    assert measured[1]["decode_tok_s"] > 0  # (a tiny model can decode under ExecuTorch's 1 ms clock: its rate is left out)
-    assert measured[1]["generated_tokens"] == 4
-    assert all(r["prompt_tokens"] == 8 for r in measured)  # the same prompt tokens in both runtimes
+    assert all(r["status"] == "ok" and r["prefill_tok_s"] > 0 and r["ttft_s"] > 0 for r in measured), measured
+    assert measured[1]["decode_tok_s"] > 0, measured  # (a tiny model can decode under ExecuTorch's 1 ms clock: its rate is left out)
+    assert measured[1]["generated_tokens"] == 4, measured
+    assert all(r["prompt_tokens"] == 8 for r in measured), measured  # the same prompt tokens in both runtimes
     assert measured[1]["runner_build"].startswith("onnxruntime-genai 0.18.0, onnxruntime 1.32.0")
-    assert measured[0]["threads"] == measured[1]["threads"]
-    onnx_bytes = sum(f.stat().st_size for f in (exported / "onnx").iterdir() if not f.name.startswith("tokenizer"))
-    assert measured[1]["pte_mb"] == pytest.approx(onnx_bytes / 2**20)
+    assert measured[0]["threads"] == measured[1]["threads"], measured
+    onnx_files = {f.name: f.stat().st_size for f in (exported / "onnx").iterdir() if not f.name.startswith("tokenizer")}
+    assert measured[1]["pte_mb"] == pytest.approx(sum(onnx_files.values()) / 2**20), (measured[1], onnx_files)
     import csv
 
     with open(tmp_path / "bench.csv") as f:

@@ -2,9 +2,9 @@
 
 Plain 8da4w PTQ must visibly cost quality (the fixture was sized so that it does: see
 benchmarks/results/fixture_recipe_sweep.md), but stay within a stated bound; bf16 must
-stay at the reference; SpinQuant (optimized rotations + GPTQ, calibrated on the fixture's
-held-in calibration.txt) must recover most of plain PTQ's gap (see the test for the bound and why
-it is not the model card's two thirds on this fixture); QAT + LoRA (`python -m edge.finetune
+stay at the reference; SpinQuant (optimized rotations + GPTQ fitted to float targets, calibrated on
+the fixture's held-in calibration.txt) must recover two thirds of plain PTQ's KL and perplexity gap
+(top-1 agreement: see the test); QAT + LoRA (`python -m edge.finetune
 fixture_qat_lora` on the same held-in text, then `edge.export`) must recover at least 90% of the
 perplexity gap, with KL and top-1 agreement reported beside it.
 """
@@ -21,7 +21,7 @@ from tests.conftest import export_tiny
 
 HELDOUT = DEFAULT_CHECKPOINT / "heldout.txt"
 CONTEXT, WINDOWS = 256, 40  # the README's tables use the same 40 windows
-KL_RECOVERED_MIN, TOP1_RECOVERED_MIN = 0.5, 0.35
+TOP1_RECOVERED_MIN = 0.6
 
 
 @pytest.fixture(scope="module")
@@ -71,22 +71,23 @@ def test_8da4w_costs_quality_within_bound(fixture_results):
     assert q.mean_kl > 20 * bf16.mean_kl
 
 
-def test_spinquant_recovers_most_of_the_ptq_gap(fixture_results):
-    """SpinQuant (optimized rotations + online Hadamard + GPTQ) closes most of plain PTQ's distance from bf16.
+def test_spinquant_recovers_two_thirds_of_the_ptq_kl_gap(fixture_results):
+    """SpinQuant (optimized rotations + online Hadamard + GPTQ fitted to float targets) closes two thirds of
+    plain PTQ's distance from bf16 in mean KL and in perplexity, as the model card's 1B row does.
 
-    The target the model card suggests is two thirds. On this fixture it is not reached: measured on the
-    README's 40 windows, SpinQuant recovers 59% of the KL gap, 47% of the top-1 gap and 57% of the
-    perplexity gap (GPTQ alone 54% / 39% / 67%). The fixture's 8da4w damage is int4 weight error on a
-    model without activation outliers, which rotations cannot spread (benchmarks/results/quality_fixture.md).
-    The bound below is the measured value with a margin, so a regression in rotation, GPTQ or lowering fails it.
+    Measured on these 40 windows (benchmarks/results/quality_fixture.md): 72% of the KL gap, 65% of the
+    top-1 gap, 76% of the perplexity gap. Top-1 agreement stays just under two thirds; the bound below
+    is the measured value with a margin. GPTQ as SpinQuant's code runs it (no float targets) recovered
+    59% / 39% / 50% here, so a regression to it fails every bound.
     """
     bf16, ptq, sq = (fixture_results[n] for n in ("fixture_bf16", "fixture_8da4w", "fixture_spinquant"))
     kl = gap_recovered(sq.mean_kl, ptq=ptq.mean_kl, base=bf16.mean_kl)
     top1 = gap_recovered(sq.top1_agreement, ptq=ptq.top1_agreement, base=bf16.top1_agreement)
-    print(f"SpinQuant recovers {kl:.1%} of the KL gap and {top1:.1%} of the top-1 gap on {WINDOWS} windows")
-    assert kl >= KL_RECOVERED_MIN, kl
+    ppl = gap_recovered(sq.pte_perplexity, ptq=ptq.pte_perplexity, base=bf16.pte_perplexity)
+    print(f"SpinQuant recovers {kl:.1%} of the KL gap, {top1:.1%} of the top-1 gap, {ppl:.1%} of the perplexity gap")
+    assert kl >= 2 / 3, kl
+    assert ppl >= 2 / 3, ppl
     assert top1 >= TOP1_RECOVERED_MIN, top1
-    assert sq.pte_perplexity < ptq.pte_perplexity  # perplexity moves the same way
 
 
 def test_qat_lora_recovers_nine_tenths_of_the_ptq_perplexity_gap(fixture_results):

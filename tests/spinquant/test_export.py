@@ -69,9 +69,10 @@ def test_rotations_saved_recorded_and_reusable(tiny_hf, rotated_fp32, tmp_path):
 
 @pytest.fixture(scope="module")
 def spinquant_export(tiny_hf, calib_text, tmp_path_factory) -> Path:
-    """The full recipe on tiny_hf: optimized rotations, R4, GPTQ, 8da4w."""
+    """The full recipe on tiny_hf: optimized rotations, R4, GPTQ fitted to float targets, 8da4w."""
     return export_tiny(tiny_hf, tmp_path_factory.mktemp("sq") / "out", "llama3_2_1b_spinquant",
-                       rotation={"steps": 12, "samples": 8}, gptq={"samples": 8}, calibration={"text": str(calib_text), "seq_len": 32})
+                       rotation={"steps": 12, "samples": 8}, gptq={"samples": 8, "float_targets": True},
+                       calibration={"text": str(calib_text), "seq_len": 32})
 
 
 def test_spinquant_manifest_records_rotation_and_gptq(spinquant_export, calib_text):
@@ -83,6 +84,7 @@ def test_spinquant_manifest_records_rotation_and_gptq(spinquant_export, calib_te
     # Cayley SGD lowered the loss with 8-bit activations, measured on the same windows before and after
     assert rec["rotation"]["loss_after"] < rec["rotation"]["loss_before"]
     assert rec["weight_rounding"] == "gptq" and rec["gptq"]["samples"] == 8 and rec["gptq"]["calibration_sha256"] == digest
+    assert rec["gptq"]["float_targets"] is True
 
 
 def test_spinquant_pte_generates_in_the_stock_runner(spinquant_export):
