@@ -124,8 +124,11 @@ def test_host_table_puts_executorch_and_onnxruntime_side_by_side(exported, tmp_p
     assert code == 0, err
     measured = [r for r in rows if r["phase"] == "measured"]
     assert [r["runtime"] for r in measured] == ["executorch", "onnxruntime"]
-    assert all(r["status"] == "ok" and r["prefill_tok_s"] > 0 and r["ttft_s"] > 0 for r in measured), measured
-    assert measured[1]["decode_tok_s"] > 0, measured  # (a tiny model can decode under ExecuTorch's 1 ms clock: its rate is left out)
+    assert all(r["status"] == "ok" for r in measured), measured
+    # ONNX Runtime's times come from a microsecond clock. A tiny model can prefill or decode under ExecuTorch's
+    # 1 ms clock, and then its rate is left out (None) rather than reported as infinite.
+    assert measured[1]["prefill_tok_s"] > 0 and measured[1]["ttft_s"] > 0 and measured[1]["decode_tok_s"] > 0, measured
+    assert all(measured[0][k] is None or measured[0][k] >= 0 for k in ("prefill_tok_s", "ttft_s", "decode_tok_s")), measured
     assert measured[1]["generated_tokens"] == 4, measured
     assert all(r["prompt_tokens"] == 8 for r in measured), measured  # the same prompt tokens in both runtimes
     assert measured[1]["runner_build"].startswith("onnxruntime-genai 0.18.0, onnxruntime 1.32.0")
