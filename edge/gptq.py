@@ -133,10 +133,15 @@ class _HessianHook:
         self.rows = 0
 
     def __call__(self, _module: nn.Module, args: tuple) -> None:
-        x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
+        self.add(args[0])
+
+    def add(self, x: torch.Tensor, *, ref: torch.Tensor | None = None) -> None:
+        """x [..., in] (the quantized model's inputs); ref, or else `self.ref`: the float model's, same shape."""
+        x = x.detach().reshape(-1, x.shape[-1]).double()
         self.h += x.T @ x
         if self.c is not None:
-            self.c += (self.ref - x).T @ x
+            ref = self.ref if ref is None else ref.detach().reshape(-1, ref.shape[-1]).double()
+            self.c += (ref - x).T @ x
             self.ref = None
         self.rows += x.shape[0]
 
@@ -201,6 +206,7 @@ def gptq_block(
     from edge.quantize import intx_tensor_from_integers
 
     reference = copy.deepcopy(block) if float_inputs is not None else None
+    float_outputs: list[torch.Tensor] = []
     originals: dict[str, torch.Tensor] = {}
     results: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for names in SEQUENTIAL_GROUPS:
@@ -213,7 +219,9 @@ def gptq_block(
             with torch.no_grad():
                 for b0 in range(0, inputs.shape[0], batch):
                     if reference is not None:  # the float inputs of these windows first, then the quantized ones
-                        reference(float_inputs[b0 : b0 + batch], 0, cos, sin)
+                        out = reference(float_inputs[b0 : b0 + batch], 0, cos, sin)
+                        if names is SEQUENTIAL_GROUPS[0]:  # the float block never changes: its outputs once
+                            float_outputs.append(out)
                     block(inputs[b0 : b0 + batch], 0, cos, sin)
         finally:
             for h in handles:
@@ -225,14 +233,13 @@ def gptq_block(
             results[n] = (q.cpu(), s.cpu())
             m.weight = nn.Parameter(deq.to(m.weight.dtype), requires_grad=False)  # later groups see it quantized
     outputs = run_block(block, inputs, cos=cos, sin=sin, batch=batch)
-    float_outputs = run_block(reference, float_inputs, cos=cos, sin=sin, batch=batch) if reference is not None else None
     for n, (q, s) in results.items():
         m = block.get_submodule(n)
         t = intx_tensor_from_integers(q, s, bits=WeightBits.INT4)
         m.weight = nn.Parameter(t, requires_grad=False)
         if on_linear:
             on_linear(n, originals[n], t)
-    return outputs, float_outputs
+    return outputs, torch.cat(float_outputs) if reference is not None else None
 
 
 def output_correction(norm: nn.Module, x: torch.Tensor, x_float: torch.Tensor, *, damp: float, batch: int = 8) -> torch.Tensor:
@@ -242,9 +249,8 @@ def output_correction(norm: nn.Module, x: torch.Tensor, x_float: torch.Tensor, *
     `norm`) to the float model's logits as closely as a linear map can (`_HessianHook.correction`);
     they are then rounded as usual. This is the same fit `gptq_block` makes with float targets.
     """
-    hook = _HessianHook(x.shape[-1], x.device, cross=True)
+    fit = _HessianHook(x.shape[-1], x.device, cross=True)
     with torch.no_grad():
         for b0 in range(0, x.shape[0], batch):
-            _RefHook(hook)(norm, (norm(x_float[b0 : b0 + batch]),))
-            hook(norm, (norm(x[b0 : b0 + batch]),))
-    return hook.correction(damp=damp)
+            fit.add(norm(x[b0 : b0 + batch]), ref=norm(x_float[b0 : b0 + batch]))
+    return fit.correction(damp=damp)
