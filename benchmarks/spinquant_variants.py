@@ -14,6 +14,9 @@ In:  the fixture and the shipped configs (fixture_bf16, fixture_8da4w, fixture_s
                     the shipped fixture_spinquant
        sqft_damp    sq_float_targets with damping 0.001 instead of 0.01
        sqft_160_damp  both
+       sqft_kl      the shipped config with rotations optimized against the KL divergence from the float model
+                    (rotation.loss: kl) instead of the text's cross-entropy
+       sqft_kl_w4   the same against int4 fake-quantized weights
 Out: benchmarks/results/spinquant_variants_fixture.jsonl (one line per row as it finishes) and, with
      --table, spinquant_variants_fixture.md.
 
@@ -44,11 +47,14 @@ ROWS = [
     ("sqft_160", "fixture_spinquant", {}),  # the shipped config
     ("sqft_damp", "fixture_spinquant", {"gptq": {"samples": 128, "damp": 0.001}}),
     ("sqft_160_damp", "fixture_spinquant", {"gptq": {"damp": 0.001}}),
+    ("sqft_kl", "fixture_spinquant", {"rotation": {"loss": "kl"}}),
+    ("sqft_kl_w4", "fixture_spinquant", {"rotation": {"loss": "kl", "weight_bits": 4}}),
 ]
 
 
 def table() -> str:
-    rows = [json.loads(line) for line in RESULTS.read_text().splitlines()]
+    order = [name for name, _, _ in ROWS]
+    rows = sorted((json.loads(line) for line in RESULTS.read_text().splitlines()), key=lambda r: order.index(r["name"]))
     lines = ["# SpinQuant variants on the fixture (20 held-out windows of 256 tokens, .pte in ExecuTorch's runtime)", "",
              "| row | perplexity | top-1 agreement | mean KL | PTQ gap recovered (KL / top-1 / ppl) | export + eval s |",
              "|---|---|---|---|---|---|"]
@@ -74,7 +80,10 @@ def main() -> int:
 
     only = sys.argv[1:]
     res: dict[str, dict] = {}
-    RESULTS.unlink(missing_ok=True)
+    # Rows not run this time are kept (in ROWS order when the table is written); the rows run are replaced.
+    rerun = {name for name, _, _ in ROWS if not only or name in only or name in ("bf16", "ptq")}
+    kept = [json.loads(line) for line in RESULTS.read_text().splitlines()] if RESULTS.exists() else []
+    RESULTS.write_text("".join(json.dumps(r) + "\n" for r in kept if r["name"] not in rerun))
     for name, cfg, extra in ROWS:
         if only and name not in only and name not in ("bf16", "ptq"):
             continue

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from edge.errors import EdgeError
+from edge.memory import copy_and_release, release_pages
 from edge.model import ModelArgs, RopeScaling, Transformer
 
 
@@ -279,34 +280,15 @@ def _meta_to_hf_rope_layout(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     return w.view(n_heads, out_dim // n_heads // 2, 2, in_dim).transpose(1, 2).reshape(out_dim, in_dim)
 
 
-def _release_pages(t: torch.Tensor) -> None:
-    """Tell the kernel we are done with the mmap'd pages under `t` (Linux madvise DONTNEED).
+def _raw_tensors(
+    ckpt: Checkpoint, *, shapes_only: bool, wanted: Callable[[str], bool] = lambda _name: True,
+    convert: Callable[[str, torch.Tensor], torch.Tensor] = lambda _name, t: t,
+) -> Iterator[tuple[str, torch.Tensor | tuple[int, ...]]]:
+    """Yield (checkpoint name, tensor or shape) for every tensor `wanted(name)` accepts, one at a time.
 
-    torch.load(mmap=True) maps the whole file as one storage, and every page read
-    stays in this process's resident set until the last tensor of the file is
-    gone. Weights are copied out one at a time, so dropping each source range
-    right after its copy keeps one copy of the model resident, not two.
-    No library exposes this; it is a no-op where madvise is unavailable.
-    """
-    import ctypes
-    import mmap
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return
-    page = mmap.PAGESIZE
-    start = (t.data_ptr() + page - 1) // page * page
-    end = (t.data_ptr() + t.numel() * t.element_size()) // page * page
-    if end > start:
-        libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), 4)  # 4 = MADV_DONTNEED
-
-
-def _raw_tensors(ckpt: Checkpoint, *, shapes_only: bool) -> Iterator[tuple[str, torch.Tensor | tuple[int, ...]]]:
-    """Yield (checkpoint name, tensor or shape) for every tensor, one at a time.
-
-    Tensors are yielded as private copies, and the file mapping they came from
-    is released as they go, so the caller decides how many copies exist.
+    Tensors are yielded as private copies (`convert(name, tensor)` made into one, so a layout change
+    costs one copy, not two), and the file mapping they came from is released as they go, so the
+    caller decides how many copies exist. A tensor not wanted is never read.
     """
     from safetensors import safe_open
 
@@ -319,12 +301,12 @@ def _raw_tensors(ckpt: Checkpoint, *, shapes_only: bool) -> Iterator[tuple[str, 
                         for name in names:
                             yield name, tuple(st.get_slice(name).get_shape())
                         continue
-                for name in names:
+                for name in filter(wanted, names):
                     # Re-opened per tensor: closing unmaps the file, so pages already
                     # copied out leave this process's resident set.
                     with safe_open(str(f), framework="pt") as st:
                         tensor = st.get_tensor(name)
-                    yield name, tensor
+                    yield name, convert(name, tensor)
             except EdgeError:
                 raise
             except Exception as e:  # safetensors raises its own error types for bad headers and short files
@@ -346,8 +328,12 @@ def _raw_tensors(ckpt: Checkpoint, *, shapes_only: bool) -> Iterator[tuple[str, 
                 if shapes_only:
                     yield name, tuple(t.shape)
                     continue
-                copy = t.clone()
-                _release_pages(t)
+                if not wanted(name):
+                    del t
+                    continue
+                copy = convert(name, t)
+                copy = copy_and_release(t) if copy.data_ptr() == t.data_ptr() else copy.contiguous()
+                release_pages(t)
                 del t
                 yield name, copy
             del state
@@ -397,19 +383,22 @@ def iter_weights(ckpt: Checkpoint) -> Iterator[tuple[str, torch.Tensor]]:
     A tied checkpoint yields `embed_tokens.weight` only; the caller ties `lm_head`.
     """
     _refuse_prequantized(ckpt)
-    for name, tensor in _raw_tensors(ckpt, shapes_only=False):
+
+    def wanted(name: str) -> bool:  # a tied checkpoint's stored output layer is never read
         edge_name = _edge_name(ckpt.format, name)
-        if edge_name is None:
-            continue
+        return edge_name is not None and not (edge_name == "lm_head.weight" and ckpt.args.tie_word_embeddings)
+
+    def convert(name: str, tensor: torch.Tensor) -> torch.Tensor:
+        edge_name = _edge_name(ckpt.format, name)
+        if ckpt.format is CheckpointFormat.META and edge_name.endswith("q_proj.weight"):  # type: ignore[union-attr]
+            return _meta_to_hf_rope_layout(tensor, ckpt.args.n_heads)
+        if ckpt.format is CheckpointFormat.META and edge_name.endswith("k_proj.weight"):  # type: ignore[union-attr]
+            return _meta_to_hf_rope_layout(tensor, ckpt.args.n_kv_heads)
+        return tensor
+
+    for name, tensor in _raw_tensors(ckpt, shapes_only=False, wanted=wanted, convert=convert):
         assert isinstance(tensor, torch.Tensor)
-        if ckpt.format is CheckpointFormat.META:
-            if edge_name.endswith("q_proj.weight"):
-                tensor = _meta_to_hf_rope_layout(tensor, ckpt.args.n_heads)
-            elif edge_name.endswith("k_proj.weight"):
-                tensor = _meta_to_hf_rope_layout(tensor, ckpt.args.n_kv_heads)
-        if edge_name == "lm_head.weight" and ckpt.args.tie_word_embeddings:
-            continue
-        yield edge_name, tensor
+        yield _edge_name(ckpt.format, name), tensor  # type: ignore[misc]
 
 
 def _refuse_prequantized(ckpt: Checkpoint) -> None:
@@ -430,7 +419,9 @@ def load_model(ckpt: Checkpoint, *, max_context: int, dtype: torch.dtype | None,
     with torch.device("meta"):
         model = Transformer(ckpt.args, max_context=max_context, full_logits=full_logits)
     for name, tensor in iter_weights(ckpt):
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        # The sum is finite exactly when every weight is (short of an overflow, which the full check rules out),
+        # and it allocates nothing the size of the weight.
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor.sum())) and not bool(torch.isfinite(tensor).all()):
             raise EdgeError(f"{ckpt.path}: weight {name} holds NaN or infinite values")
         module_name, _, attr = name.rpartition(".")
         module = model.get_submodule(module_name)

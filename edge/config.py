@@ -32,6 +32,7 @@ YAML layout (every key optional except where the CLI supplies it):
       batch_size: 8            # windows per step (SpinQuant: 8 GPUs x 1)
       samples: 800             # calibration windows the optimizer cycles through (steps x batch_size)
       weight_bits: 16          # 16: float weights while optimizing (Meta's recipe); 4: int4 fake-quantized
+      loss: cross_entropy      # cross_entropy: next token of the text (SpinQuant) | kl: KL from the float model
     gptq:
       samples: 128             # calibration windows for the Hessians
       damp: 0.01               # fraction of the mean Hessian diagonal added to it
@@ -86,6 +87,11 @@ class RotationKind(enum.Enum):
     OPTIMIZED = "optimized"  # random Hadamard start, then Cayley SGD on the Stiefel manifold
 
 
+class RotationLoss(enum.Enum):
+    CROSS_ENTROPY = "cross_entropy"  # next-token cross-entropy on the calibration text (SpinQuant's recipe)
+    KL = "kl"  # KL divergence from the float model's next-token distribution (OSTQuant's choice)
+
+
 class Format(enum.Enum):
     PTE = "pte"  # ExecuTorch program (XNNPACK): model.pte
     ONNX = "onnx"  # onnxruntime-genai folder: onnx/model.onnx + genai_config.json + tokenizer
@@ -121,6 +127,7 @@ class RotationConfig:
     batch_size: int = 8
     samples: int = 800
     weight_bits: int = 16
+    loss: RotationLoss = RotationLoss.CROSS_ENTROPY
 
     @property
     def enabled(self) -> bool:
@@ -241,6 +248,7 @@ def parse_config(raw: dict[str, Any], *, source: str) -> ExportConfig:
         "batch_size": _int(rr["batch_size"], "rotation.batch_size", problems, minimum=1),
         "samples": _int(rr["samples"], "rotation.samples", problems, minimum=1),
         "weight_bits": _int(rr["weight_bits"], "rotation.weight_bits", problems, minimum=4),
+        "loss": _enum(RotationLoss, rr["loss"], "rotation.loss", problems),
     }
     if rotation["weight_bits"] not in (4, 16, None):
         problems.append(f"rotation.weight_bits: {rotation['weight_bits']} is not 16 (float weights) or 4 (int4 fake-quantized)")

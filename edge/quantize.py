@@ -267,6 +267,7 @@ def quantize_model(
     exists in float32. gptq: int4 block linears are rounded by GPTQ (`edge.gptq`) instead of
     torchao's round-to-nearest. `on_step(done, total)` is called after each block.
     """
+    from edge.memory import trim_heap
     from edge.model import AttentionPath, rope_tables
     from edge.spinquant.fold import head_transforms, prepare_block, rotate_block, untie_and_reset_norm
 
@@ -304,6 +305,7 @@ def quantize_model(
             for name, module in block_linears(block):
                 _quantize_rows(module, config, name=f"layers.{i}.{name}", report=report)
         block.to(dtype)  # norms, and linears left unquantized
+        trim_heap()  # the block's float weights were heap holes between quantized ones (edge.memory)
         if on_step:
             on_step(i + 1, total)
     if use_gptq:

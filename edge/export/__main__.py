@@ -118,7 +118,8 @@ def overrides_from_args(ns: argparse.Namespace) -> dict:
     return out
 
 
-def print_summary(result, *, config, stream=sys.stdout) -> None:
+def print_summary(result, *, config, stream=None) -> None:
+    stream = stream or sys.stdout  # looked up per call: a default bound at import would outlive a redirected stdout
     mb = lambda b: f"{b / 2**20:9.1f} MiB"  # noqa: E731
     print(f"\nexported {result.pte or result.output_dir}", file=stream)
     if result.pte is not None:

@@ -33,6 +33,7 @@ from edge.config import Device, DType, ExportConfig, Format, Rounding
 from edge.errors import EdgeError
 from edge.io import check_output_path, disk_full_error, publish_folder, sha256_file
 from edge.lower import RunnerMetadata, export_program, lower_program, pte_nbytes, write_pte
+from edge.memory import trim_heap
 from edge.model import Transformer
 from edge.progress import Progress
 from edge.export.finetune_stage import Finetuned, attach, check_finetuned, finetune_record
@@ -295,6 +296,7 @@ def run_export(config: ExportConfig, *, progress: Progress) -> ExportResult:
         model = load_model(ckpt, max_context=config.max_context, dtype=load_dtype, full_logits=config.full_logits)
         if attach(model, prepared.finetuned, quantized=False):
             progress.info("LoRA adapters merged into the float weights (finetune.adapters: merge)")
+        trim_heap()
     with progress.stage("quantize", ", ".join(f"{k}: {v}" for k, v in quant_summary(config).items())):
         report = quantize_model(
             model, config.quantization, dtype=dtype, rotations=rotations, online_hadamard=config.rotation.online_hadamard,
@@ -345,6 +347,8 @@ def _lower(config: ExportConfig, model, ckpt: Checkpoint, *, progress: Progress)
     )
     with progress.stage("lower", "XNNPACK delegate, ExecuTorch program"):
         program = lower_program(ep, metadata)
+        del ep
+        trim_heap()  # lowering's graph copies are gone; hand their heap pages back before serializing
     return program, metadata
 
 

@@ -9,8 +9,12 @@ Only R1 and each layer's R2 train; every model weight is frozen. Each step appli
 rotations to the weights on the fly (float64, `edge.spinquant.fold.rotated_block_weights`,
 the same function the fold uses), fake-quantizes every linear's input to 8 bits per token,
 asymmetric, with a straight-through estimator (torchao's `IntxFakeQuantizer`: the runtime's
-dynamic activation quantization), and minimises the causal-LM cross-entropy. Weights stay
-16/32-bit during the optimization, as in SpinQuant's ExecuTorch recipe (W16A8).
+dynamic activation quantization), and minimises the causal-LM cross-entropy (SpinQuant) or, with
+`loss=KL`, the KL divergence from the float model's next-token distribution (OSTQuant's choice,
+Hu et al., ICLR 2025: it targets what the quantized model should reproduce, not the text). The
+float model is the same forward with nothing fake-quantized: rotations do not change it. Weights
+stay 16/32-bit during the optimization, as in SpinQuant's ExecuTorch recipe (W16A8), or are
+fake-quantized to int4 (`weight_bits=4`).
 
 The optimizer (`CayleySGD`) is SpinQuant's `SGDG(stiefel=True)` (train_utils/optimizer.py,
 after Li et al. 2020): written here because neither torch nor torchao ships a Stiefel
@@ -27,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edge.config import RotationKind
+from edge.config import RotationKind, RotationLoss
 from edge.model import AttentionPath, Transformer
 from edge.spinquant.fold import head_transforms, prepare_block, rotated_block_weights, untie_and_reset_norm
 from edge.spinquant.rotations import Rotations
@@ -77,6 +81,11 @@ def prepare_for_optimization(model: Transformer, *, online_hadamard: bool) -> No
     model.requires_grad_(False)
 
 
+def _sig(x: float) -> float:
+    """x to 6 significant digits (a KL can be 1e-5: fixed decimals would lose it)."""
+    return float(f"{x:.6g}")
+
+
 def _act_fake_quant():
     from torchao.quantization.qat import IntxFakeQuantizeConfig, IntxFakeQuantizer
 
@@ -98,6 +107,7 @@ def optimize_rotations(
     learning_rate: float,
     batch_size: int = 1,
     weight_bits: int = 16,
+    loss: RotationLoss = RotationLoss.CROSS_ENTROPY,
     group_size: int = 32,
     eval_windows: int = 8,
     device: str = "cpu",
@@ -114,21 +124,39 @@ def optimize_rotations(
     opt = CayleySGD([r1, *r2], lr=learning_rate)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(steps, 1))))
 
-    fq = _act_fake_quant()
+    act_fq = _act_fake_quant()
     wq = _weight_fake_quant(group_size) if weight_bits == 4 else None
+    quantizing = [True]  # off: the float model (the teacher of the KL loss)
+
+    def fq(x: torch.Tensor) -> torch.Tensor:
+        return act_fq(x) if quantizing[0] else x
+
     handles = [m.register_forward_pre_hook(lambda _m, a: (fq(a[0]),)) for n, m in model.layers.named_modules()
                if isinstance(m, nn.Linear)]
     # The embedding output and lm_head input carry R1; applying it to the activations is the same
     # function as rotating the [V, D] weights, without a V x D x D product every step.
     handles.append(model.embed_tokens.register_forward_hook(lambda _m, _a, out: (out.double() @ r1).float()))
     handles.append(model.lm_head.register_forward_pre_hook(lambda _m, a: ((fq(a[0]).double() @ r1.T).float(),)))
-    def loss_of(batch: torch.Tensor) -> torch.Tensor:
+
+    def logits_of(batch: torch.Tensor) -> torch.Tensor:
+        """[B, S] -> [B, S, V]: the model with the current rotations, fake-quantized unless `quantizing` is off."""
         weights = {}
         for i, block in enumerate(model.layers):
             for name, w in rotated_block_weights(block, r1=r1, r2=r2[i]).items():
-                weights[f"layers.{i}.{name}.weight"] = wq(w.float()) if wq else w.float()
-        logits = torch.func.functional_call(model, weights, (batch,), strict=False)  # [B, S, V]
-        return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+                weights[f"layers.{i}.{name}.weight"] = wq(w.float()) if wq and quantizing[0] else w.float()
+        return torch.func.functional_call(model, weights, (batch,), strict=False)
+
+    def loss_of(batch: torch.Tensor) -> torch.Tensor:
+        logits = logits_of(batch)[:, :-1].reshape(-1, model.args.vocab_size)  # [B*(S-1), V]
+        if loss is RotationLoss.CROSS_ENTROPY:
+            return F.cross_entropy(logits, batch[:, 1:].reshape(-1))
+        quantizing[0] = False
+        try:
+            with torch.no_grad():
+                teacher = logits_of(batch)[:, :-1].reshape(-1, model.args.vocab_size)
+        finally:
+            quantizing[0] = True
+        return F.kl_div(F.log_softmax(logits, dim=-1), F.log_softmax(teacher, dim=-1), log_target=True, reduction="batchmean")
 
     def fixed_loss() -> float:  # the same windows before and after: a comparable number
         with torch.no_grad():
@@ -142,12 +170,12 @@ def optimize_rotations(
             t0 = time.monotonic()
             idx = torch.arange(step * batch_size, (step + 1) * batch_size) % tokens.shape[0]
             batch = tokens[idx].to(device)
-            loss = loss_of(batch)
+            step_loss = loss_of(batch)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            step_loss.backward()
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(float(step_loss.detach()))
             if on_step:
                 on_step(step + 1, steps, losses[-1], batch.numel() / (time.monotonic() - t0))
         after = fixed_loss()
@@ -156,8 +184,8 @@ def optimize_rotations(
             h.remove()
     provenance = dict(init.provenance) | {
         "steps": steps, "learning_rate": learning_rate, "batch_size": batch_size, "weight_bits": weight_bits,
-        "loss_before": round(before, 5), "loss_after": round(after, 5), "loss_windows": n_eval,
-        "losses": [round(x, 5) for x in losses],
+        "loss": loss.value, "loss_before": _sig(before), "loss_after": _sig(after), "loss_windows": n_eval,
+        "losses": [_sig(x) for x in losses],
     }
     return Rotations(kind=RotationKind.OPTIMIZED, r1=r1.detach().cpu(), r2=tuple(r.detach().cpu() for r in r2),
                      provenance=provenance)

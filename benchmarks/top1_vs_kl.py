@@ -1,0 +1,151 @@
+"""Why top-1 agreement recovers less of plain PTQ's gap than KL does, on every held-out window of the fixture.
+
+In:  the shipped fixture and configs (fixture_bf16, fixture_8da4w, fixture_spinquant, and fixture_spinquant
+     without rotations), run eagerly through `edge.model` after `quantize_model` (the .pte computes the same:
+     on the README's 40 windows eager and .pte top-1 agreed to 0.02 points and mean KL to 0.3%).
+Out: benchmarks/results/top1_vs_kl_fixture.{md,json}: per export, mean KL, top-1 agreement, the tokens whose
+     top-1 flips, and the spread (std) of the error in the reference's top-1 minus top-2 logit margin.
+
+A token flips when the quantization error in its top-1/top-2 margin exceeds the margin. Near-ties are common
+(9% of positions have a margin under 0.1), so flips grow in proportion to the error's amplitude, while KL
+grows with its square: halving the error amplitude recovers about half of the top-1 gap but three quarters
+of the KL gap.
+
+    python benchmarks/top1_vs_kl.py          # about 4 minutes on 2 cores (the rotation optimization is most of it)
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "top1_vs_kl_fixture"
+ROWS = [
+    ("bf16", "fixture_bf16", {}),
+    ("8da4w PTQ (vanilla)", "fixture_8da4w", {}),
+    ("GPTQ with float targets, no rotation", "fixture_spinquant", {"rotation": {"kind": "none"}}),
+    ("SpinQuant, shipped config", "fixture_spinquant", {}),
+]
+
+
+def quantized_logits(name: str, config: str, extra: dict, windows: list[list[int]]):
+    """A shipped config (+ overrides) -> the fixture as that export quantizes it, logits [N, V] over `windows`."""
+    import torch
+
+    from edge.checkpoint import load_model
+    from edge.config import Rounding, load_config
+    from edge.export.pipeline import prepare
+    from edge.export.rotation_stage import make_rotations
+    from edge.model import AttentionPath
+    from edge.progress import Progress
+    from edge.quantize import GPTQInputs, quantize_model
+
+    cfg = load_config(config=config, overrides={"output": "/tmp/top1_vs_kl", "force": True} | extra)
+    prepared = prepare(cfg)
+    if name == "bf16":
+        model = load_model(prepared.ckpt, max_context=512, dtype=torch.bfloat16, full_logits=True)
+    else:
+        rotations = make_rotations(cfg, prepared, progress=Progress(quiet=True))
+        gptq = None
+        if cfg.quantization.rounding is Rounding.GPTQ:
+            gptq = GPTQInputs(tokens=prepared.calibration.take(cfg.gptq.samples), damp=cfg.gptq.damp,
+                              act_order=cfg.gptq.act_order, float_targets=cfg.gptq.float_targets)
+        model = load_model(prepared.ckpt, max_context=512, dtype=None, full_logits=True)
+        quantize_model(model, cfg.quantization, dtype=torch.float32, rotations=rotations,
+                       online_hadamard=cfg.rotation.online_hadamard, gptq=gptq)
+    model.set_attention_path(AttentionPath.SEQUENCE)
+    model.full_logits = True
+    with torch.no_grad():
+        return torch.cat([model(torch.tensor([w]))[0, :-1].float() for w in windows])
+
+
+def main() -> int:
+    sys.path.insert(0, str(ROOT))
+    from edge.quiet import quiet_libraries
+
+    quiet_libraries()
+    import torch
+    import torch.nn.functional as F
+
+    from edge.checkpoint import load_model, open_checkpoint
+    from edge.evaluate.core import load_tokenizer, tokenize_windows
+    from edge.export.pipeline import DEFAULT_CHECKPOINT
+    from edge.metrics import gap_recovered
+    from edge.model import AttentionPath
+
+    ckpt = open_checkpoint(DEFAULT_CHECKPOINT)
+    windows = tokenize_windows((DEFAULT_CHECKPOINT / "heldout.txt").read_text(encoding="utf-8"),
+                               tokenizer=load_tokenizer(ckpt.tokenizer), bos_id=ckpt.bos_id, context=256)
+    ref_model = load_model(ckpt, max_context=512, dtype=torch.float32, full_logits=True)
+    ref_model.set_attention_path(AttentionPath.SEQUENCE)
+    with torch.no_grad():
+        ref = torch.cat([ref_model(torch.tensor([w]))[0, :-1] for w in windows])  # [N, V]
+    top2 = ref.topk(2, dim=-1)
+    margin = top2.values[:, 0] - top2.values[:, 1]
+    ref_logp = F.log_softmax(ref, -1)
+    rows = []
+    for name, config, extra in ROWS:
+        t0 = time.monotonic()
+        got = quantized_logits(name, config, extra, windows)
+        got_logp = F.log_softmax(got, -1)
+        err = (got_logp - ref_logp).gather(1, top2.indices)  # [N, 2]: error at the reference's top-1 and top-2
+        rows.append({
+            "row": name, "config": config, "overrides": extra,
+            "mean_kl": float(F.kl_div(got_logp, ref_logp, log_target=True, reduction="sum")) / len(ref),
+            "top1_agreement": float((got.argmax(-1) == ref.argmax(-1)).float().mean()),
+            "flips": int((got.argmax(-1) != ref.argmax(-1)).sum()),
+            "margin_error_std": float((err[:, 0] - err[:, 1]).std()),
+            "seconds": round(time.monotonic() - t0, 1),
+        })
+        print(json.dumps(rows[-1]), flush=True)
+    b, p = rows[0], rows[1]
+    for r in rows[2:]:
+        r["kl_gap_recovered"] = gap_recovered(r["mean_kl"], ptq=p["mean_kl"], base=b["mean_kl"])
+        r["top1_gap_recovered"] = gap_recovered(r["top1_agreement"], ptq=p["top1_agreement"], base=b["top1_agreement"])
+        r["amplitude_gap_recovered"] = gap_recovered(r["margin_error_std"], ptq=p["margin_error_std"], base=b["margin_error_std"])
+    meta = {"measured": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+            "windows": len(windows), "tokens": len(ref), "near_ties": float((margin < 0.1).float().mean())}
+    RESULTS.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    RESULTS.with_suffix(".md").write_text(render(meta, rows))
+    print(render(meta, rows))
+    return 0
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    import os
+
+    return f"{cpu} ({os.cpu_count()} cores)"
+
+
+def render(meta: dict, rows: list[dict]) -> str:
+    def rec(r: dict, key: str) -> str:
+        return f"{r[key]:.0%}" if key in r else "—"
+
+    lines = [
+        "# Top-1 agreement against KL on every held-out window of the fixture", "",
+        f"Measured {meta['measured']} on {meta['machine']}: {meta['windows']} windows of 256 tokens, "
+        f"{meta['tokens']} predicted tokens, each export run eagerly after edge's own quantization, against the "
+        f"float32 reference. {meta['near_ties']:.1%} of positions have a top-1/top-2 logit margin under 0.1.", "",
+        "| export | mean KL | top-1 agreement | tokens flipped | std of the margin's error | PTQ gap recovered: KL / top-1 / error amplitude |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        gap = f"{rec(r, 'kl_gap_recovered')} / {rec(r, 'top1_gap_recovered')} / {rec(r, 'amplitude_gap_recovered')}"
+        lines.append(f"| {r['row']} | {r['mean_kl']:.5f} | {r['top1_agreement']:.2%} | {r['flips']} | "
+                     f"{r['margin_error_std']:.3f} | {gap} |")
+    lines += ["", "Flips grow roughly in proportion to the error's amplitude (its std), KL with its square: top-1 recovers "
+              "about what the amplitude does, not what KL does. Two thirds of the top-1 gap then asks for the amplitude "
+              "cut to a third of PTQ's distance, about 1 - (1/3)^2 = 89% of the KL gap.", "",
+              "Reproduce: `python benchmarks/top1_vs_kl.py`"]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

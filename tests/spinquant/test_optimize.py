@@ -1,0 +1,44 @@
+"""Rotation optimization (Cayley SGD) on a tiny model: each loss descends, and the KL loss's teacher is the float model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edge.checkpoint import load_model, open_checkpoint
+from edge.config import RotationKind, RotationLoss
+from edge.spinquant.optimize import optimize_rotations, prepare_for_optimization
+from edge.spinquant.rotations import hadamard_rotations
+
+
+def _optimize(ckpt_path, *, loss: RotationLoss, weight_bits: int, steps: int):
+    ckpt = open_checkpoint(ckpt_path)
+    model = load_model(ckpt, max_context=32, dtype=torch.float32)
+    prepare_for_optimization(model, online_hadamard=True)
+    tokens = torch.randint(3, ckpt.args.vocab_size, (8, 32), generator=torch.Generator().manual_seed(0))
+    init = hadamard_rotations(ckpt.args, seed=0)
+    return optimize_rotations(model, tokens, init=init, steps=steps, learning_rate=1.5, batch_size=4,
+                              weight_bits=weight_bits, loss=loss)
+
+
+@pytest.mark.parametrize("weight_bits", [16, 4])
+def test_kl_loss_starts_where_quantization_puts_it_and_descends(tiny_hf, weight_bits):
+    """With nothing but 8-bit activations the quantized model is close to the float one (small KL); int4 weights
+    move it further. Twenty Cayley steps lower the KL on the same windows (by 10% or more against int4 weights,
+    where rotation matters most on this random tiny model; measured 2% with 8-bit activations alone), and R1
+    stays orthogonal."""
+    rot = _optimize(tiny_hf, loss=RotationLoss.KL, weight_bits=weight_bits, steps=20)
+    p = rot.provenance
+    assert rot.kind is RotationKind.OPTIMIZED and p["loss"] == "kl" and p["weight_bits"] == weight_bits
+    assert 0 < p["loss_before"] < (0.05 if weight_bits == 16 else 1.0), p
+    assert p["loss_after"] < (0.9 if weight_bits == 4 else 1.0) * p["loss_before"], p
+    eye = torch.eye(rot.r1.shape[0], dtype=rot.r1.dtype)
+    torch.testing.assert_close(rot.r1 @ rot.r1.T, eye, rtol=0, atol=1e-8)
+
+
+def test_cross_entropy_loss_is_the_text_loss(tiny_hf):
+    """SpinQuant's loss is the next-token cross-entropy: on random tokens it sits near log(vocab), far above any KL."""
+    rot = _optimize(tiny_hf, loss=RotationLoss.CROSS_ENTROPY, weight_bits=16, steps=2)
+    vocab = open_checkpoint(tiny_hf).args.vocab_size
+    assert rot.provenance["loss"] == "cross_entropy"
+    assert 0.5 * torch.log(torch.tensor(float(vocab))) < rot.provenance["loss_before"] < 3 * torch.log(torch.tensor(float(vocab)))
