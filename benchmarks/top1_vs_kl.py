@@ -17,7 +17,6 @@ of the KL gap.
 from __future__ import annotations
 
 import json
-import platform
 import sys
 import time
 from datetime import datetime, timezone
@@ -33,33 +32,19 @@ ROWS = [
 ]
 
 
-def quantized_logits(name: str, config: str, extra: dict, windows: list[list[int]]):
+def quantized_logits(config: str, extra: dict, windows: list[list[int]]):
     """A shipped config (+ overrides) -> the fixture as that export quantizes it, logits [N, V] over `windows`."""
     import torch
 
-    from edge.checkpoint import load_model
-    from edge.config import Rounding, load_config
-    from edge.export.pipeline import prepare
-    from edge.export.rotation_stage import make_rotations
+    from edge.config import load_config
+    from edge.export.pipeline import prepare, quantized_model
     from edge.model import AttentionPath
     from edge.progress import Progress
-    from edge.quantize import GPTQInputs, quantize_model
 
-    cfg = load_config(config=config, overrides={"output": "/tmp/top1_vs_kl", "force": True} | extra)
-    prepared = prepare(cfg)
-    if name == "bf16":
-        model = load_model(prepared.ckpt, max_context=512, dtype=torch.bfloat16, full_logits=True)
-    else:
-        rotations = make_rotations(cfg, prepared, progress=Progress(quiet=True))
-        gptq = None
-        if cfg.quantization.rounding is Rounding.GPTQ:
-            gptq = GPTQInputs(tokens=prepared.calibration.take(cfg.gptq.samples), damp=cfg.gptq.damp,
-                              act_order=cfg.gptq.act_order, float_targets=cfg.gptq.float_targets)
-        model = load_model(prepared.ckpt, max_context=512, dtype=None, full_logits=True)
-        quantize_model(model, cfg.quantization, dtype=torch.float32, rotations=rotations,
-                       online_hadamard=cfg.rotation.online_hadamard, gptq=gptq)
+    cfg = load_config(config=config, overrides={"output": "/tmp/top1_vs_kl", "force": True, "full_logits": True,
+                                                "max_context": 512} | extra)
+    model, _, _ = quantized_model(cfg, prepare(cfg), progress=Progress(quiet=True))
     model.set_attention_path(AttentionPath.SEQUENCE)
-    model.full_logits = True
     with torch.no_grad():
         return torch.cat([model(torch.tensor([w]))[0, :-1].float() for w in windows])
 
@@ -91,7 +76,7 @@ def main() -> int:
     rows = []
     for name, config, extra in ROWS:
         t0 = time.monotonic()
-        got = quantized_logits(name, config, extra, windows)
+        got = quantized_logits(config, extra, windows)
         got_logp = F.log_softmax(got, -1)
         err = (got_logp - ref_logp).gather(1, top2.indices)  # [N, 2]: error at the reference's top-1 and top-2
         rows.append({
@@ -117,11 +102,11 @@ def main() -> int:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
     import os
 
-    return f"{cpu} ({os.cpu_count()} cores)"
+    from edge.progress import cpu_name
+
+    return f"{cpu_name()} ({os.cpu_count()} cores)"
 
 
 def render(meta: dict, rows: list[dict]) -> str:

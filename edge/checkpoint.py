@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from edge.errors import EdgeError
-from edge.memory import copy_and_release, release_pages
+from edge.memory import copy_and_release
 from edge.model import ModelArgs, RopeScaling, Transformer
 
 
@@ -281,14 +281,13 @@ def _meta_to_hf_rope_layout(w: torch.Tensor, n_heads: int) -> torch.Tensor:
 
 
 def _raw_tensors(
-    ckpt: Checkpoint, *, shapes_only: bool, wanted: Callable[[str], bool] = lambda _name: True,
-    convert: Callable[[str, torch.Tensor], torch.Tensor] = lambda _name, t: t,
+    ckpt: Checkpoint, *, shapes_only: bool, wanted: Callable[[str], bool] = lambda _name: True
 ) -> Iterator[tuple[str, torch.Tensor | tuple[int, ...]]]:
     """Yield (checkpoint name, tensor or shape) for every tensor `wanted(name)` accepts, one at a time.
 
-    Tensors are yielded as private copies (`convert(name, tensor)` made into one, so a layout change
-    costs one copy, not two), and the file mapping they came from is released as they go, so the
-    caller decides how many copies exist. A tensor not wanted is never read.
+    Tensors are yielded as private copies, and the file mapping they came from is released as
+    they go (`edge.memory.copy_and_release`), so the caller decides how many copies exist.
+    A tensor not wanted is never read.
     """
     from safetensors import safe_open
 
@@ -306,7 +305,7 @@ def _raw_tensors(
                     # copied out leave this process's resident set.
                     with safe_open(str(f), framework="pt") as st:
                         tensor = st.get_tensor(name)
-                    yield name, convert(name, tensor)
+                    yield name, tensor
             except EdgeError:
                 raise
             except Exception as e:  # safetensors raises its own error types for bad headers and short files
@@ -331,9 +330,7 @@ def _raw_tensors(
                 if not wanted(name):
                     del t
                     continue
-                copy = convert(name, t)
-                copy = copy_and_release(t) if copy.data_ptr() == t.data_ptr() else copy.contiguous()
-                release_pages(t)
+                copy = copy_and_release(t)
                 del t
                 yield name, copy
             del state
@@ -388,17 +385,15 @@ def iter_weights(ckpt: Checkpoint) -> Iterator[tuple[str, torch.Tensor]]:
         edge_name = _edge_name(ckpt.format, name)
         return edge_name is not None and not (edge_name == "lm_head.weight" and ckpt.args.tie_word_embeddings)
 
-    def convert(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    for name, tensor in _raw_tensors(ckpt, shapes_only=False, wanted=wanted):
         edge_name = _edge_name(ckpt.format, name)
-        if ckpt.format is CheckpointFormat.META and edge_name.endswith("q_proj.weight"):  # type: ignore[union-attr]
-            return _meta_to_hf_rope_layout(tensor, ckpt.args.n_heads)
-        if ckpt.format is CheckpointFormat.META and edge_name.endswith("k_proj.weight"):  # type: ignore[union-attr]
-            return _meta_to_hf_rope_layout(tensor, ckpt.args.n_kv_heads)
-        return tensor
-
-    for name, tensor in _raw_tensors(ckpt, shapes_only=False, wanted=wanted, convert=convert):
-        assert isinstance(tensor, torch.Tensor)
-        yield _edge_name(ckpt.format, name), tensor  # type: ignore[misc]
+        assert isinstance(tensor, torch.Tensor) and edge_name is not None
+        if ckpt.format is CheckpointFormat.META:
+            if edge_name.endswith("q_proj.weight"):
+                tensor = _meta_to_hf_rope_layout(tensor, ckpt.args.n_heads)
+            elif edge_name.endswith("k_proj.weight"):
+                tensor = _meta_to_hf_rope_layout(tensor, ckpt.args.n_kv_heads)
+        yield edge_name, tensor
 
 
 def _refuse_prequantized(ckpt: Checkpoint) -> None:

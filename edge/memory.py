@@ -16,6 +16,7 @@ is what decides whether a 3B model exports on a 16 GB laptop.
 from __future__ import annotations
 
 import ctypes
+import functools
 import mmap
 
 import torch
@@ -23,6 +24,7 @@ import torch
 _SLICE_BYTES = 64 * 2**20
 
 
+@functools.cache
 def _libc():
     try:
         return ctypes.CDLL(None, use_errno=True)
@@ -50,6 +52,7 @@ def copy_and_release(t: torch.Tensor) -> torch.Tensor:
     for i in range(0, src.numel(), step):
         out[i : i + step].copy_(src[i : i + step])
         release_pages(src[i : i + step])
+    release_pages(src)  # the pages that straddle two slices
     return out.view(t.shape)
 
 

@@ -260,25 +260,12 @@ def _write_folder(*, program, config, ckpt, report, spinquant, finetune, rotatio
     )
 
 
-def run_export(config: ExportConfig, *, progress: Progress) -> ExportResult:
-    """ExportConfig -> the output folder; the whole pipeline."""
-    with progress.stage("check", "checkpoint, config and output path"):
-        prepared = prepare(config)
-    ckpt, args = prepared.ckpt, prepared.ckpt.args
-    progress.info(
-        f"model: {ckpt.format.value} checkpoint, {args.n_layers} layers, dim {args.dim}, "
-        f"{args.n_heads}/{args.n_kv_heads} heads, vocab {args.vocab_size}, {args.n_params / 1e6:.1f}M params"
-    )
-    if ckpt.prequantized_group_size is not None:
-        from edge.prequantized import load_prequantized_model, prequantized_report
+def quantized_model(config: ExportConfig, prepared: Prepared, *, progress: Progress) -> tuple[Transformer, QuantReport, object]:
+    """Checked config and checkpoint -> (the model as the export quantizes it, its report, its `Rotations` or None).
 
-        progress.info(f"pre-quantized checkpoint (int4 groups of {ckpt.prequantized_group_size}, rotations folded in): "
-                      "its integers are exported as they are; the config's quantization, rotation and gptq settings do not apply")
-        with progress.stage("load", f"{ckpt.path} (pre-quantized)"):
-            model = load_prequantized_model(ckpt, max_context=config.max_context, full_logits=config.full_logits)
-        report = prequantized_report(ckpt)
-        return _export_and_write(config, prepared, progress=progress, model=model, report=report, rotations=None)
-
+    The stages rotations -> load -> quantize (LoRA adapters attached); not for pre-quantized checkpoints.
+    """
+    ckpt = prepared.ckpt
     rotations = None
     if config.rotation.enabled:
         with progress.stage("rotations", config.rotation.kind.value + (f" from {config.rotation.file}" if config.rotation.file else "")):
@@ -304,6 +291,29 @@ def run_export(config: ExportConfig, *, progress: Progress) -> ExportResult:
         )
     if n := attach(model, prepared.finetuned, quantized=True):
         progress.info(f"LoRA adapters on {n} linears, kept in float: 8da4w(x) + scale * B(A(x))")
+    return model, report, rotations
+
+
+def run_export(config: ExportConfig, *, progress: Progress) -> ExportResult:
+    """ExportConfig -> the output folder; the whole pipeline."""
+    with progress.stage("check", "checkpoint, config and output path"):
+        prepared = prepare(config)
+    ckpt, args = prepared.ckpt, prepared.ckpt.args
+    progress.info(
+        f"model: {ckpt.format.value} checkpoint, {args.n_layers} layers, dim {args.dim}, "
+        f"{args.n_heads}/{args.n_kv_heads} heads, vocab {args.vocab_size}, {args.n_params / 1e6:.1f}M params"
+    )
+    if ckpt.prequantized_group_size is not None:
+        from edge.prequantized import load_prequantized_model, prequantized_report
+
+        progress.info(f"pre-quantized checkpoint (int4 groups of {ckpt.prequantized_group_size}, rotations folded in): "
+                      "its integers are exported as they are; the config's quantization, rotation and gptq settings do not apply")
+        with progress.stage("load", f"{ckpt.path} (pre-quantized)"):
+            model = load_prequantized_model(ckpt, max_context=config.max_context, full_logits=config.full_logits)
+        report = prequantized_report(ckpt)
+        return _export_and_write(config, prepared, progress=progress, model=model, report=report, rotations=None)
+
+    model, report, rotations = quantized_model(config, prepared, progress=progress)
     return _export_and_write(config, prepared, progress=progress, model=model, report=report, rotations=rotations)
 
 
