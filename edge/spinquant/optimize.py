@@ -106,6 +106,7 @@ def optimize_rotations(
     steps: int,
     learning_rate: float,
     batch_size: int = 1,
+    micro_batch: int | None = None,
     weight_bits: int = 16,
     loss: RotationLoss = RotationLoss.CROSS_ENTROPY,
     group_size: int = 32,
@@ -117,7 +118,12 @@ def optimize_rotations(
 
     `on_step(step, steps, loss, tokens_per_s)` after each step. The provenance records the
     loss (8-bit activations) on the first `eval_windows` windows before and after.
+    micro_batch (None: batch_size): windows per forward/backward; each step sums the gradients of
+    batch_size / micro_batch passes (each loss a mean over equally many tokens, so the step is the same).
     """
+    micro = micro_batch or batch_size
+    if batch_size % micro:
+        raise ValueError(f"micro_batch {micro} does not divide batch_size {batch_size}")
     model.to(device)
     r1 = nn.Parameter(init.r1.to(device=device, dtype=torch.float64))
     r2 = nn.ParameterList(nn.Parameter(r.to(device=device, dtype=torch.float64)) for r in init.r2)
@@ -170,12 +176,15 @@ def optimize_rotations(
             t0 = time.monotonic()
             idx = torch.arange(step * batch_size, (step + 1) * batch_size) % tokens.shape[0]
             batch = tokens[idx].to(device)
-            step_loss = loss_of(batch)
             opt.zero_grad(set_to_none=True)
-            step_loss.backward()
+            step_loss = 0.0
+            for m0 in range(0, batch_size, micro):  # one pass per micro-batch; gradients accumulate in r1/r2
+                part = loss_of(batch[m0 : m0 + micro]) * (micro / batch_size)
+                part.backward()
+                step_loss += float(part.detach())
             opt.step()
             sched.step()
-            losses.append(float(step_loss.detach()))
+            losses.append(step_loss)
             if on_step:
                 on_step(step + 1, steps, losses[-1], batch.numel() / (time.monotonic() - t0))
         after = fixed_loss()
@@ -183,7 +192,7 @@ def optimize_rotations(
         for h in handles:
             h.remove()
     provenance = dict(init.provenance) | {
-        "steps": steps, "learning_rate": learning_rate, "batch_size": batch_size, "weight_bits": weight_bits,
+        "steps": steps, "learning_rate": learning_rate, "batch_size": batch_size, "micro_batch": micro, "weight_bits": weight_bits,
         "loss": loss.value, "loss_before": _sig(before), "loss_after": _sig(after), "loss_windows": n_eval,
         "losses": [_sig(x) for x in losses],
     }
