@@ -7,7 +7,8 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -94,6 +95,48 @@ def sha256_file(path: Path, *, chunk: int = 1 << 24) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+class BackgroundHashes:
+    """Files -> their sha256 digests, computed on a daemon thread while the caller goes on (hashlib
+    releases the GIL, so hashing a 2.5 GB checkpoint overlaps with lowering); `result()` waits."""
+
+    def __init__(self, paths: Iterable[Path]) -> None:
+        self._paths = list(paths)
+        self._digests: dict[Path, str] = {}
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="edge-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for p in self._paths:
+                self._digests[p] = sha256_file(p)
+        except BaseException as e:  # handed to result()
+            self._error = e
+
+    def result(self) -> dict[Path, str]:
+        """-> {path: sha256 hex}, once every file is hashed; re-raises what hashing raised."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return dict(self._digests)
+
+
+class HashingWriter:
+    """A binary file -> the same file whose `write`s also feed a sha256 (`hexdigest()`), so a file
+    written once is hashed without being read back."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+        self._h = hashlib.sha256()
+
+    def write(self, data) -> int:
+        self._h.update(data)
+        return self._f.write(data)
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -52,9 +52,16 @@ def sqnr_db(reference: torch.Tensor, approx: torch.Tensor, *, rows_per_chunk: in
         ref = reference[r0 : r0 + rows_per_chunk].float()
         part = approx[r0 : r0 + rows_per_chunk]
         part = part.dequantize() if hasattr(part, "dequantize") and hasattr(part, "qdata") else part
-        signal += float(ref.double().pow(2).sum())
-        noise += float((ref - part.float()).double().pow(2).sum())
+        signal += sum_of_squares(ref)
+        noise += sum_of_squares(ref - part.float())
     return _db(signal, noise)
+
+
+def sum_of_squares(x: torch.Tensor) -> float:
+    """sum(x^2) as a float32 dot product (BLAS): relative error about 2e-5 on 16M values, a 1e-4 dB change
+    in an SQNR, at a thirtieth of the time of summing in float64 (which took twice as long as the quantizing)."""
+    flat = x.float().reshape(-1)
+    return float(torch.dot(flat, flat))
 
 
 def _db(signal: float, noise: float) -> float:
@@ -206,13 +213,21 @@ def _quantize_rows(
         part = tmp.weight.detach()
         part.scale.copy_(bf16_exact(part.scale))
         parts.append(part)
-        signal += float(chunk.double().pow(2).sum())
-        noise += float((chunk - part.dequantize().float()).double().pow(2).sum())
+        signal += sum_of_squares(chunk)
+        noise += sum_of_squares(chunk - part.dequantize().float())
     first = parts[0]
     data = [torch.cat([getattr(p, n) for p in parts]) for n in first.tensor_data_names]
     stitched = type(first)(*data, *[getattr(first, n) for n in first.tensor_attribute_names])
     module.weight = nn.Parameter(stitched, requires_grad=False)
     report.weight_sqnr_db[f"{name}.weight"] = _db(signal, noise)
+
+
+def row_slice(weight: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """A weight [out, in], float or torchao-quantized (rows independent) -> rows start:stop, the same kind of tensor."""
+    if not hasattr(weight, "tensor_data_names"):
+        return weight[start:stop]
+    data = [getattr(weight, n)[start:stop] for n in weight.tensor_data_names]
+    return type(weight)(*data, *[getattr(weight, n) for n in weight.tensor_attribute_names])
 
 
 def bf16_exact(scale: torch.Tensor) -> torch.Tensor:

@@ -31,8 +31,8 @@ from edge.calibration import Calibration
 from edge.checkpoint import Checkpoint, load_model, open_checkpoint
 from edge.config import Device, DType, ExportConfig, Format, Rounding
 from edge.errors import EdgeError
-from edge.io import check_output_path, disk_full_error, publish_folder, sha256_file
-from edge.lower import RunnerMetadata, export_program, lower_program, pte_nbytes, write_pte
+from edge.io import BackgroundHashes, check_output_path, disk_full_error, publish_folder, sha256_file
+from edge.lower import OUTPUT_CHUNK_ROWS, RunnerMetadata, export_program, lower_program, pte_nbytes, split_output_layer, write_pte
 from edge.memory import trim_heap
 from edge.model import Transformer
 from edge.progress import Progress
@@ -174,8 +174,11 @@ def write_outputs(
     metadata: RunnerMetadata | None,
     progress: Progress,
     staged: Path | None = None,
+    input_hashes: BackgroundHashes | None = None,
 ) -> ExportResult:
-    """Lowered program (None: no .pte) and staged onnx/ + model.gguf -> the output folder, all or nothing."""
+    """Lowered program (None: no .pte) and staged onnx/ + model.gguf -> the output folder, all or nothing.
+
+    input_hashes: the checkpoint's files being hashed since before lowering (None: hashed here)."""
     out = config.output
     needed = pte_nbytes(program) if program is not None else 0
     try:
@@ -184,7 +187,8 @@ def write_outputs(
             raise EdgeError(f"no space left on the device for {out}: the .pte needs {needed / 2**20:.0f} MiB, "
                             f"{free / 2**20:.0f} MiB free; nothing was written")
         return _write_folder(program=program, config=config, ckpt=ckpt, report=report, spinquant=spinquant, finetune=finetune,
-                             rotations=rotations, breakdown=breakdown, metadata=metadata, progress=progress, staged=staged)
+                             rotations=rotations, breakdown=breakdown, metadata=metadata, progress=progress, staged=staged,
+                             input_hashes=input_hashes or BackgroundHashes(input_files(ckpt)))
     except OSError as e:
         full = disk_full_error(e, path=out / PTE_NAME, needed_bytes=needed)
         if full is None:
@@ -192,14 +196,25 @@ def write_outputs(
         raise full from None
 
 
-def _write_folder(*, program, config, ckpt, report, spinquant, finetune, rotations, breakdown, metadata, progress, staged) -> ExportResult:
+def input_files(ckpt: Checkpoint) -> list[Path]:
+    """The checkpoint's files the manifest records a sha256 of: weights, tokenizer, configs."""
+    inputs = [*ckpt.weight_files, ckpt.tokenizer]
+    for name in ("config.json", "params.json", "model.safetensors.index.json"):
+        if (ckpt.path / name).is_file():
+            inputs.append(ckpt.path / name)
+    return inputs  # type: ignore[return-value]
+
+
+def _write_folder(*, program, config, ckpt, report, spinquant, finetune, rotations, breakdown, metadata, progress, staged,
+                  input_hashes: BackgroundHashes) -> ExportResult:
     out = config.output
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
         pte = tmp / PTE_NAME
         pte_bytes = 0
+        digests: dict[Path, str] = {}
         if program is not None:
-            pte_bytes = write_pte(program, pte)
+            pte_bytes, digests[pte] = write_pte(program, pte)
             progress.info(f"wrote {pte_bytes / 2**20:.1f} MiB; hashing inputs and output")
         if staged is not None:
             for part in staged.iterdir():
@@ -213,10 +228,7 @@ def _write_folder(*, program, config, ckpt, report, spinquant, finetune, rotatio
             from edge.spinquant.rotations import save_rotations
 
             save_rotations(rotations, tmp / ROTATIONS_NAME)
-        inputs = [*ckpt.weight_files, ckpt.tokenizer]
-        for name in ("config.json", "params.json", "model.safetensors.index.json"):
-            if (ckpt.path / name).is_file():
-                inputs.append(ckpt.path / name)
+        inputs = input_hashes.result()
         manifest = {
             "manifest_version": MANIFEST_VERSION,
             "config": config.to_dict() | {"checkpoint": str(ckpt.path)},
@@ -236,8 +248,8 @@ def _write_folder(*, program, config, ckpt, report, spinquant, finetune, rotatio
             "finetune": finetune,
             "versions": versions(),
             "sha256": {
-                "inputs": {str(p.relative_to(ckpt.path)): sha256_file(p) for p in inputs},  # type: ignore[union-attr]
-                "output": {str(p.relative_to(tmp)): sha256_file(p) for p in [*written, tokenizer]},
+                "inputs": {str(p.relative_to(ckpt.path)): digest for p, digest in inputs.items()},
+                "output": {str(p.relative_to(tmp)): digests.get(p) or sha256_file(p) for p in [*written, tokenizer]},
             },
             "size_bytes": {"pte": pte_bytes, "files": files, "by_tensor_kind": breakdown},
             "stage_seconds": {k: round(v, 2) for k, v in progress.stage_seconds.items()},
@@ -320,6 +332,7 @@ def run_export(config: ExportConfig, *, progress: Progress) -> ExportResult:
 def _export_and_write(config: ExportConfig, prepared: Prepared, *, progress: Progress, model, report, rotations) -> ExportResult:
     """Quantized model -> (onnx/, model.gguf) -> export -> lower -> serialize."""
     ckpt = prepared.ckpt
+    input_hashes = BackgroundHashes(input_files(ckpt))  # overlaps with lowering, which leaves a core mostly idle
     breakdown = size_breakdown(model)
     finetune = finetune_record(prepared.finetuned, model)
     staged = write_formats(model, config, ckpt, progress=progress)  # from the same quantized tensors as the .pte
@@ -332,7 +345,7 @@ def _export_and_write(config: ExportConfig, prepared: Prepared, *, progress: Pro
             return write_outputs(
                 program=program, config=config, ckpt=ckpt, report=report, breakdown=breakdown, metadata=metadata,
                 progress=progress, spinquant=spinquant_record(config, prepared, rotations), rotations=rotations,
-                finetune=finetune, staged=staged,
+                finetune=finetune, staged=staged, input_hashes=input_hashes,
             )
     finally:
         if staged is not None:
@@ -343,6 +356,8 @@ def _lower(config: ExportConfig, model, ckpt: Checkpoint, *, progress: Progress)
     """Quantized model -> (lowered ExecuTorch program, its runner metadata)."""
     max_prefill = config.prefill_chunk
     with progress.stage("export", f"torch.export, 1..{max_prefill} tokens per call, KV cache {config.max_context}"):
+        if (chunks := split_output_layer(model)) > 1:  # the runner then packs it a chunk at a time (edge.lower)
+            progress.info(f"output layer lowered as {chunks} delegates of up to {OUTPUT_CHUNK_ROWS} rows")
         ep = export_program(model, max_prefill=max_prefill)
     metadata = RunnerMetadata(
         # The runner prefills in chunks of max_seq_len. A program taking max_context - 1 tokens per call
