@@ -13,46 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from edge.io import HashingWriter, write_atomic
 from edge.model import Transformer
-
-# The runner's peak memory is its steady state plus the largest delegate's weights as the .pte stores
-# them: XNNPACK packs a delegate's weights into its own layout while the stored copy is mapped, and the
-# stored copy goes only once the whole delegate is built. On the 1B the output layer is by far the largest
-# delegate: peak minus steady RSS measured 126 MiB with it at int4 (125 MiB) and 236 MiB at int8. Stored
-# as chunks of rows, each its own delegate, it is packed a chunk at a time (at most 16 or 32 MiB).
-OUTPUT_CHUNK_ROWS = 16384
-
-
-class RowChunkedLinear(nn.Module):
-    """x [..., D] -> cat over chunks k of x @ W_k^T [..., V]: one linear, its rows stored as separate linears."""
-
-    def __init__(self, chunks: list[nn.Linear]) -> None:
-        super().__init__()
-        self.chunks = nn.ModuleList(chunks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([chunk(x) for chunk in self.chunks], dim=-1)  # [..., V]
-
-
-def split_output_layer(model: Transformer, *, rows: int = OUTPUT_CHUNK_ROWS) -> int:
-    """Transformer (quantized or not) -> its lm_head as a `RowChunkedLinear` of `rows`-row chunks, in place,
-    for lowering (`lower_program` makes each chunk its own delegate). -> the number of chunks; 1: left as it was."""
-    from edge.quantize import row_slice
-
-    head = model.lm_head
-    if not isinstance(head, nn.Linear) or head.out_features <= rows:
-        return 1
-    chunks = []
-    for r0 in range(0, head.out_features, rows):
-        weight = row_slice(head.weight.detach(), r0, min(r0 + rows, head.out_features))
-        chunk = nn.Linear(head.in_features, weight.shape[0], bias=False, device="meta")
-        chunk.weight = nn.Parameter(weight, requires_grad=False)
-        chunks.append(chunk)
-    model.lm_head = RowChunkedLinear(chunks)
-    return len(chunks)
 
 
 @dataclass(frozen=True)
@@ -135,41 +98,14 @@ def _skip_idle_xnnpack_passes():
     return mock.patch.object(xnnpack_preprocess, "XNNPACKPassManager", PassManager)
 
 
-def _in_output_chunk(node) -> bool:
-    return any(".chunks." in f".{path}." and "lm_head" in path for path, _ in node.meta.get("nn_module_stack", {}).values())
-
-
-def _partitioner():
-    """-> ExecuTorch's XNNPACK partitioner, except that each output-layer chunk (`split_output_layer`) is a
-    partition of its own (its linear and its input's dynamic quantization); everything else is grouped as usual."""
-    import itertools
-
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir.backend.canonical_partitioners.pattern_op_partitioner import (
-        generate_grouped_partitions_from_list_of_nodes,
-    )
-    from torch.fx.passes.infra.partitioner import Partition
-
-    class Partitioner(XnnpackPartitioner):
-        def generate_partitions(self, ep):
-            matched = self.get_matched_nodes_from_configs(ep)  # [nodes of one op and its deps], what the base groups
-            chunks = [m for m in matched if any(_in_output_chunk(n) for n in m)]
-            rest = [m for m in matched if not any(_in_output_chunk(n) for n in m)]
-            parts = generate_grouped_partitions_from_list_of_nodes(ep.graph_module, rest)
-            ids = itertools.count(max((p.id for p in parts), default=-1) + 1)
-            return parts + [Partition(id=next(ids), nodes=list(dict.fromkeys(m))) for m in chunks]
-
-    return Partitioner()
-
-
 def lower_program(ep: torch.export.ExportedProgram, metadata: RunnerMetadata, *, skip_idle_passes: bool = True):
     """ExportedProgram -> ExecutorchProgramManager delegated to XNNPACK.
 
     skip_idle_passes: leave out XNNPACK passes that cannot apply to a partition (same bytes, faster).
-    An output layer split by `split_output_layer` becomes one delegate per chunk.
     """
     import contextlib
 
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes import MemoryPlanningPass
     from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
@@ -177,19 +113,49 @@ def lower_program(ep: torch.export.ExportedProgram, metadata: RunnerMetadata, *,
     with _skip_idle_xnnpack_passes() if skip_idle_passes else contextlib.nullcontext():
         edge = to_edge_transform_and_lower(
             ep,
-            partitioner=[_partitioner()],
+            partitioner=[XnnpackPartitioner()],
             compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
             constant_methods=metadata.methods(),
         )
-    return edge.to_executorch(
-        ExecutorchBackendConfig(
-            extract_delegate_segments=True,
-            # Fuses torchao's dequantize_affine + embedding into quantized_decomposed::embedding_byte.
-            do_quant_fusion_and_const_prop=True,
-            memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
-            sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass(),
-        )
+    backend_config = ExecutorchBackendConfig(
+        extract_delegate_segments=True,
+        # Fuses torchao's dequantize_affine + embedding into quantized_decomposed::embedding_byte.
+        do_quant_fusion_and_const_prop=True,
+        memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
+        sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass(),
     )
+    return init_last_delegate_first(edge.to_executorch(backend_config), backend_config)
+
+
+def init_last_delegate_first(program, backend_config):
+    """ExecutorchProgramManager -> the same program with its forward's delegate table in reverse order.
+
+    The runtime builds delegates in table order (`Method::init`), and XNNPACK packs a delegate's weights
+    while the stored copy in the mapped .pte is still resident, releasing the copy once that delegate is
+    built. So the runner's peak RSS is its steady state plus the stored weights of the delegate built
+    last, and in execution order that is the output layer, by far the largest (1B: peak minus steady RSS
+    measured 126 MiB with it at int4, 236 MiB at int8). Built first, its transient comes while little
+    else is resident. The instructions (what runs, in which order) are unchanged; only DelegateCall
+    indices are renumbered. Where this ExecuTorch's manager is not built as this relies on, the program
+    is returned as it was.
+    """
+    from executorch.exir._serialize._serialize import serialize_for_executorch
+    from executorch.exir.schema import DelegateCall
+
+    output = getattr(program, "_emitter_output", None)
+    if output is None or not hasattr(program, "_data_serializer") or not hasattr(program, "_named_data"):
+        return program
+    for plan in output.program.execution_plan:
+        n = len(plan.delegates)
+        plan.delegates = plan.delegates[::-1]
+        for chain in plan.chains:
+            for instruction in chain.instructions:
+                if isinstance(instruction.instr_args, DelegateCall):
+                    instruction.instr_args.delegate_index = n - 1 - instruction.instr_args.delegate_index
+    program._pte_data, program._tensor_data = serialize_for_executorch(output, backend_config, program._data_serializer,
+                                                                        program._named_data)
+    program._buffer = None
+    return program
 
 
 def pte_nbytes(program) -> int | None:

@@ -222,14 +222,6 @@ def _quantize_rows(
     report.weight_sqnr_db[f"{name}.weight"] = _db(signal, noise)
 
 
-def row_slice(weight: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    """A weight [out, in], float or torchao-quantized (rows independent) -> rows start:stop, the same kind of tensor."""
-    if not hasattr(weight, "tensor_data_names"):
-        return weight[start:stop]
-    data = [getattr(weight, n)[start:stop] for n in weight.tensor_data_names]
-    return type(weight)(*data, *[getattr(weight, n) for n in weight.tensor_attribute_names])
-
-
 def bf16_exact(scale: torch.Tensor) -> torch.Tensor:
     """Group scales [N, K / g] -> the same dtype, each rounded once to the nearest bfloat16;
     per-channel scales ([N, 1]) come back unchanged.

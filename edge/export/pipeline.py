@@ -32,7 +32,7 @@ from edge.checkpoint import Checkpoint, load_model, open_checkpoint
 from edge.config import Device, DType, ExportConfig, Format, Rounding
 from edge.errors import EdgeError
 from edge.io import BackgroundHashes, check_output_path, disk_full_error, publish_folder, sha256_file
-from edge.lower import OUTPUT_CHUNK_ROWS, RunnerMetadata, export_program, lower_program, pte_nbytes, split_output_layer, write_pte
+from edge.lower import RunnerMetadata, export_program, lower_program, pte_nbytes, write_pte
 from edge.memory import trim_heap
 from edge.model import Transformer
 from edge.progress import Progress
@@ -356,8 +356,6 @@ def _lower(config: ExportConfig, model, ckpt: Checkpoint, *, progress: Progress)
     """Quantized model -> (lowered ExecuTorch program, its runner metadata)."""
     max_prefill = config.prefill_chunk
     with progress.stage("export", f"torch.export, 1..{max_prefill} tokens per call, KV cache {config.max_context}"):
-        if (chunks := split_output_layer(model)) > 1:  # the runner then packs it a chunk at a time (edge.lower)
-            progress.info(f"output layer lowered as {chunks} delegates of up to {OUTPUT_CHUNK_ROWS} rows")
         ep = export_program(model, max_prefill=max_prefill)
     metadata = RunnerMetadata(
         # The runner prefills in chunks of max_seq_len. A program taking max_context - 1 tokens per call

@@ -35,32 +35,32 @@ def test_skipping_idle_xnnpack_passes_keeps_the_program_bytes(tiny_hf, quantized
     assert passes_run[False] == 17 * partitions and passes_run[True] == 9 * partitions and partitions >= len(model.layers), passes_run
 
 
-@pytest.mark.parametrize("output", [WeightBits.INT4, WeightBits.INT8])
-def test_output_layer_in_row_chunks_is_one_delegate_per_chunk_with_the_same_logits(tiny_hf, tmp_path, output):
-    """split_output_layer: the output layer's rows as chunks, each packed by its own XNNPACK delegate (so the
-    runner holds one chunk's stored weights at a time while packing): one more delegate call per chunk, nothing
-    left outside XNNPACK that was not before, and the logits of the unsplit program to float rounding."""
-    from edge.lower import pte_structure, split_output_layer, write_pte
+def test_delegates_are_built_last_first_and_run_in_order(tiny_hf, tmp_path):
+    """The forward's delegate table is reversed (the runtime builds delegates in table order, so the output
+    layer's, the largest and last to run, is packed first while little else is resident); the calls still run
+    in execution order, and the program computes what the unreversed one computes."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    from edge.lower import write_pte
     from edge.runtime import load_pte
 
     model = load_model(open_checkpoint(tiny_hf), max_context=64, dtype=None)
-    quantize_model(model, QuantizationConfig(linear=WeightBits.INT4, output=output, embedding=WeightBits.INT8),
+    quantize_model(model, QuantizationConfig(linear=WeightBits.INT4, output=WeightBits.INT8, embedding=WeightBits.INT8),
                    dtype=torch.float32)
     meta = RunnerMetadata(max_seq_len=32, max_context_len=64, vocab_size=model.args.vocab_size, n_layers=len(model.layers),
                           bos_id=0, eos_ids=(1,))
-    vocab = model.args.vocab_size
     paths = {}
-    for rows in (vocab, 96):
-        n = split_output_layer(model, rows=rows)
-        assert n == (1 if rows == vocab else -(-vocab // 96))
-        paths[n] = tmp_path / f"chunks{n}.pte"
-        write_pte(lower_program(export_program(model, max_prefill=32), meta), paths[n])
-    (one, many), chunks = sorted(paths), max(paths)
-    s1, sk = pte_structure(paths[one]), pte_structure(paths[many])
-    # a delegate per chunk, and one for the cat of their outputs (measured: 4 -> 9 with 4 chunks)
-    assert sk["delegate_calls"] - s1["delegate_calls"] in (chunks, chunks + 1), (s1, sk)
-    assert set(sk["kernels"]) <= set(s1["kernels"]) | {"aten::cat"}, (s1["kernels"], sk["kernels"])
-    tokens = torch.randint(2, vocab, (1, 12), generator=torch.Generator().manual_seed(0))
-    ref, got = load_pte(paths[one]).forward(tokens, 0), load_pte(paths[many]).forward(tokens, 0)
-    assert got.shape == ref.shape == (1, vocab)
-    torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
+    for reverse in (False, True):
+        with mock.patch("edge.lower.init_last_delegate_first", side_effect=lambda p, c: p) if not reverse else mock.MagicMock():
+            paths[reverse] = tmp_path / f"reverse{reverse}.pte"
+            write_pte(lower_program(export_program(model, max_prefill=32), meta), paths[reverse])
+    calls = {}
+    for reverse, path in paths.items():
+        loaded = deserialize_pte_binary(path.read_bytes())
+        plan = next(p for p in getattr(loaded, "program", loaded).execution_plan if p.name == "forward")
+        calls[reverse] = [i.instr_args.delegate_index for c in plan.chains for i in c.instructions
+                          if type(i.instr_args).__name__ == "DelegateCall"]
+    n = len(calls[False])
+    assert n >= len(model.layers) and calls[False] == list(range(n)) and calls[True] == list(range(n))[::-1]
+    tokens = torch.randint(2, model.args.vocab_size, (1, 12), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(load_pte(paths[True]).forward(tokens, 0), load_pte(paths[False]).forward(tokens, 0), rtol=0, atol=0)
