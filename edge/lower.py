@@ -124,11 +124,11 @@ def lower_program(ep: torch.export.ExportedProgram, metadata: RunnerMetadata, *,
         memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
         sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass(),
     )
-    return init_last_delegate_first(edge.to_executorch(backend_config), backend_config)
+    return init_last_delegate_first(edge, backend_config)
 
 
-def init_last_delegate_first(program, backend_config):
-    """ExecutorchProgramManager -> the same program with its forward's delegate table in reverse order.
+def init_last_delegate_first(edge, backend_config):
+    """EdgeProgramManager (lowered) -> its ExecutorchProgramManager, with the forward's delegate table reversed.
 
     The runtime builds delegates in table order (`Method::init`), and XNNPACK packs a delegate's weights
     while the stored copy in the mapped .pte is still resident, releasing the copy once that delegate is
@@ -136,15 +136,23 @@ def init_last_delegate_first(program, backend_config):
     last, and in execution order that is the output layer, by far the largest (1B: peak minus steady RSS
     measured 126 MiB with it at int4, 236 MiB at int8). Built first, its transient comes while little
     else is resident. The instructions (what runs, in which order) are unchanged; only DelegateCall
-    indices are renumbered. Where this ExecuTorch's manager is not built as this relies on, the program
-    is returned as it was.
+    indices are renumbered. The manager serializes the program when it is made, so that is held back
+    and done once, after the reordering. Where this ExecuTorch is not built as this relies on, the
+    program is made and returned as ExecuTorch makes it.
     """
-    from executorch.exir._serialize._serialize import serialize_for_executorch
+    from unittest import mock
+
+    from executorch.exir.program import _program
     from executorch.exir.schema import DelegateCall
 
+    serialize = getattr(_program, "serialize_for_executorch", None)
+    if serialize is None:
+        return edge.to_executorch(backend_config)
+    with mock.patch.object(_program, "serialize_for_executorch", lambda *_args, **_kwargs: (None, {})):
+        program = edge.to_executorch(backend_config)
     output = getattr(program, "_emitter_output", None)
     if output is None or not hasattr(program, "_data_serializer") or not hasattr(program, "_named_data"):
-        return program
+        return edge.to_executorch(backend_config)  # not the manager this expects: made again, unchanged
     for plan in output.program.execution_plan:
         n = len(plan.delegates)
         plan.delegates = plan.delegates[::-1]
@@ -152,9 +160,7 @@ def init_last_delegate_first(program, backend_config):
             for instruction in chain.instructions:
                 if isinstance(instruction.instr_args, DelegateCall):
                     instruction.instr_args.delegate_index = n - 1 - instruction.instr_args.delegate_index
-    program._pte_data, program._tensor_data = serialize_for_executorch(output, backend_config, program._data_serializer,
-                                                                        program._named_data)
-    program._buffer = None
+    program._pte_data, program._tensor_data = serialize(output, backend_config, program._data_serializer, program._named_data)
     return program
 
 

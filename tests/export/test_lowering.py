@@ -51,7 +51,7 @@ def test_delegates_are_built_last_first_and_run_in_order(tiny_hf, tmp_path):
                           bos_id=0, eos_ids=(1,))
     paths = {}
     for reverse in (False, True):
-        with mock.patch("edge.lower.init_last_delegate_first", side_effect=lambda p, c: p) if not reverse else mock.MagicMock():
+        with mock.patch("edge.lower.init_last_delegate_first", side_effect=lambda e, c: e.to_executorch(c)) if not reverse else mock.MagicMock():
             paths[reverse] = tmp_path / f"reverse{reverse}.pte"
             write_pte(lower_program(export_program(model, max_prefill=32), meta), paths[reverse])
     calls = {}
