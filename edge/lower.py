@@ -58,8 +58,9 @@ def export_program(model: Transformer, *, max_prefill: int | None = None) -> tor
 
 
 # XNNPACK's preprocess runs its 17 graph passes on every partition, each a full retrace with fake tensors.
-# These rewrite only the ops named beside them; a pass is skipped for a partition that has none of those
-# ops, where it could not change anything. The program's bytes are the same with and without the skips
+# These rewrite only the ops named beside them (or, for PropagateCustomMetaPass, only q/dq nodes whose
+# parent carries a "custom" meta entry); a pass is skipped for a partition that has none of them, where it
+# could not change anything. The program's bytes are the same with and without the skips
 # (tests/export/test_lowering.py); the lowering takes less time.
 _SKIPPABLE_XNNPACK_PASSES = {
     "ConvertToUpsampleBilinear2d": ("upsample", "index"),
@@ -70,7 +71,25 @@ _SKIPPABLE_XNNPACK_PASSES = {
     "Conv1dUnsqueezePass": ("convolution",),
     "PReLUReshapePass": ("prelu",),
     "InsertPadQDQPass": ("pad",),
+    "ConvertToLinearPass": ("aten.mm.", "addmm", "bmm"),
+    "FuseActivationPass": ("relu", "hardtanh"),
+    "RemoveGetItemPass": ("max_pool2d_with_indices", "aten.max.dim"),
+    "RemoveRedundantCopyPass": ("_to_copy",),
+    "PropagateCustomMetaPass": (),  # decided by _has_custom_meta
 }
+
+
+def _has_custom_meta(graph) -> bool:
+    """-> whether any node feeding a node carries meta["custom"] (what PropagateCustomMetaPass copies onto q/dq)."""
+    return any("custom" in arg.meta for n in graph.nodes for arg in n.all_input_nodes)
+
+
+def _pass_applies(name: str, ops: str, graph) -> bool:
+    if name not in _SKIPPABLE_XNNPACK_PASSES:
+        return True
+    if name == "PropagateCustomMetaPass":
+        return _has_custom_meta(graph)
+    return any(k in ops for k in _SKIPPABLE_XNNPACK_PASSES[name])
 
 
 def _skip_idle_xnnpack_passes():
@@ -91,29 +110,88 @@ def _skip_idle_xnnpack_passes():
         def __init__(self, exported_program, passes=None) -> None:
             super().__init__(exported_program, passes)
             if passes is None:
-                ops = " ".join(str(n.target).lower() for n in exported_program.graph.nodes if n.op == "call_function")
-                self.passes = [p for p in self.passes if p.__name__ not in _SKIPPABLE_XNNPACK_PASSES
-                               or any(k in ops for k in _SKIPPABLE_XNNPACK_PASSES[p.__name__])]
+                graph = exported_program.graph
+                ops = " ".join(str(n.target).lower() for n in graph.nodes if n.op == "call_function")
+                self.passes = [p for p in self.passes if _pass_applies(p.__name__, ops, graph)]
 
     return mock.patch.object(xnnpack_preprocess, "XNNPACKPassManager", PassManager)
 
 
-def lower_program(ep: torch.export.ExportedProgram, metadata: RunnerMetadata, *, skip_idle_passes: bool = True):
+def _share_weights_in_preprocess_copies():
+    """-> a context manager under which the copy ExecuTorch makes of each partition for XNNPACK's preprocess shares
+    the partition's weight tensors instead of copying them (a no-op context where ExecuTorch is not built as this
+    relies on).
+
+    `lower_all_submodules_to_backend` deep-copies every partition's program, weights included, before preprocessing
+    any of them, so the whole model's weights are held twice (1B: +1.1 GiB, the lowering's peak). The copy guards
+    against a backend changing the graph; XNNPACK's preprocess reads the weights and packs new buffers, and never
+    writes to the tensors it reads, so the graph and its containers are still copied and only the tensors are shared.
+    """
+    import contextlib
+    from unittest import mock
+
+    try:
+        from executorch.backends.xnnpack.xnnpack_preprocess import XnnpackBackend
+    except ImportError:
+        return contextlib.nullcontext()
+    if "copy_exported_program_for_preprocess" in vars(XnnpackBackend) or not hasattr(XnnpackBackend, "copy_exported_program_for_preprocess"):
+        return contextlib.nullcontext()
+
+    return mock.patch.object(XnnpackBackend, "copy_exported_program_for_preprocess",
+                             classmethod(lambda cls, edge_program, compile_specs: copy_sharing_weights(edge_program)), create=True)
+
+
+def copy_sharing_weights(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """ExportedProgram -> a deep copy of it whose weights and constants are the same tensor objects as the original's."""
+    import copy
+
+    tensors = [*program.state_dict.values(), *program.constants.values()]
+    return copy.deepcopy(program, {id(t): t for t in tensors if isinstance(t, torch.Tensor)})
+
+
+def _xnnpack_partitioner(*, single_decomposition: bool):
+    """-> XNNPACK's partitioner; with single_decomposition, one that lets `to_edge_transform_and_lower` decompose
+    the program once instead of twice where that cannot change the result.
+
+    XNNPACK hands back a per-node check with the ops it wants kept whole (aten.linear here), and a partitioner
+    with a check sends ExecuTorch down its EDGE_DO_NOT_DECOMP path: decompose keeping those ops, re-tag the nodes
+    that pass the check, decompose again with the full table (a full retrace each, about 15 s at 1B). When every
+    such node in the program passes the check, the second decomposition would keep all of them anyway, so the
+    check is withheld and ExecuTorch takes its one-decomposition path. Otherwise XNNPACK's answer is returned as it is.
+    """
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+    class Partitioner(XnnpackPartitioner):
+        def ops_to_not_decompose(self, ep):
+            ops, check = super().ops_to_not_decompose(ep)
+            if check is None or not single_decomposition:
+                return ops, check
+            keep = set(ops)
+            kept = [n for n in ep.graph.nodes if n.op == "call_function" and n.target in keep]
+            return (ops, None) if all(check(n) for n in kept) else (ops, check)
+
+    return Partitioner()
+
+
+def lower_program(ep: torch.export.ExportedProgram, metadata: RunnerMetadata, *, skip_idle_passes: bool = True,
+                  single_decomposition: bool = True, share_weights: bool = True):
     """ExportedProgram -> ExecutorchProgramManager delegated to XNNPACK.
 
     skip_idle_passes: leave out XNNPACK passes that cannot apply to a partition (same bytes, faster).
+    single_decomposition: decompose once where the second decomposition could not change anything (same bytes, faster).
+    share_weights: XNNPACK's preprocess copies of the partitions share their weights (same bytes, less memory).
     """
     import contextlib
 
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes import MemoryPlanningPass
     from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
 
-    with _skip_idle_xnnpack_passes() if skip_idle_passes else contextlib.nullcontext():
+    with (_skip_idle_xnnpack_passes() if skip_idle_passes else contextlib.nullcontext(),
+          _share_weights_in_preprocess_copies() if share_weights else contextlib.nullcontext()):
         edge = to_edge_transform_and_lower(
             ep,
-            partitioner=[XnnpackPartitioner()],
+            partitioner=[_xnnpack_partitioner(single_decomposition=single_decomposition)],
             compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
             constant_methods=metadata.methods(),
         )

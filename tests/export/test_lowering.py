@@ -1,7 +1,9 @@
-"""edge.lower: skipping XNNPACK passes that cannot apply leaves the program byte for byte the same."""
+"""edge.lower: the lowering's shortcuts (XNNPACK passes that cannot apply skipped, one decomposition instead of two,
+preprocess copies sharing the weights) leave the program byte for byte the same; the delegate table is reversed."""
 
 from __future__ import annotations
 
+import sys
 from unittest import mock
 
 import pytest
@@ -13,26 +15,56 @@ from edge.lower import RunnerMetadata, export_program, lower_program
 from edge.quantize import quantize_model
 
 
-@pytest.mark.parametrize("quantized", [True, False], ids=["8da4w", "fp32"])
-def test_skipping_idle_xnnpack_passes_keeps_the_program_bytes(tiny_hf, quantized):
-    import executorch.backends.xnnpack._passes as xnnpack_passes
-
+def _tiny_model(tiny_hf, *, quantized: bool):
     model = load_model(open_checkpoint(tiny_hf), max_context=64, dtype=None if quantized else torch.float32)
     if quantized:
         quantize_model(model, QuantizationConfig(linear=WeightBits.INT4, output=WeightBits.INT8, embedding=WeightBits.INT8),
                        dtype=torch.float32)
     meta = RunnerMetadata(max_seq_len=32, max_context_len=64, vocab_size=model.args.vocab_size, n_layers=len(model.layers),
                           bos_id=0, eos_ids=(1,))
-    data, passes_run = {}, {}
-    for skip in (True, False):
+    return model, meta
+
+
+@pytest.mark.parametrize("quantized", [True, False], ids=["8da4w", "fp32"])
+def test_lowering_shortcuts_keep_the_program_bytes(tiny_hf, quantized):
+    import executorch.backends.xnnpack._passes as xnnpack_passes
+    from torch.export import ExportedProgram
+
+    import edge.lower
+
+    model, meta = _tiny_model(tiny_hf, quantized=quantized)
+    data, passes_run, decompositions, shared = {}, {}, {}, {True: [], False: []}
+    real_copy = edge.lower.copy_sharing_weights
+
+    def copying(program):  # records whether each copy handed to XNNPACK's preprocess shares the weights
+        copied = real_copy(program)
+        assert copied.graph_module is not program.graph_module and copied.state_dict is not program.state_dict
+        shared[fast].append(all(copied.state_dict[k] is v for k, v in program.state_dict.items()))
+        return copied
+
+    real_decompose = ExportedProgram.run_decompositions
+
+    def decomposing(program, *args, **kwargs):  # counts the decompositions of the whole program
+        if sys._getframe(1).f_code.co_name == "_gen_edge_manager_for_partitioners":
+            decompositions[fast] = decompositions.get(fast, 0) + 1
+        return real_decompose(program, *args, **kwargs)
+
+    for fast in (True, False):
         ep = export_program(model, max_prefill=32)  # (lowering consumes the program's constants)
-        with mock.patch.object(xnnpack_passes, "_transform", wraps=xnnpack_passes._transform) as transform:
-            data[skip] = bytes(lower_program(ep, meta, skip_idle_passes=skip).buffer)
-        passes_run[skip] = transform.call_count
+        with (mock.patch.object(xnnpack_passes, "_transform", wraps=xnnpack_passes._transform) as transform,
+              mock.patch.object(ExportedProgram, "run_decompositions", decomposing),
+              mock.patch.object(edge.lower, "copy_sharing_weights", side_effect=copying)):
+            data[fast] = bytes(lower_program(ep, meta, skip_idle_passes=fast, single_decomposition=fast,
+                                             share_weights=fast).buffer)
+        passes_run[fast] = transform.call_count
     assert data[True] == data[False]
-    # XNNPACK runs 17 passes per partition; 8 of them cannot apply to edge's graph and are skipped in each
+    # XNNPACK runs 17 passes per partition; 13 of them cannot apply to edge's graph and are skipped in each
     partitions = passes_run[False] // 17
-    assert passes_run[False] == 17 * partitions and passes_run[True] == 9 * partitions and partitions >= len(model.layers), passes_run
+    assert passes_run[False] == 17 * partitions and passes_run[True] == 4 * partitions and partitions >= len(model.layers), passes_run
+    # functionalize + two decompositions (EDGE_DO_NOT_DECOMP) against functionalize + one
+    assert decompositions == {False: 3, True: 2} if quantized else decompositions[True] <= decompositions[False], decompositions
+    # every partition's preprocess copy shares the weights (and none is made that way without the shortcut)
+    assert len(shared[True]) == partitions and all(shared[True]) and not shared[False], shared
 
 
 def test_delegates_are_built_last_first_and_run_in_order(tiny_hf, tmp_path):
