@@ -1,6 +1,6 @@
 """edge against ExecuTorch's own exporter and .pte on the Llama 3.2 1B shape, everything in one run.
 
-In:  --work DIR (random-weight checkpoint and .ptes; default /tmp/edge-bench), --repetitions N (5),
+In:  --work DIR (random-weight checkpoint and .ptes; default /tmp/edge-bench), --repetitions N (8),
      --prompt-tokens (64 and 512), --max-new-tokens (64), --skip-exports (reuse the .ptes in --work;
      the export rows are then left out).
 Out: benchmarks/results/executorch_comparison_1b.{md,json}:
@@ -139,7 +139,7 @@ def main() -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("/tmp/edge-bench"))
-    ap.add_argument("--repetitions", type=int, default=5)
+    ap.add_argument("--repetitions", type=int, default=8)
     ap.add_argument("--prompt-tokens", type=int, action="append")
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--skip-exports", action="store_true")

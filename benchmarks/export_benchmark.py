@@ -142,6 +142,9 @@ def render_markdown(result: dict) -> str:
 
 
 def main() -> int:
+    from edge.quiet import quiet_libraries
+
+    quiet_libraries()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", choices=sorted(PARAMS), default="1b")
     ap.add_argument("--random-weights", action="store_true", required=True, help="random weights, real shapes (required: no hub here)")

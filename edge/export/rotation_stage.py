@@ -80,7 +80,7 @@ def make_rotations(config: ExportConfig, prepared, *, progress: Progress):
         progress.step(step, steps, label=f"steps  loss {loss:.4f}  {tps:,.0f} tok/s")
 
     result = optimize_rotations(model, tokens, init=init, steps=rot.steps, learning_rate=rot.learning_rate,
-                                batch_size=rot.batch_size, micro_batch=rot.micro_batch or rot.batch_size,
+                                batch_size=rot.batch_size, micro_batch=rot.micro_batch or None,
                                 weight_bits=rot.weight_bits, loss=rot.loss,
                                 group_size=config.quantization.group_size, device=config.device.value, on_step=show)
     result.provenance.update(samples=rot.samples, seq_len=config.calibration.seq_len,
