@@ -137,7 +137,8 @@ def render_markdown(result: dict) -> str:
     if rows[0].get("stage_seconds"):
         lines += ["", "edge stage times (s): " + ", ".join(f"{k} {v}" for k, v in rows[0]["stage_seconds"].items())]
     lines += ["", "Commands:", ""] + [f"- `python {r['command']}`" for r in rows]
-    lines += ["", f"Reproduce: `python benchmarks/export_benchmark.py --size {size} --random-weights`"]
+    alone = " --skip-executorch" if len(rows) == 1 else ""
+    lines += ["", f"Reproduce: `python benchmarks/export_benchmark.py --size {size} --random-weights{alone}`"]
     return "\n".join(lines) + "\n"
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from edge.fixture.recipe import LLAMA32_ROPE
+
 warnings.filterwarnings("ignore", category=FutureWarning)
 logging.getLogger("torchao").setLevel(logging.ERROR)
 
@@ -66,14 +68,7 @@ def make_hf_checkpoint(
         vocab_size=vocab or tok_vocab,
         max_position_embeddings=max_positions,
         rms_norm_eps=1e-5,
-        rope_parameters={
-            "rope_type": "llama3",
-            "rope_theta": 500000.0,
-            "factor": 32.0,
-            "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 8192,
-        },
+        rope_parameters=dict(LLAMA32_ROPE),
         tie_word_embeddings=tie,
         bos_token_id=0,
         eos_token_id=1,
