@@ -11,7 +11,7 @@ A token flips when the quantization error in its top-1/top-2 margin exceeds the 
 grows with its square: halving the error amplitude recovers about half of the top-1 gap but three quarters
 of the KL gap.
 
-    python benchmarks/top1_vs_kl.py          # about 4 minutes on 2 cores (the rotation optimization is most of it)
+    python benchmarks/top1_vs_kl.py          # about 7 minutes on 2 cores (the rotation optimizations are most of it)
 """
 
 from __future__ import annotations
@@ -29,6 +29,11 @@ ROWS = [
     ("8da4w PTQ (vanilla)", "fixture_8da4w", {}),
     ("GPTQ with float targets, no rotation", "fixture_spinquant", {"rotation": {"kind": "none"}}),
     ("SpinQuant, shipped config", "fixture_spinquant", {}),
+    # Diagnostics, not shippable schemes: how much of each row's error the 8-bit embedding and output layer make.
+    ("8da4w PTQ, embedding and output layer left float", "fixture_8da4w",
+     {"quantization": {"embedding": "none", "output": "none"}}),
+    ("SpinQuant, embedding and output layer left float", "fixture_spinquant",
+     {"quantization": {"embedding": "none", "output": "none"}}),
 ]
 
 
