@@ -144,10 +144,11 @@ def compare(ref: torch.nn.Module, q: torch.nn.Module, ids: torch.Tensor, *, seq_
 def run_variant(name: str, *, device: str, corpus_dir: Path) -> dict:
     """Variant name -> trained with the fixture trainer, then measured; written to SWEEP_DIR/<name>.json."""
     import edge.fixture.train as T
+    from edge.fixture.recipe import ModelShape, TrainConfig
 
     kw = {"seed": 0, **VARIANTS[name]}
     adam_eps, bos_start = kw.pop("adam_eps", None), kw.pop("bos_start", False)
-    kw["shape"] = T.ModelShape(**kw["shape"])
+    kw["shape"] = ModelShape(**kw["shape"])
     if adam_eps is not None:  # experiment knob: the trainer fixes eps at 1e-8
         adamw = torch.optim.AdamW
         torch.optim.AdamW = lambda *a, **k: adamw(*a, **{**k, "eps": adam_eps})
@@ -160,7 +161,7 @@ def run_variant(name: str, *, device: str, corpus_dir: Path) -> dict:
 
         T.BatchStream.next = bos_next
     out_dir = Path(f"/tmp/fixture_sweep/{name}")
-    cfg = T.TrainConfig(out_dir=out_dir, corpus_dir=corpus_dir, minutes=600, device=device, log_every=10**9, **kw)
+    cfg = TrainConfig(out_dir=out_dir, corpus_dir=corpus_dir, minutes=600, device=device, log_every=10**9, **kw)
     r = T.train_fixture(cfg, command=f"fixture_recipe_sweep {name}")
     ids = torch.tensor(r.tokenizer.encode((out_dir / "heldout.txt").read_text()).ids, device=device)[:EVAL_TOKENS]
     m = r.model.float().eval().to(device)
@@ -185,7 +186,7 @@ def run_variant(name: str, *, device: str, corpus_dir: Path) -> dict:
 
 def _step_time_key(name: str) -> str:
     """Variant name -> the key of its (shape, batch) in fixture_recipe_cpu_step_times.json."""
-    from edge.fixture.train import ModelShape
+    from edge.fixture.recipe import ModelShape
 
     s, batch = ModelShape(**VARIANTS[name]["shape"]), VARIANTS[name]["batch_size"]
     return f"{s.hidden_size}x{s.num_layers} ffn {s.intermediate_size} vocab {s.vocab_size} batch {batch}"
@@ -194,8 +195,8 @@ def _step_time_key(name: str) -> str:
 def cpu_step_times(*, threads: int = 2, steps: int = 11) -> dict:
     """-> mean seconds per training step (after the first) for each (shape, batch) in VARIANTS, on this CPU,
     and each as a multiple of the shipped recipe's (measured in the same run: this machine is noisy).
-    The trainer's own step (`edge.fixture.train.train_step`) on random tokens: no data loading."""
-    from edge.fixture.train import ModelShape, TrainConfig, build_model, build_optimizer, train_step
+    The trainer's own step (`edge.fixture.recipe.train_step`) on random tokens: no data loading."""
+    from edge.fixture.recipe import ModelShape, TrainConfig, build_model, build_optimizer, train_step
 
     torch.set_num_threads(threads)
     seen: dict[str, float] = {}
