@@ -53,14 +53,23 @@ def choose_scales(w: torch.Tensor, *, grid: int = 100, max_shrink: float = 0.8, 
     """w [out, g] (one group per row) -> scale [out]: c * max|w| / 7, c by the MSE clipping search.
 
     Candidates are rounded to bf16 before the search (`edge.quantize.bf16_exact`: the value XNNPACK
-    stores), so the integers are chosen against the scale the program computes with.
+    stores), so the integers are chosen against the scale the program computes with. One candidate at a
+    time with a running minimum (the first of equal errors wins, as argmin's does): the [out, g] temporaries
+    stay in cache, 3.5x faster at the 1B shape than all candidates in one [P, out, g] tensor.
     """
     amax = w.abs().amax(dim=1).clamp(min=1e-12)  # [out]
     ratios = 1.0 - torch.arange(int(max_shrink * grid), dtype=w.dtype, device=w.device) / grid  # [P]
-    scales = (ratios[:, None] * amax[None, :] / QMAX).to(torch.bfloat16).to(w.dtype)  # [P, out]
-    q = torch.clamp(torch.round(w[None] / scales[..., None]), QMIN, QMAX) * scales[..., None]  # [P, out, g]
-    err = (q - w[None]).abs().pow(norm).sum(dim=-1)  # [P, out]
-    return scales.gather(0, err.argmin(dim=0, keepdim=True))[0]
+    best = best_err = None
+    for ratio in ratios:
+        scale = (ratio * amax / QMAX).to(torch.bfloat16).to(w.dtype)  # [out]
+        q = torch.clamp(torch.round(w / scale[:, None]), QMIN, QMAX)  # [out, g]
+        err = (q * scale[:, None] - w).abs_().pow_(norm).sum(dim=-1)  # [out]
+        if best is None:
+            best, best_err = scale, err
+        else:
+            better = err < best_err
+            best, best_err = torch.where(better, scale, best), torch.where(better, err, best_err)
+    return best
 
 
 def gptq_quantize(
@@ -170,6 +179,36 @@ class _RefHook:
         self.target.ref = args[0].detach().reshape(-1, args[0].shape[-1]).double()
 
 
+class _Stop(Exception):
+    """Raised by `_StopWhenSeen` to end a forward pass whose remaining layers nothing reads."""
+
+
+class _StopWhenSeen:
+    """Forward pre-hook on each linear of a sequential group: once every one of them has had its input in
+    this forward pass, the rest of the block is not needed (its outputs are not read), so the pass stops.
+    Registered after the Hessian hooks, so they have run. Saves three of the five MLP passes per block."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names, self.seen = set(names), set()
+
+    def hook(self, name: str) -> Callable:
+        def fire(_module: nn.Module, _args: tuple) -> None:
+            self.seen.add(name)
+            if self.seen == self.names:
+                self.seen = set()
+                raise _Stop
+
+        return fire
+
+
+def _forward_until_stop(block: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor | None:
+    """block(x) if it runs to the end, None if a `_StopWhenSeen` hook ended it."""
+    try:
+        return block(x, 0, cos, sin)
+    except _Stop:
+        return None
+
+
 def run_block(block: nn.Module, inputs: torch.Tensor, *, cos: torch.Tensor, sin: torch.Tensor, batch: int) -> torch.Tensor:
     """inputs [N, S, D] -> block outputs [N, S, D], `batch` windows at a time, no grad."""
     outs = []
@@ -213,16 +252,22 @@ def gptq_block(
         linears = {n: block.get_submodule(n) for n in names}
         hooks = {n: _HessianHook(m.in_features, inputs.device, cross=reference is not None) for n, m in linears.items()}
         handles = [m.register_forward_pre_hook(hooks[n]) for n, m in linears.items()]
+        stop = _StopWhenSeen(names)
+        handles += [m.register_forward_pre_hook(stop.hook(n)) for n, m in linears.items()]
+        first = names is SEQUENTIAL_GROUPS[0]
         if reference is not None:
             handles += [reference.get_submodule(n).register_forward_pre_hook(_RefHook(hooks[n])) for n in names]
+            if not first:  # in the first group the float block runs to the end: its outputs are kept
+                ref_stop = _StopWhenSeen(names)
+                handles += [reference.get_submodule(n).register_forward_pre_hook(ref_stop.hook(n)) for n in names]
         try:
             with torch.no_grad():
                 for b0 in range(0, inputs.shape[0], batch):
                     if reference is not None:  # the float inputs of these windows first, then the quantized ones
-                        out = reference(float_inputs[b0 : b0 + batch], 0, cos, sin)
-                        if names is SEQUENTIAL_GROUPS[0]:  # the float block never changes: its outputs once
+                        out = _forward_until_stop(reference, float_inputs[b0 : b0 + batch], cos, sin)
+                        if first:  # the float block never changes: its outputs once
                             float_outputs.append(out)
-                    block(inputs[b0 : b0 + batch], 0, cos, sin)
+                    _forward_until_stop(block, inputs[b0 : b0 + batch], cos, sin)
         finally:
             for h in handles:
                 h.remove()

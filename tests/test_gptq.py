@@ -115,3 +115,50 @@ def test_gptq_block_with_float_targets_tracks_the_float_block(tiny_hf):
     torch.testing.assert_close(out_float, ref)
     plain_db, fit_db = sqnr_db(ref, out_plain), sqnr_db(ref, out_fit)
     assert fit_db > plain_db + 1, (fit_db, plain_db)
+
+
+def test_clip_search_matches_the_all_candidates_argmin_bit_for_bit():
+    """The running-minimum search picks what argmin over every candidate at once picks (first of equal errors)."""
+    def all_at_once(w, grid=100, max_shrink=0.8, norm=2.4):
+        amax = w.abs().amax(dim=1).clamp(min=1e-12)
+        ratios = 1.0 - torch.arange(int(max_shrink * grid), dtype=w.dtype) / grid
+        scales = (ratios[:, None] * amax[None, :] / QMAX).to(torch.bfloat16).to(w.dtype)  # [P, out]
+        q = torch.clamp(torch.round(w[None] / scales[..., None]), QMIN, QMAX) * scales[..., None]
+        return scales.gather(0, (q - w[None]).abs().pow(norm).sum(dim=-1).argmin(dim=0, keepdim=True))[0]
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(2048, 32, generator=g) * torch.logspace(-3, 1, 2048)[:, None]
+    w[::9, 5] *= 20  # outliers, where clipping pays
+    w[3] = 0.0  # every candidate ties: the first (no clipping) wins in both
+    w[7] = 1.0  # a constant group
+    assert torch.equal(choose_scales(w), all_at_once(w))
+
+
+def test_gptq_block_stops_each_calibration_pass_after_the_last_linear_it_reads(tiny_hf, monkeypatch):
+    """Hessian passes end once their group's linears have their inputs; the integers and outputs are the ones
+    full passes give. down_proj's input is computed 4 times instead of 9: in the quantized block for its own
+    group and the final pass (not for the three groups before it); in the float copy (`gptq_block` deep-copies the
+    block, this hook with it) for the first group, whose outputs are kept, and for its own group."""
+    import copy
+
+    import edge.gptq as gptq_module
+
+    model = load_model(open_checkpoint(tiny_hf), max_context=64, dtype=torch.float32)
+    model.set_attention_path(AttentionPath.SEQUENCE)
+    tokens = torch.randint(0, model.args.vocab_size, (4, 32), generator=torch.Generator().manual_seed(0))
+    xf = model.embed_tokens(tokens).detach()
+    x = xf + 0.1 * xf.std() * torch.randn(xf.shape, generator=torch.Generator().manual_seed(1))
+    cos, sin = model.rope_cos[:32], model.rope_sin[:32]
+
+    def run(block):
+        calls = []
+        block.mlp.down_proj.register_forward_pre_hook(lambda _m, _a: calls.append(1))
+        out, out_float = gptq_block(block, x, cos=cos, sin=sin, group_size=32, damp=0.01, batch=4, float_inputs=xf)
+        return out, out_float, len(calls), [m.weight.qdata for _n, m in sorted(block.named_modules()) if isinstance(m, nn.Linear)]
+
+    stopped = run(copy.deepcopy(model.layers[0]))
+    monkeypatch.setattr(gptq_module._StopWhenSeen, "hook", lambda self, name: (lambda _m, _a: None))
+    full = run(copy.deepcopy(model.layers[0]))
+    assert (stopped[2], full[2]) == (4, 9)
+    assert torch.equal(stopped[0], full[0]) and torch.equal(stopped[1], full[1])
+    assert all(torch.equal(a, b) for a, b in zip(stopped[3], full[3], strict=True)) and len(stopped[3]) == 7
