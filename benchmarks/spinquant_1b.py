@@ -1,11 +1,11 @@
-"""SpinQuant at the full Llama 3.2 1B shape on this CPU: what rotation and GPTQ cost the exporter.
+"""SpinQuant at the full Llama 3.2 1B (or 3B) shape on this CPU: what rotation and GPTQ cost the exporter.
 
-In:  --work DIR; a random-weight 1B checkpoint in Meta's layout is written there (no hub here;
+In:  --work DIR; a random-weight 1B (--size 3b: 3B) checkpoint in Meta's layout is written there (no hub here;
      the same writer as export_benchmark.py, Llama 3 tokenizer from the `bench` extra);
      --gptq-samples / --gptq-seq-len for the GPTQ run's calibration (default 8 x 512: Meta's
      128 x 2048 is GPU work: 64x the tokens of the Hessian passes), calibrated on the fixture's
      calibration.txt.
-Out: benchmarks/results/spinquant_1b.{md,json}: wall time, peak RSS (GNU time) and stage times
+Out: benchmarks/results/spinquant_{1b,3b}.{md,json}: wall time, peak RSS (GNU time) and stage times
      of three exports run one after the other in one session:
        1. plain 8da4w (round-to-nearest), the baseline;
        2. random Hadamard R1/R2 + online R4, round-to-nearest;
@@ -13,6 +13,7 @@ Out: benchmarks/results/spinquant_1b.{md,json}: wall time, peak RSS (GNU time) a
      Random weights: these are costs, not quality.
 
     python benchmarks/spinquant_1b.py
+    python benchmarks/spinquant_1b.py --size 3b --skip gptq
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from export_benchmark import PARAMS, ROOT, RESULTS, machine, measure, write_rand
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("/tmp/edge-bench"))
+    ap.add_argument("--size", choices=sorted(PARAMS), default="1b")
     ap.add_argument("--gptq-samples", type=int, default=8)
     ap.add_argument("--gptq-seq-len", type=int, default=512)
     ap.add_argument("--skip", nargs="*", default=[], help="row names to skip (plain, hadamard, gptq)")
@@ -37,11 +39,11 @@ def main() -> int:
                     help="no new runs: rebuild the results from the logs in --work (a run stopped early keeps its last progress line)")
     ap.add_argument("--note", default="", help="a sentence about the conditions, printed under the table")
     ns = ap.parse_args()
-    ckpt = ns.work / "llama3_2_1b_random"
-    print(f"writing random 1b checkpoint to {ckpt}", file=sys.stderr, flush=True)
-    write_random_meta_checkpoint(ckpt, PARAMS["1b"])
+    ckpt = ns.work / f"llama3_2_{ns.size}_random"
+    print(f"writing random {ns.size} checkpoint to {ckpt}", file=sys.stderr, flush=True)
+    write_random_meta_checkpoint(ckpt, PARAMS[ns.size])
     calib = ROOT / "edge" / "assets" / "fixture" / "calibration.txt"
-    base = [sys.executable, "-m", "edge.export", "llama3_2_1b_8da4w", "--checkpoint", str(ckpt), "--force"]
+    base = [sys.executable, "-m", "edge.export", f"llama3_2_{ns.size}_8da4w", "--checkpoint", str(ckpt), "--force"]
     runs = {
         "plain": ("8da4w, round-to-nearest (baseline)", []),
         "hadamard": ("random Hadamard R1/R2 + online R4, round-to-nearest", ["--rotation-kind", "hadamard"]),
@@ -53,9 +55,9 @@ def main() -> int:
     for key, (label, extra) in runs.items():
         if key in ns.skip:
             continue
-        out = ns.work / f"edge_1b_{key}"
+        out = ns.work / f"edge_{ns.size}_{key}"
         cmd = [*base, "--output", str(out), *extra]
-        log = ns.work / f"spinquant_1b_{key}.log"
+        log = ns.work / f"spinquant_{ns.size}_{key}.log"
         if ns.from_logs:
             if not log.is_file():
                 continue
@@ -73,11 +75,11 @@ def main() -> int:
             r["last_progress"] = progress[-1].split("\r")[-1].strip() if progress else None
         rows.append(r)
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(), "runs": rows,
-              "note": ns.note}
+              "note": ns.note, "size": ns.size}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "spinquant_1b.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"spinquant_{ns.size}.json").write_text(json.dumps(result, indent=2) + "\n")
     md = render(result)
-    (RESULTS / "spinquant_1b.md").write_text(md)
+    (RESULTS / f"spinquant_{ns.size}.md").write_text(md)
     print(md)
     return 0 if all(r["returncode"] == 0 for r in rows) else 1
 
@@ -99,7 +101,8 @@ def from_log(log: Path) -> dict:
 
 def render(result: dict) -> str:
     mc = result["machine"]
-    lines = ["# SpinQuant at the Llama 3.2 1B shape (random weights), max context 2048", "",
+    size = result.get("size", "1b")
+    lines = [f"# SpinQuant at the Llama 3.2 {size.upper()} shape (random weights), max context 2048", "",
              f"Measured {result['date']} on {mc['cpu']}, {mc['cores']} cores, {mc['memory']}; one run each, one after the other.", "",
              "| export | wall time | peak RSS (GNU time) | .pte | rotate+quantize stage | vs plain wall time |", "|---|---|---|---|---|---|"]
     plain = next((r for r in result["runs"] if r["row"] == "plain" and r["returncode"] == 0), None)
@@ -117,7 +120,9 @@ def render(result: dict) -> str:
     lines += [f"- {r['row']}: " + ", ".join(f"{k} {v}" for k, v in r.get("stage_seconds", {}).items()) for r in result["runs"]
               if r.get("stage_seconds")]
     lines += ["", "Commands:", ""] + [f"- `{r['command']}`" for r in result["runs"]]
-    lines += ["", "Reproduce: `python benchmarks/spinquant_1b.py`"]
+    skipped = [k for k in ("plain", "hadamard", "gptq") if k not in {r["row"] for r in result["runs"]}]
+    lines += ["", "Reproduce: `python benchmarks/spinquant_1b.py" + ("" if size == "1b" else f" --size {size}")
+              + (f" --skip {' '.join(skipped)}" if skipped else "") + "`"]
     return "\n".join(lines) + "\n"
 
 

@@ -93,9 +93,13 @@ def gptq_quantize(
         static = torch.stack([choose_scales(W[:, g : g + group_size]) for g in range(0, in_f, group_size)], dim=1)
         perm = torch.argsort(torch.diag(H), descending=True)
         W, H = W[:, perm], H[perm][:, perm]
-    H += damp * torch.mean(torch.diag(H)) * torch.eye(in_f, dtype=H.dtype, device=H.device)
+    H.diagonal().add_(damp * torch.mean(torch.diag(H)))  # H + damp * mean(diag H) * I, without an [in, in] eye
     try:
-        hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True).float()
+        # One [in, in] float64 temporary at a time beside H's input (512 MiB each for down_proj at 1B).
+        hinv = torch.linalg.cholesky(H)
+        del H
+        hinv = torch.cholesky_inverse(hinv)
+        hinv = torch.linalg.cholesky(hinv, upper=True).float()
     except torch.linalg.LinAlgError:
         from edge.errors import EdgeError
 
@@ -273,8 +277,12 @@ def gptq_block(
                 h.remove()
         for n, m in linears.items():
             originals[n] = m.weight.detach().float().cpu()
-            w = hooks[n].float_target(m.weight.detach().float(), damp=damp) if reference is not None else m.weight
-            q, s, deq = gptq_quantize(w, hooks[n].hessian(), group_size=group_size, damp=damp, act_order=act_order)
+            hook = hooks.pop(n)  # its float64 sums are freed once the Hessian is taken
+            w = hook.float_target(m.weight.detach().float(), damp=damp) if reference is not None else m.weight
+            hessian = hook.hessian()
+            del hook
+            q, s, deq = gptq_quantize(w, hessian, group_size=group_size, damp=damp, act_order=act_order)
+            del hessian
             results[n] = (q.cpu(), s.cpu())
             m.weight = nn.Parameter(deq.to(m.weight.dtype), requires_grad=False)  # later groups see it quantized
     outputs = run_block(block, inputs, cos=cos, sin=sin, batch=batch)
