@@ -96,15 +96,20 @@ def test_float_target_is_the_least_squares_fit_to_the_float_outputs():
     assert hook.ref is None  # each batch's float input is used once
 
 
+def _block_inputs(ckpt, *, windows: int, noise: float):
+    """-> (model on the SEQUENCE path, float inputs xf [windows, 32, D], xf plus `noise` x its std of noise, cos, sin)."""
+    model = load_model(open_checkpoint(ckpt), max_context=64, dtype=torch.float32)
+    model.set_attention_path(AttentionPath.SEQUENCE)
+    tokens = torch.randint(0, model.args.vocab_size, (windows, 32), generator=torch.Generator().manual_seed(0))
+    xf = model.embed_tokens(tokens).detach()
+    x = xf + noise * xf.std() * torch.randn(xf.shape, generator=torch.Generator().manual_seed(1))
+    return model, xf, x, model.rope_cos[:32], model.rope_sin[:32]
+
+
 def test_gptq_block_with_float_targets_tracks_the_float_block(tiny_hf):
     """The block's inputs carry an upstream error (as after quantized layers): fitting to the float block's
     outputs ends closer to them than plain GPTQ does, and the float outputs come back unchanged."""
-    model = load_model(open_checkpoint(tiny_hf), max_context=64, dtype=torch.float32)
-    model.set_attention_path(AttentionPath.SEQUENCE)
-    tokens = torch.randint(0, model.args.vocab_size, (16, 32), generator=torch.Generator().manual_seed(0))
-    xf = model.embed_tokens(tokens).detach()
-    x = xf + 0.3 * xf.std() * torch.randn(xf.shape, generator=torch.Generator().manual_seed(1))
-    cos, sin = model.rope_cos[:32], model.rope_sin[:32]
+    model, xf, x, cos, sin = _block_inputs(tiny_hf, windows=16, noise=0.3)
     import copy
 
     plain, fitted = copy.deepcopy(model.layers[0]), model.layers[0]
@@ -143,12 +148,7 @@ def test_gptq_block_stops_each_calibration_pass_after_the_last_linear_it_reads(t
 
     import edge.gptq as gptq_module
 
-    model = load_model(open_checkpoint(tiny_hf), max_context=64, dtype=torch.float32)
-    model.set_attention_path(AttentionPath.SEQUENCE)
-    tokens = torch.randint(0, model.args.vocab_size, (4, 32), generator=torch.Generator().manual_seed(0))
-    xf = model.embed_tokens(tokens).detach()
-    x = xf + 0.1 * xf.std() * torch.randn(xf.shape, generator=torch.Generator().manual_seed(1))
-    cos, sin = model.rope_cos[:32], model.rope_sin[:32]
+    model, xf, x, cos, sin = _block_inputs(tiny_hf, windows=4, noise=0.1)
 
     def run(block):
         calls = []
