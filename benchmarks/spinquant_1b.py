@@ -29,6 +29,9 @@ from export_benchmark import PARAMS, ROOT, RESULTS, machine, measure, write_rand
 
 
 def main() -> int:
+    from edge.quiet import quiet_libraries
+
+    quiet_libraries()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("/tmp/edge-bench"))
     ap.add_argument("--size", choices=sorted(PARAMS), default="1b")
@@ -40,8 +43,9 @@ def main() -> int:
     ap.add_argument("--note", default="", help="a sentence about the conditions, printed under the table")
     ns = ap.parse_args()
     ckpt = ns.work / f"llama3_2_{ns.size}_random"
-    print(f"writing random {ns.size} checkpoint to {ckpt}", file=sys.stderr, flush=True)
-    write_random_meta_checkpoint(ckpt, PARAMS[ns.size])
+    if not ns.from_logs:
+        print(f"writing random {ns.size} checkpoint to {ckpt}", file=sys.stderr, flush=True)
+        write_random_meta_checkpoint(ckpt, PARAMS[ns.size])
     calib = ROOT / "edge" / "assets" / "fixture" / "calibration.txt"
     base = [sys.executable, "-m", "edge.export", f"llama3_2_{ns.size}_8da4w", "--checkpoint", str(ckpt), "--force"]
     runs = {
@@ -74,6 +78,9 @@ def main() -> int:
             progress = [line for line in log.read_text(errors="replace").splitlines() if "blocks (" in line]
             r["last_progress"] = progress[-1].split("\r")[-1].strip() if progress else None
         rows.append(r)
+    if not rows:
+        print(f"error: no runs{' logged in ' + str(ns.work) if ns.from_logs else ''}: nothing to write", file=sys.stderr)
+        return 2
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(), "runs": rows,
               "note": ns.note, "size": ns.size}
     RESULTS.mkdir(parents=True, exist_ok=True)
