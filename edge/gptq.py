@@ -204,6 +204,12 @@ class _StopWhenSeen:
 
         return fire
 
+    @classmethod
+    def register(cls, module: nn.Module, names: tuple[str, ...]) -> list:
+        """Stop `module`'s forward once its linears `names` have all had their inputs. -> the hook handles."""
+        stop = cls(names)
+        return [module.get_submodule(n).register_forward_pre_hook(stop.hook(n)) for n in names]
+
 
 def _forward_until_stop(block: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor | None:
     """block(x) if it runs to the end, None if a `_StopWhenSeen` hook ended it."""
@@ -256,14 +262,12 @@ def gptq_block(
         linears = {n: block.get_submodule(n) for n in names}
         hooks = {n: _HessianHook(m.in_features, inputs.device, cross=reference is not None) for n, m in linears.items()}
         handles = [m.register_forward_pre_hook(hooks[n]) for n, m in linears.items()]
-        stop = _StopWhenSeen(names)
-        handles += [m.register_forward_pre_hook(stop.hook(n)) for n, m in linears.items()]
+        handles += _StopWhenSeen.register(block, names)  # after the Hessian hooks, so they have run
         first = names is SEQUENTIAL_GROUPS[0]
         if reference is not None:
             handles += [reference.get_submodule(n).register_forward_pre_hook(_RefHook(hooks[n])) for n in names]
             if not first:  # in the first group the float block runs to the end: its outputs are kept
-                ref_stop = _StopWhenSeen(names)
-                handles += [reference.get_submodule(n).register_forward_pre_hook(ref_stop.hook(n)) for n in names]
+                handles += _StopWhenSeen.register(reference, names)
         try:
             with torch.no_grad():
                 for b0 in range(0, inputs.shape[0], batch):
