@@ -1,4 +1,7 @@
-"""The one exception type users see: a one-line message, exit status 2."""
+"""The one exception type users see (a one-line message, exit status 2), and how signals stop a run."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class EdgeError(Exception):
@@ -7,15 +10,43 @@ class EdgeError(Exception):
     exit_code = 2
 
 
-def interrupt_on_termination() -> None:
-    """SIGTERM and SIGHUP -> KeyboardInterrupt, so a killed or disconnected run cleans up as Ctrl-C does.
+_signal_seen: str | None = None
 
-    Python's default for both is to die at once, leaving temporary folders behind.
+
+def interrupt_on_termination() -> None:
+    """SIGINT, SIGTERM and SIGHUP -> KeyboardInterrupt, and the signal remembered.
+
+    Python's default for SIGTERM and SIGHUP is to die at once, leaving temporary folders behind.
+    The signal is remembered because a library may turn the KeyboardInterrupt into another error
+    (torch's fake-tensor dispatch reports one raised inside its C argument parsing as a TypeError,
+    and torch.export wraps that again); `interrupts_win` and `raise_if_interrupted` still see it.
+    Library logging is switched off from the signal on: what torch logs while unwinding is noise.
     """
+    import logging
     import signal
 
     def _interrupt(signum, frame):  # noqa: ARG001
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+        global _signal_seen
+        _signal_seen = signal.Signals(signum).name
+        logging.disable(logging.CRITICAL)
+        raise KeyboardInterrupt(_signal_seen)
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
+
+
+def raise_if_interrupted() -> None:
+    """Nothing, or KeyboardInterrupt when a signal arrived and a library swallowed it; called before publishing."""
+    if _signal_seen is not None:
+        raise KeyboardInterrupt(_signal_seen)
+
+
+@contextmanager
+def interrupts_win() -> Iterator[None]:
+    """Any error raised after a signal -> KeyboardInterrupt, so the run exits 130 with one line."""
+    try:
+        yield
+    except BaseException:
+        if _signal_seen is not None:
+            raise KeyboardInterrupt(_signal_seen) from None
+        raise

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from edge.errors import EdgeError
+from edge.errors import EdgeError, raise_if_interrupted
 
 
 def check_output_path(path: Path, *, what: str = "output") -> None:
@@ -56,6 +56,7 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
+        raise_if_interrupted()
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -67,6 +68,7 @@ def publish_folder(tmp: Path, out: Path, *, force: bool) -> None:
 
     The old folder is moved aside first and removed after the rename, so `out` is never half-written.
     """
+    raise_if_interrupted()  # a signal a library swallowed still stops the result from appearing
     os.chmod(tmp, 0o755)
     old = None
     if out.exists():

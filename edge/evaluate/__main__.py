@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true")
     ns = p.parse_args(argv)
 
-    from edge.errors import EdgeError
+    from edge.errors import EdgeError, interrupts_win
     from edge.evaluate import TABLE_HEADER, evaluate, table_row
     from edge.progress import Progress
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     out = ns.json or (ns.pte if ns.pte.is_dir() else ns.pte.parent) / "evaluate.json"
     try:
         check_output_path(out, what="--json")
-        with progress.stage("evaluate", f"{ns.pte} vs {ns.reference}"):
+        with interrupts_win(), progress.stage("evaluate", f"{ns.pte} vs {ns.reference}"):
             result = evaluate(
                 pte_path=ns.pte,
                 reference=ns.reference,

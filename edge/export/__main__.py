@@ -160,14 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     name = config_name(parser, ns, DEFAULT_CONFIG)
     from edge.config import load_config
-    from edge.errors import EdgeError
+    from edge.errors import EdgeError, interrupts_win
     from edge.progress import Progress
 
     try:
-        config = load_config(config=name, overrides=overrides_from_args(ns))
-        from edge.export.pipeline import run_export
+        with interrupts_win():
+            config = load_config(config=name, overrides=overrides_from_args(ns))
+            from edge.export.pipeline import run_export
 
-        result = run_export(config, progress=Progress(quiet=ns.quiet))
+            result = run_export(config, progress=Progress(quiet=ns.quiet))
     except EdgeError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

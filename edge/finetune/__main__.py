@@ -91,17 +91,18 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     name = config_name(parser, ns, DEFAULT_CONFIG)
     from edge.config import load_config
-    from edge.errors import EdgeError
+    from edge.errors import EdgeError, interrupts_win
     from edge.progress import Progress
 
     dist = None
     try:
-        config = load_config(config=name, overrides=overrides_from_args(ns))
-        dist = _dist()
-        from edge.finetune.run import run_finetune
+        with interrupts_win():
+            config = load_config(config=name, overrides=overrides_from_args(ns))
+            dist = _dist()
+            from edge.finetune.run import run_finetune
 
-        out = run_finetune(config, checkpoint=ns.checkpoint or config.checkpoint, resume=ns.resume, force=ns.force,
-                           progress=Progress(quiet=ns.quiet or not dist.main), dist=dist)
+            out = run_finetune(config, checkpoint=ns.checkpoint or config.checkpoint, resume=ns.resume,
+                               force=ns.force, progress=Progress(quiet=ns.quiet or not dist.main), dist=dist)
     except EdgeError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

@@ -135,6 +135,43 @@ def test_signal_during_lowering_leaves_nothing(tiny_hf, tmp_path, sig):
     assert list(tmp_path.iterdir()) == []
 
 
+_SWALLOWING_LOWERING = """
+import logging, os, signal, sys
+from edge.quiet import quiet_libraries
+quiet_libraries()  # as edge.export's main does before importing torch
+import edge.export.pipeline as pipeline
+real = pipeline.lower_program
+
+def lower_program(*args, **kwargs):  # a library that catches the Ctrl-C, as torch's fake-tensor dispatch does
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+    except KeyboardInterrupt as e:
+        logging.getLogger("torch._subclasses.fake_tensor").exception("fake tensor raised TypeError")
+        if sys.argv[1] == "rewrap":
+            raise TypeError("set_(): argument 'stride' failed to unpack the object") from e
+    return real(*args, **kwargs)  # "continue": the library went on as if nothing had happened
+
+pipeline.lower_program = lower_program
+from edge.export.__main__ import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("library", ["rewrap", "continue"])
+def test_interrupt_a_library_swallows_still_exits_130_and_writes_nothing(tiny_hf, tmp_path, library):
+    """Ctrl-C turned into another error (rewrap), or caught and ignored (continue): the run still ends
+    with exit 130, one line, no traceback from edge or torch's logging, and no output folder."""
+    out = tmp_path / "o"
+    proc = subprocess.run(
+        [sys.executable, "-c", _SWALLOWING_LOWERING, library, "llama3_2_1b_8da4w", "--checkpoint", str(tiny_hf),
+         "--output", str(out), "--max-context", str(MAX_CONTEXT), "--quiet"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip().splitlines() == ["error: interrupted; nothing was written"], proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_racing_exports_one_result_one_refusal_same_bytes(tiny_hf, q_export, tmp_path):
     """Two processes into one folder: one complete result, one clean refusal; and the .pte equals the
     in-process export of the same inputs (q_export) byte for byte."""
