@@ -32,17 +32,6 @@ RESULTS = ROOT / "benchmarks" / "results" / "spinquant_fixture_ceiling"
 sys.path.insert(0, str(ROOT))
 
 
-def fake_quant_activation(x):
-    """8-bit per-token asymmetric fake quantization (the scheme's dynamic activations), straight-through."""
-    import torch
-
-    lo, hi = x.amin(-1, keepdim=True).clamp(max=0), x.amax(-1, keepdim=True).clamp(min=0)
-    s = ((hi - lo) / 255).clamp(min=1e-9)
-    zp = torch.round(-128 - lo / s)
-    q = (torch.clamp(torch.round(x / s) + zp, -128, 127) - zp) * s
-    return x + (q - x).detach()
-
-
 def coordinate_descent(w, hessian, q, scales, *, group_size: int, damp: float, passes: int):
     """GPTQ's result (integers q [out, in], scales [out, in/g]) -> the same with each column re-rounded to its exact
     minimiser of tr((W - Wq) H (W - Wq)^T) given all other columns, `passes` sweeps. -> (q, scales, Wq, ratio)."""
@@ -98,6 +87,9 @@ def tune_scales(model, reference, windows, *, steps: int, lr: float, batch: int)
 
     from edge.config import WeightBits
     from edge.quantize import intx_tensor_from_integers
+    from edge.spinquant.optimize import activation_fake_quantizer
+
+    act_fq = activation_fake_quantizer()
 
     class Dequantized(nn.Module):
         def __init__(self, linear: nn.Linear) -> None:
@@ -111,7 +103,7 @@ def tune_scales(model, reference, windows, *, steps: int, lr: float, batch: int)
         def forward(self, x):
             out, groups = self.q.shape[0], self.s0.shape[1]
             w = (self.q.view(out, groups, -1) * self.scale()[..., None]).view_as(self.q)
-            return F.linear(fake_quant_activation(x), w)
+            return F.linear(act_fq(x), w)
 
     swapped = []
     for parent in list(model.modules()):
@@ -212,6 +204,7 @@ def main() -> int:
     from edge.model import AttentionPath
     from edge.progress import Progress, cpu_name
     from edge.spinquant.rotations import save_rotations
+    from top1_vs_kl import eager_logits  # this folder is on sys.path when the script runs
 
     work = Path(tempfile.mkdtemp(prefix="sq_ceiling_"))
     calibration = larger_calibration(work)  # first: an absent corpus fails before the long work
@@ -225,12 +218,7 @@ def main() -> int:
     reference = load_model(ckpt, max_context=512, dtype=torch.float32, full_logits=True)
     reference.set_attention_path(AttentionPath.SEQUENCE)
 
-    def logits(model, ws):
-        model.set_attention_path(AttentionPath.SEQUENCE)
-        with torch.no_grad():
-            return torch.cat([model(torch.tensor([w]))[0, :-1].float() for w in ws])
-
-    ref = {k: F.log_softmax(logits(reference, ws), -1) for k, ws in texts.items()}
+    ref = {k: F.log_softmax(eager_logits(reference, ws), -1) for k, ws in texts.items()}
 
     def export(config: str, extra: dict):
         cfg = load_config(config=config, overrides={"output": str(work / "out"), "force": True, "full_logits": True,
@@ -242,7 +230,7 @@ def main() -> int:
     def score(name: str, model, seconds: float, **extra) -> None:
         row = {"row": name, "seconds": round(seconds, 1), **extra}
         for k, ws in texts.items():
-            got = F.log_softmax(logits(model, ws), -1)
+            got = F.log_softmax(eager_logits(model, ws), -1)
             row[k] = {"mean_kl": float(F.kl_div(got, ref[k], log_target=True, reduction="sum")) / len(got),
                       "top1": float((got.argmax(-1) == ref[k].argmax(-1)).float().mean())}
         rows.append(row)

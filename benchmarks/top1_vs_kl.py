@@ -39,16 +39,22 @@ ROWS = [
 
 def quantized_logits(config: str, extra: dict, windows: list[list[int]]):
     """A shipped config (+ overrides) -> the fixture as that export quantizes it, logits [N, V] over `windows`."""
-    import torch
-
     from edge.config import load_config
     from edge.export.pipeline import prepare, quantized_model
-    from edge.model import AttentionPath
     from edge.progress import Progress
 
     cfg = load_config(config=config, overrides={"output": "/tmp/top1_vs_kl", "force": True, "full_logits": True,
                                                 "max_context": 512} | extra)
     model, _, _ = quantized_model(cfg, prepare(cfg), progress=Progress(quiet=True))
+    return eager_logits(model, windows)
+
+
+def eager_logits(model, windows: list[list[int]]):
+    """An `edge.model.Transformer` with full logits -> its float logits [N, V] predicting each window's next tokens."""
+    import torch
+
+    from edge.model import AttentionPath
+
     model.set_attention_path(AttentionPath.SEQUENCE)
     with torch.no_grad():
         return torch.cat([model(torch.tensor([w]))[0, :-1].float() for w in windows])
@@ -66,15 +72,11 @@ def main() -> int:
     from edge.evaluate.core import load_tokenizer, tokenize_windows
     from edge.export.pipeline import DEFAULT_CHECKPOINT
     from edge.metrics import gap_recovered
-    from edge.model import AttentionPath
 
     ckpt = open_checkpoint(DEFAULT_CHECKPOINT)
     windows = tokenize_windows((DEFAULT_CHECKPOINT / "heldout.txt").read_text(encoding="utf-8"),
                                tokenizer=load_tokenizer(ckpt.tokenizer), bos_id=ckpt.bos_id, context=256)
-    ref_model = load_model(ckpt, max_context=512, dtype=torch.float32, full_logits=True)
-    ref_model.set_attention_path(AttentionPath.SEQUENCE)
-    with torch.no_grad():
-        ref = torch.cat([ref_model(torch.tensor([w]))[0, :-1] for w in windows])  # [N, V]
+    ref = eager_logits(load_model(ckpt, max_context=512, dtype=torch.float32, full_logits=True), windows)  # [N, V]
     top2 = ref.topk(2, dim=-1)
     margin = top2.values[:, 0] - top2.values[:, 1]
     ref_logp = F.log_softmax(ref, -1)

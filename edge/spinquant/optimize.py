@@ -86,7 +86,8 @@ def _sig(x: float) -> float:
     return float(f"{x:.6g}")
 
 
-def _act_fake_quant():
+def activation_fake_quantizer():
+    """-> torchao's fake quantizer for the scheme's activations: int8 per token, asymmetric, straight-through."""
     from torchao.quantization.qat import IntxFakeQuantizeConfig, IntxFakeQuantizer
 
     return IntxFakeQuantizer(IntxFakeQuantizeConfig(torch.int8, "per_token", is_symmetric=False))
@@ -130,7 +131,7 @@ def optimize_rotations(
     opt = CayleySGD([r1, *r2], lr=learning_rate)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(steps, 1))))
 
-    act_fq = _act_fake_quant()
+    act_fq = activation_fake_quantizer()
     wq = _weight_fake_quant(group_size) if weight_bits == 4 else None
     quantizing = [True]  # off: the float model (the teacher of the KL loss)
 
