@@ -11,6 +11,7 @@ class EdgeError(Exception):
 
 
 _signal_seen: str | None = None
+_deferring = 0  # > 0 while a cleanup runs: a further signal is remembered, not raised
 
 
 def interrupt_on_termination() -> None:
@@ -29,7 +30,8 @@ def interrupt_on_termination() -> None:
         global _signal_seen
         _signal_seen = signal.Signals(signum).name
         logging.disable(logging.CRITICAL)
-        raise KeyboardInterrupt(_signal_seen)
+        if not _deferring:
+            raise KeyboardInterrupt(_signal_seen)
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
@@ -50,3 +52,15 @@ def interrupts_win() -> Iterator[None]:
         if _signal_seen is not None:
             raise KeyboardInterrupt(_signal_seen) from None
         raise
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Run a cleanup to its end: a Ctrl-C pressed again meanwhile is remembered (the run still exits 130)
+    instead of breaking off the removal of a temporary file halfway."""
+    global _deferring
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1

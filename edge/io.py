@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from edge.errors import EdgeError, raise_if_interrupted
+from edge.errors import EdgeError, raise_if_interrupted, signals_deferred
 
 
 def check_output_path(path: Path, *, what: str = "output") -> None:
@@ -59,8 +59,17 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         raise_if_interrupted()
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        discard(Path(tmp))
         raise
+
+
+def discard(path: Path) -> None:
+    """Remove a temporary file or folder after a failure or an interrupt; a second Ctrl-C does not cut it short."""
+    with signals_deferred():
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def publish_folder(tmp: Path, out: Path, *, force: bool) -> None:

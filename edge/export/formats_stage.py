@@ -10,13 +10,13 @@ Out: `check_formats` raises EdgeError for a request no format can hold (an onlin
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import tempfile
 from pathlib import Path
 
 from edge.checkpoint import Checkpoint
 from edge.config import DType, ExportConfig, Format, WeightBits
 from edge.errors import EdgeError
+from edge.io import discard
 from edge.progress import Progress
 
 ONNX_DIR = "onnx"
@@ -75,6 +75,6 @@ def write_formats(model, config: ExportConfig, ckpt: Checkpoint, *, progress: Pr
                 n = write_gguf(model, staging / GGUF_NAME, **common)
                 progress.info(f"wrote {GGUF_NAME} ({n / 2**20:.1f} MiB)")
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        discard(staging)
         raise
     return staging

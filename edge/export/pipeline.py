@@ -31,7 +31,7 @@ from edge.calibration import Calibration
 from edge.checkpoint import Checkpoint, load_model, open_checkpoint
 from edge.config import Device, DType, ExportConfig, Format, Rounding
 from edge.errors import EdgeError
-from edge.io import BackgroundHashes, check_output_path, disk_full_error, publish_folder, sha256_file
+from edge.io import BackgroundHashes, check_output_path, discard, disk_full_error, publish_folder, sha256_file
 from edge.lower import RunnerMetadata, export_program, lower_program, pte_nbytes, write_pte
 from edge.memory import trim_heap
 from edge.model import Transformer
@@ -258,7 +258,7 @@ def _write_folder(*, program, config, ckpt, report, spinquant, finetune, rotatio
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
         publish_folder(tmp, out, force=config.force)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard(tmp)
         raise
     return ExportResult(
         output_dir=out,
@@ -349,7 +349,7 @@ def _export_and_write(config: ExportConfig, prepared: Prepared, *, progress: Pro
             )
     finally:
         if staged is not None:
-            shutil.rmtree(staged, ignore_errors=True)
+            discard(staged)
 
 
 def _lower(config: ExportConfig, model, ckpt: Checkpoint, *, progress: Progress):

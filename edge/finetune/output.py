@@ -24,7 +24,7 @@ from edge.checkpoint import Checkpoint, CheckpointFormat
 from edge.config import ExportConfig
 from edge.finetune.data import TrainingData
 from edge.finetune.train import TrainState
-from edge.io import publish_folder
+from edge.io import discard, publish_folder
 from edge.lora import ADAPTERS_NAME, LoraSpec, save_adapters
 from edge.validate import to_plain
 
@@ -109,5 +109,5 @@ def write_output(out: Path, *, state: dict[str, torch.Tensor], config: ExportCon
         (tmp / RECORD_NAME).write_text(json.dumps(record, indent=1) + "\n")
         publish_folder(tmp, out, force=force)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard(tmp)
         raise
