@@ -91,12 +91,12 @@ def publish_folder(tmp: Path, out: Path, *, force: bool) -> None:
         os.replace(tmp, out)
     except OSError as e:
         if old is not None:  # the folder --force was replacing is gone either way
-            shutil.rmtree(old, ignore_errors=True)
+            discard(old)
         if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
             raise
         raise EdgeError(f"output {out} was written by another run meanwhile; it is kept, this result is dropped") from None
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        discard(old)
 
 
 def sha256_file(path: Path, *, chunk: int = 1 << 24) -> str:
