@@ -60,7 +60,8 @@ def llama3_tokenizer() -> Path:
 
 def write_random_meta_checkpoint(folder: Path, params: dict, *, tokenizer: bool = True) -> None:
     """params -> folder with params.json, consolidated.00.pth (random bf16) and tokenizer.model (unless not `tokenizer`)."""
-    from edge.checkpoint import _meta_args, expected_shapes
+    from edge.checkpoint import expected_shapes
+    from edge.checkpoint_args import meta_args
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "params.json").write_text(json.dumps(params))
@@ -68,7 +69,7 @@ def write_random_meta_checkpoint(folder: Path, params: dict, *, tokenizer: bool 
         shutil.copyfile(llama3_tokenizer(), folder / "tokenizer.model")
     if (folder / "consolidated.00.pth").exists():
         return
-    args = _meta_args(params, folder / "params.json")
+    args = meta_args(params, folder / "params.json")
     to_meta = {
         "embed_tokens.weight": "tok_embeddings.weight", "norm.weight": "norm.weight", "lm_head.weight": "output.weight",
         "self_attn.q_proj": "attention.wq", "self_attn.k_proj": "attention.wk", "self_attn.v_proj": "attention.wv",

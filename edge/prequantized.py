@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edge.checkpoint import Checkpoint, _edge_name, _meta_args, _meta_to_hf_rope_layout, _raw_tensors, expected_shapes
+from edge.checkpoint import Checkpoint, _edge_name, _meta_to_hf_rope_layout, _raw_tensors, expected_shapes
+from edge.checkpoint_args import meta_args
 from edge.config import WeightBits
 from edge.errors import EdgeError
 from edge.lora import LORA_TARGETS, LoraSpec, load_adapters
@@ -54,7 +55,7 @@ def prequantized_group_size(params: dict) -> int | None:
     group = qargs.get("group_size")
     if isinstance(group, bool) or not isinstance(group, int) or group < 1 or group & (group - 1):
         raise EdgeError(f"quantization_args.group_size {group!r} is not a power of two (XNNPACK's blockwise kernels need one)")
-    args = _meta_args(params, Path("params.json"))
+    args = meta_args(params, Path("params.json"))
     for what, width in (("model width", args.dim), ("FFN width", args.hidden_dim)):
         if width % group:
             raise EdgeError(f"quantization_args.group_size {group} does not divide the {what} {width}")
