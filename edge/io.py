@@ -8,7 +8,8 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -70,6 +71,19 @@ def discard(path: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
+
+
+@contextmanager
+def building_folder(out: Path, *, force: bool) -> Iterator[Path]:
+    """`out` (its parent must exist) -> a private temporary folder beside it to build in. When the block ends,
+    the folder is published onto `out` (`publish_folder`); when it raises, it is discarded and `out` is untouched."""
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        yield tmp
+        publish_folder(tmp, out, force=force)
+    except BaseException:
+        discard(tmp)
+        raise
 
 
 def publish_folder(tmp: Path, out: Path, *, force: bool) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -31,7 +30,7 @@ from edge.calibration import Calibration
 from edge.checkpoint import Checkpoint, load_model, open_checkpoint
 from edge.config import Device, DType, ExportConfig, Format, Rounding
 from edge.errors import EdgeError
-from edge.io import BackgroundHashes, check_output_path, discard, disk_full_error, publish_folder, sha256_file
+from edge.io import BackgroundHashes, building_folder, check_output_path, discard, disk_full_error, sha256_file
 from edge.lower import RunnerMetadata, export_program, lower_program, pte_nbytes, write_pte
 from edge.memory import trim_heap
 from edge.model import Transformer
@@ -208,8 +207,7 @@ def input_files(ckpt: Checkpoint) -> list[Path]:
 def _write_folder(*, program, config, ckpt, report, spinquant, finetune, rotations, breakdown, metadata, progress, staged,
                   input_hashes: BackgroundHashes) -> ExportResult:
     out = config.output
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with building_folder(out, force=config.force) as tmp:
         pte = tmp / PTE_NAME
         pte_bytes = 0
         digests: dict[Path, str] = {}
@@ -256,10 +254,6 @@ def _write_folder(*, program, config, ckpt, report, spinquant, finetune, rotatio
             "stage_peak_rss_mb": {k: round(v) for k, v in progress.stage_peak_rss_mb.items()},
         }
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-        publish_folder(tmp, out, force=config.force)
-    except BaseException:
-        discard(tmp)
-        raise
     return ExportResult(
         output_dir=out,
         pte=out / PTE_NAME if program is not None else None,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -24,7 +23,7 @@ from edge.checkpoint import Checkpoint, CheckpointFormat
 from edge.config import ExportConfig
 from edge.finetune.data import TrainingData
 from edge.finetune.train import TrainState
-from edge.io import discard, publish_folder
+from edge.io import building_folder
 from edge.lora import ADAPTERS_NAME, LoraSpec, save_adapters
 from edge.validate import to_plain
 
@@ -75,8 +74,7 @@ def write_output(out: Path, *, state: dict[str, torch.Tensor], config: ExportCon
 
     backbone, adapters = split_state(state, tied=ckpt.args.tie_word_embeddings)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with building_folder(out, force=force) as tmp:
         save_file(backbone, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         cfg = hf_config(ckpt) | {"torch_dtype": "float32"}
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
@@ -107,7 +105,3 @@ def write_output(out: Path, *, state: dict[str, torch.Tensor], config: ExportCon
             "versions": versions(),
         }
         (tmp / RECORD_NAME).write_text(json.dumps(record, indent=1) + "\n")
-        publish_folder(tmp, out, force=force)
-    except BaseException:
-        discard(tmp)
-        raise
