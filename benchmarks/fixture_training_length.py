@@ -34,12 +34,13 @@ ROWS = [  # (name, config, overrides); the first two are the gap's ends
 
 def measure(checkpoint: Path) -> dict:
     """A fixture folder -> held-out perplexity and, per row, mean KL and top-1 agreement against its float32 self."""
+    import math
+
     import torch
-    import torch.nn.functional as F
 
     from edge.checkpoint import load_model, open_checkpoint
     from edge.evaluate.core import load_tokenizer, tokenize_windows
-    from edge.metrics import gap_recovered
+    from edge.metrics import compare_logits, gap_recovered
     from top1_vs_kl import eager_logits, quantized_logits
 
     ckpt = open_checkpoint(checkpoint)
@@ -47,20 +48,14 @@ def measure(checkpoint: Path) -> dict:
                                tokenizer=load_tokenizer(ckpt.tokenizer), bos_id=ckpt.bos_id, context=256)
     ref = eager_logits(load_model(ckpt, max_context=512, dtype=torch.float32, full_logits=True), windows)  # [N, V]
     targets = torch.cat([torch.tensor(w[1:]) for w in windows])
-    ref_logp = F.log_softmax(ref, -1)
-    out = {"windows": len(windows), "tokens": len(ref),
-           "float32_perplexity": float(torch.exp(F.cross_entropy(ref, targets))), "rows": []}
+    n = len(ref)
+    out = {"windows": len(windows), "tokens": n, "rows": []}
     for name, config, extra in ROWS:
         t0 = time.monotonic()
-        got = quantized_logits(config, extra | {"checkpoint": str(checkpoint)}, windows)
-        got_logp = F.log_softmax(got, -1)
-        out["rows"].append({
-            "row": name,
-            "mean_kl": float(F.kl_div(got_logp, ref_logp, log_target=True, reduction="sum")) / len(ref),
-            "top1_agreement": float((got.argmax(-1) == ref.argmax(-1)).float().mean()),
-            "perplexity": float(torch.exp(F.cross_entropy(got, targets))),
-            "seconds": round(time.monotonic() - t0, 1),
-        })
+        c = compare_logits(ref, quantized_logits(config, extra | {"checkpoint": str(checkpoint)}, windows), targets)
+        out["float32_perplexity"] = math.exp(c.nll_ref / n)
+        out["rows"].append({"row": name, "mean_kl": c.kl / n, "top1_agreement": c.agree / n,
+                            "perplexity": math.exp(c.nll_got / n), "seconds": round(time.monotonic() - t0, 1)})
         print(json.dumps(out["rows"][-1]), flush=True)
     b, p = out["rows"][0], out["rows"][1]
     for r in out["rows"][2:]:
