@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import EdgeError
-from android_bench.config import FIELDS, BenchConfig, BenchError, LengthFlag, OutputFormat, Target
+from android_bench.config import FIELDS, BenchConfig, LengthFlag, OutputFormat, Target
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,7 +5,6 @@ EOS or die of the OOM killer. Each test fails without the fix it names."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -14,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-from android_bench.__main__ import main
 from android_bench.checks import output_warnings
 from tests.android_bench.conftest import FAKE_LLAMA_MAIN
 from tests.android_bench.test_faults import error_lines, records, run

@@ -8,47 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from edge.config import parse_config
-from edge.export.pipeline import DEFAULT_CHECKPOINT, run_export
-from edge.progress import Progress
+from edge.export.pipeline import DEFAULT_CHECKPOINT
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("gguf")
-
-FIXTURE_8DA4W = {"linear": "int4", "group_size": 32, "output": "int8", "embedding": "int8"}
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    out = tmp_path_factory.mktemp("formats") / "fixture"
-    config = parse_config({"output": str(out), "max_context": 256, "formats": ["pte", "onnx", "gguf"],
-                           "quantization": FIXTURE_8DA4W}, source="test")
-    result = run_export(config, progress=Progress(quiet=True))
-    return out, result
-
-
-@pytest.fixture(scope="module")
-def eager(exported):
-    """The quantized eager model the three files were written from (quantization is deterministic)."""
-    from edge.checkpoint import load_model, open_checkpoint
-    from edge.quantize import quantize_model
-
-    config = parse_config({"output": "unused", "quantization": FIXTURE_8DA4W}, source="test")
-    ckpt = open_checkpoint(DEFAULT_CHECKPOINT)
-    model = load_model(ckpt, max_context=256, dtype=None, full_logits=True)
-    quantize_model(model, config.quantization, dtype=torch.float32)
-    return ckpt, model
-
-
-@pytest.fixture(scope="module")
-def window(eager):
-    from edge.evaluate.core import load_tokenizer
-
-    ckpt, _ = eager
-    text = (DEFAULT_CHECKPOINT / "heldout.txt").read_text()[:4000]
-    ids = load_tokenizer(ckpt.tokenizer).encode(text, bos=False, eos=False)
-    return [ckpt.bos_id, *ids[:127]]
-
 
 def _onnx_weights(folder):
     """model.onnx -> {linear name: dequantized [N, K] float32}, decoding MatMulNBits codes and scales by hand."""

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from edge.export.pipeline import DEFAULT_CHECKPOINT
-from tests.formats.test_formats import eager, exported, window  # noqa: F401  (module fixtures)
 
 
 def _llama_cpp_missing() -> str | None:
@@ -26,7 +25,7 @@ def _llama_cpp_missing() -> str | None:
 pytestmark = pytest.mark.skipif(_llama_cpp_missing() is not None, reason=str(_llama_cpp_missing()))
 
 
-def test_llama_cpp_logits_match_the_eager_model(exported, eager, window):  # noqa: F811
+def test_llama_cpp_logits_match_the_eager_model(exported, eager, window):
     import llama_cpp
 
     out, _ = exported
