@@ -64,7 +64,43 @@ def test_rotations_saved_recorded_and_reusable(tiny_hf, rotated_fp32, tmp_path):
                         rotation={"kind": "hadamard", "file": str(rotated_fp32 / "rotations.safetensors")})
     tokens = torch.arange(5, 25)[None]
     assert torch.equal(load_pte(again / "model.pte").forward(tokens, 0), load_pte(rotated_fp32 / "model.pte").forward(tokens, 0))
-    assert read_json(again / "manifest.json")["quantization"]["spinquant"]["rotation"]["file_sha256"]
+    import hashlib
+
+    reused = read_json(again / "manifest.json")["quantization"]["spinquant"]["rotation"]
+    assert reused["file_sha256"] == hashlib.sha256((rotated_fp32 / "rotations.safetensors").read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def optimized_fp32(tiny_hf, calib_text, tmp_path_factory) -> Path:
+    """tiny_hf with Cayley-optimized R1/R2 (not Hadamard matrices any more) and R4, unquantized fp32."""
+    return export_tiny(tiny_hf, tmp_path_factory.mktemp("opt") / "out", "llama3_2_1b_bf16", dtype="fp32", full_logits=True,
+                       rotation={"kind": "optimized", "seed": 7, "steps": 6, "samples": 8, "learning_rate": 100.0},  # a long way from the start
+                       calibration={"text": str(calib_text), "seq_len": 32})
+
+
+def test_optimized_rotations_keep_the_function_eagerly_and_in_the_pte(tiny_hf, optimized_fp32):
+    from edge.checkpoint import load_model
+    from edge.config import QuantizationConfig
+    from edge.quantize import quantize_model
+    from edge.spinquant.rotations import hadamard_rotations
+
+    ckpt = open_checkpoint(tiny_hf)
+    rot = load_rotations(optimized_fp32 / "rotations.safetensors", ckpt.args)
+    start = hadamard_rotations(ckpt.args, seed=7)  # where Cayley SGD started from
+    # entries of 1/8 (R1) and 1/4 (R2) moved by about 0.03: no longer Hadamard matrices (measured 0.038 / 0.032)
+    assert float((rot.r1 - start.r1).abs().max()) > 0.01 and float((rot.r2[0] - start.r2[0]).abs().max()) > 0.01
+    eye = torch.eye(ckpt.args.dim, dtype=torch.float64)
+    assert float((rot.r1 @ rot.r1.T - eye).abs().max()) < 1e-9  # Cayley steps stay on the manifold (measured 8e-13)
+    tokens = torch.randint(0, ckpt.args.vocab_size, (1, 40), generator=torch.Generator().manual_seed(0))
+    models = [load_model(ckpt, max_context=64, dtype=torch.float32, full_logits=True) for _ in range(2)]
+    quantize_model(models[1], QuantizationConfig(), dtype=torch.float32, rotations=rot, online_hadamard=True)
+    with torch.no_grad():
+        ref, got = (m(tokens, torch.tensor([0])) for m in models)
+    torch.testing.assert_close(got, ref, rtol=0, atol=2e-5)
+    assert_pte_matches_transformers(tiny_hf, optimized_fp32 / "model.pte")
+    assert program_ops(optimized_fp32 / "model.pte").count("llama::fast_hadamard_transform") == 2
+    rec = read_json(optimized_fp32 / "manifest.json")["quantization"]["spinquant"]["rotation"]
+    assert rec["kind"] == "optimized" and rec["seed"] == 7 and rec["steps"] == 6 and rec["sha256"] == rot.sha256()
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +143,13 @@ def test_bad_input_rotation_file_for_another_shape(rotated_fp32, tmp_path, capsy
     code, err = _cli(["--checkpoint", str(other), "--output", str(out), "--rotation-kind", "hadamard",
                       "--rotation-file", str(rotated_fp32 / "rotations.safetensors")], capsys)
     _assert_refused(code, err, r"was made for a model with dim 64, head_dim 16, n_layers 2; this model has dim 128, head_dim 32", out)
+
+
+def test_bad_input_rotation_file_of_another_kind(rotated_fp32, tiny_hf, tmp_path, capsys):
+    out = tmp_path / "o"
+    code, err = _cli(["--checkpoint", str(tiny_hf), "--output", str(out), "--rotation-kind", "optimized",
+                      "--rotation-file", str(rotated_fp32 / "rotations.safetensors")], capsys)
+    _assert_refused(code, err, r"holds hadamard rotations but rotation.kind is optimized", out)
 
 
 def test_bad_input_ffn_width_the_hadamard_op_cannot_take(tmp_path, capsys):

@@ -49,6 +49,33 @@ def test_a_tampered_file_is_refused(tiny_hf, tmp_path):
         load_rotations(path, args)
 
 
+def test_a_file_missing_a_layer_is_refused(tiny_hf, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    args = open_checkpoint(tiny_hf).args
+    path = tmp_path / "r.safetensors"
+    save_rotations(hadamard_rotations(args, seed=0), path)
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    del tensors[f"R2.{args.n_layers - 1}"]
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(EdgeError, match=f"lacks tensor 'R2.{args.n_layers - 1}'"):
+        load_rotations(path, args)
+
+
+@pytest.mark.parametrize("spoil", ["scaled", "nan"])
+def test_a_matrix_that_is_not_a_rotation_is_refused(tiny_hf, tmp_path, spoil):
+    """A file whose hash is consistent (written by save_rotations) but whose R2.1 is not orthogonal."""
+    args = open_checkpoint(tiny_hf).args
+    rot = hadamard_rotations(args, seed=0)
+    bad = rot.r2[1] * 1.01 if spoil == "scaled" else rot.r2[1].clone().fill_(float("nan"))
+    save_rotations(replace(rot, r2=(rot.r2[0], bad)), tmp_path / "r.safetensors")
+    with pytest.raises(EdgeError, match="R2.1 is not orthogonal"):
+        load_rotations(tmp_path / "r.safetensors", args)
+
+
 def test_cayley_sgd_stays_orthogonal_and_descends():
     """Minimise ||R - T||^2 over orthogonal R for an orthogonal target T: R stays on the manifold and approaches T."""
     g = torch.Generator().manual_seed(0)
