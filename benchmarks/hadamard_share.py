@@ -1,0 +1,170 @@
+"""What the online Hadamard (R4) costs at run time, timed inside ExecuTorch's runtime per operator.
+
+Timing a SpinQuant .pte against one without R4 cannot resolve a cost this small on a noisy 2-core
+machine (two such runs of the fixture gave opposite signs). ExecuTorch's ETDump times every operator of
+the same runs instead, XNNPACK's own ops included: R4's share is the time in
+`llama::fast_hadamard_transform` over the time in `Method::execute`, both from one run.
+
+In:  --work DIR (exports; a random-weight 1B checkpoint in Meta's layout is written there if missing),
+     --rows (fixture, 1b), --prompt N tokens, --decode N steps, --repetitions N (each a fresh prefill
+     at position 0, then the decode steps; one repetition first as a warm-up, not counted).
+     Each row is a SpinQuant export with random Hadamard R1/R2, the online R4 and round-to-nearest:
+     which orthogonal matrices were folded, and which integers GPTQ would pick, change no operator's
+     work, so the optimized + GPTQ export costs the same.
+Out: benchmarks/results/hadamard_share.{md,json}: per row, prefill and decode time per call (the
+     runtime's own Method::execute, with Python's wall clock around the call beside it), R4's time and
+     share, and the shares of the other large operator groups. Profiling adds a little to each
+     operator; the shares are what it measures.
+
+    python benchmarks/hadamard_share.py                # about 5 minutes on 2 cores (the 1B export is most of it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from export_benchmark import PARAMS, ROOT, RESULTS, machine, write_random_meta_checkpoint  # noqa: E402
+
+HADAMARD = "llama::fast_hadamard_transform.out"
+GROUPS = {  # event name prefix -> what the table calls it
+    "DELEGATE_CALL": "XNNPACK delegate (all linears, norms, RoPE)",
+    "llama::custom_sdpa": "attention (llama::custom_sdpa)",
+    "llama::update_cache": "KV cache update",
+    HADAMARD: "online Hadamard R4",
+}
+
+
+def export_row(row: str, work: Path) -> Path:
+    """'fixture' or '1b' -> the folder of its Hadamard + R4 + round-to-nearest SpinQuant export."""
+    sys.path.insert(0, str(ROOT))
+    from edge.config import load_config
+    from edge.export.pipeline import run_export
+    from edge.progress import Progress
+
+    overrides: dict = {"output": str(work / f"hadamard_share_{row}"), "force": True,
+                       "rotation": {"kind": "hadamard", "online_hadamard": True}}
+    if row == "fixture":
+        config = "fixture_spinquant"
+        overrides["quantization"] = {"rounding": "rtn"}
+    else:
+        ckpt = work / "llama3_2_1b_random"
+        if not (ckpt / "params.json").is_file():
+            print(f"writing a random 1B checkpoint to {ckpt}", file=sys.stderr, flush=True)
+            write_random_meta_checkpoint(ckpt, PARAMS["1b"])
+        config = "llama3_2_1b_8da4w"
+        overrides["checkpoint"] = str(ckpt)
+    print(f"exporting {row} ({config} + random Hadamard + R4, round-to-nearest)", file=sys.stderr, flush=True)
+    run_export(load_config(config=config, overrides=overrides), progress=Progress(quiet=False))
+    return Path(overrides["output"])
+
+
+def profile(pte: Path, *, prompt: int, decode: int, repetitions: int) -> dict:
+    """A .pte -> per-call times (ms) of prefill and decode, by operator group, from ExecuTorch's ETDump."""
+    import torch
+
+    import executorch.kernels.quantized  # noqa: F401  (registers the quantized kernels)
+    from executorch.devtools import Inspector
+    from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  (llama:: ops)
+    from executorch.extension.pybindings.portable_lib import _load_for_executorch, _threadpool_get_thread_count
+
+    module = _load_for_executorch(str(pte), enable_etdump=True, debug_buffer_size=0)
+    tokens = torch.randint(1, 1000, (1, prompt), generator=torch.Generator().manual_seed(0))
+    kinds, wall = [], []  # one entry per forward call, in order
+    for rep in range(repetitions + 1):  # the first repetition warms up
+        for step in range(decode + 1):
+            x, pos = (tokens, 0) if step == 0 else (torch.tensor([[7 + step]]), prompt + step - 1)
+            t0 = time.perf_counter()
+            module.forward((x, torch.tensor([pos])))
+            wall.append((time.perf_counter() - t0) * 1e3)
+            kinds.append(None if rep == 0 else ("prefill" if step == 0 else "decode"))
+    dump = pte.parent / "profile.etdp"
+    module.write_etdump_result_to_file(str(dump))
+    per_call: dict[str, dict[str, list[float]]] = {k: defaultdict(lambda: [0.0] * len(kinds)) for k in ("prefill", "decode")}
+    for block in Inspector(etdump_path=str(dump)).event_blocks:
+        if block.name != "Execute":
+            continue
+        for event in block.events:
+            if event.perf_data is None:
+                continue
+            raw = event.perf_data.raw
+            assert len(raw) == len(kinds), (event.name, len(raw), len(kinds))
+            name = "Method::execute" if event.name == "Method::execute" else next(
+                (g for g in GROUPS if event.name.startswith(g)), None)
+            if name is None:
+                continue
+            for i, (kind, ms) in enumerate(zip(kinds, raw)):
+                if kind is not None:
+                    per_call[kind][name][i] += ms
+    dump.unlink()
+    out = {"threads": _threadpool_get_thread_count(), "prompt": prompt, "decode_steps": decode, "repetitions": repetitions}
+    for kind in ("prefill", "decode"):
+        idx = [i for i, k in enumerate(kinds) if k == kind]
+        mean = {name: sum(v[i] for i in idx) / len(idx) for name, v in per_call[kind].items()}
+        total = mean["Method::execute"]
+        out[kind] = {"calls": len(idx), "execute_ms": total, "wall_ms": sum(wall[i] for i in idx) / len(idx),
+                     "hadamard_ms": mean.get(HADAMARD, 0.0),
+                     "shares": {GROUPS[g]: mean.get(g, 0.0) / total for g in GROUPS}}
+    return out
+
+
+def render(meta: dict, rows: dict) -> str:
+    lines = ["# What the online Hadamard (R4) costs in ExecuTorch's runtime", "",
+             f"Measured {meta['measured']} on {meta['machine']['cpu']} ({meta['machine']['cores']} cores), ExecuTorch "
+             f"{meta['executorch']} pip wheel, {meta['prompt']}-token prompt then {meta['decode']} decode steps, "
+             f"{meta['repetitions']} repetitions after one warm-up; times per call, from the runtime's ETDump "
+             "(Python's wall clock around the call beside it).", "",
+             "| model | phase | ms per call (runtime / wall) | R4 ms | R4 share | XNNPACK delegate | attention | KV cache update |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row, r in rows.items():
+        for kind in ("prefill", "decode"):
+            p, s = r[kind], r[kind]["shares"]
+            lines.append(f"| {row} | {kind} | {p['execute_ms']:.2f} / {p['wall_ms']:.2f} | {p['hadamard_ms']:.3f} | "
+                         f"**{s[GROUPS[HADAMARD]]:.2%}** | {s[GROUPS['DELEGATE_CALL']]:.1%} | "
+                         f"{s[GROUPS['llama::custom_sdpa']]:.1%} | {s[GROUPS['llama::update_cache']]:.1%} |")
+    lines += ["", "Each row is random Hadamard R1/R2 + online R4 + round-to-nearest (`fixture`: the shipped fixture with "
+              "`fixture_spinquant`'s settings; `1b`: random weights at the Llama 3.2 1B shape, `llama3_2_1b_8da4w` with "
+              "`--rotation-kind hadamard`). The optimized rotations and GPTQ change values, not operators: they cost the same.",
+              "", f"Reproduce: `python benchmarks/hadamard_share.py --rows {' '.join(rows)}`", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    sys.path.insert(0, str(ROOT))
+    from edge.quiet import quiet_libraries
+
+    quiet_libraries()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/edge-bench"))
+    ap.add_argument("--rows", nargs="+", choices=["fixture", "1b"], default=["fixture", "1b"])
+    ap.add_argument("--prompt", type=int, default=64)
+    ap.add_argument("--decode", type=int, default=32)
+    ap.add_argument("--repetitions", type=int, default=3)
+    ns = ap.parse_args()
+    ns.work.mkdir(parents=True, exist_ok=True)
+    from importlib.metadata import version
+
+    rows = {}
+    for row in ns.rows:
+        folder = export_row(row, ns.work)
+        print(f"profiling {folder / 'model.pte'}", file=sys.stderr, flush=True)
+        rows[row] = profile(folder / "model.pte", prompt=ns.prompt, decode=ns.decode, repetitions=ns.repetitions)
+        print(json.dumps({row: rows[row]}), flush=True)
+    meta = {"measured": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+            "executorch": version("executorch"), "prompt": ns.prompt, "decode": ns.decode,
+            "repetitions": ns.repetitions}
+    stem = RESULTS / "hadamard_share"
+    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    stem.with_suffix(".md").write_text(render(meta, rows))
+    print(render(meta, rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
