@@ -310,6 +310,8 @@ def test_pte_keeps_the_hadamard_and_matches_eager(spinquant, tmp_path):
 
 def test_edge_export_ships_it_as_it_is(spinquant, tmp_path, capsys):
     """The CLI with the SpinQuant config: no calibration asked for, nothing re-quantized, the runner generates."""
+    import executorch.kernels.quantized  # noqa: F401  (embedding_byte: the runner loads the program itself)
+    from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401
     from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
 
     from edge.export.__main__ import main
@@ -323,3 +325,24 @@ def test_edge_export_ships_it_as_it_is(spinquant, tmp_path, capsys):
     TextLLMRunner(str(out / "model.pte"), str(out / "tokenizer.json")).generate(
         "The quick brown fox", GenerationConfig(max_new_tokens=8, temperature=0.0, echo=False), stats_callback=stats.append)
     assert 1 <= json.loads(stats[0].to_json_string())["generated_tokens"] <= 8
+    _assert_pte_holds_the_checkpoints_integers(out / "model.pte", spinquant[2])
+
+
+def _assert_pte_holds_the_checkpoints_integers(pte: Path, written: dict) -> None:
+    """The .pte's XNNPACK blobs hold the checkpoint's int4 integers bit for bit, each block linear once, with its
+    scales as XNNPACK stores int4 group scales: rounded to bf16 (Meta's are fp32; a relative change of at most 2^-8).
+    The int8 output layer keeps its integers and fp32 scales exactly."""
+    from tests.xnnpack_blob import quantized_int8_weights, quantized_weights
+
+    got = quantized_weights(pte)
+    int4 = {name: qs for name, qs in written.items() if qs[1].shape[-1] > 1}
+    assert len(got) == len(int4)
+    for name, (q, s) in int4.items():  # matched by value: the blobs are not in layer order (tests/xnnpack_blob.py)
+        hits = [w for w in got if w.dims == tuple(q.shape) and torch.equal(w.qdata, q)]
+        assert len(hits) == 1, name
+        assert torch.equal(hits[0].scale, s.float().bfloat16().float()), name
+        assert float(((hits[0].scale - s) / s).abs().max()) <= 2**-8, name  # half a bf16 ulp (7 mantissa bits)
+        got.remove(hits[0])
+    (head,) = quantized_int8_weights(pte)
+    q, s = written["lm_head"]
+    assert torch.equal(head.qdata, q) and torch.equal(head.scale, s.float().reshape(-1))
