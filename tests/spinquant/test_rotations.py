@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,18 +31,23 @@ def test_a_file_for_another_shape_is_refused(tiny_hf, tmp_path):
         load_rotations(tmp_path / "r.safetensors", replace(args, n_layers=3))
 
 
-def test_a_tampered_file_is_refused(tiny_hf, tmp_path):
-    from safetensors.torch import load_file, save_file
+def _edited_file(args, path: Path, edit) -> Path:
+    """A valid rotations file for `args` at `path`, then its tensors changed by edit(dict) with the header kept."""
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
-    args = open_checkpoint(tiny_hf).args
-    path = tmp_path / "r.safetensors"
     save_rotations(hadamard_rotations(args, seed=0), path)
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
     tensors = load_file(str(path))
-    tensors["R1"] = tensors["R1"].flip(0)
+    edit(tensors)
     save_file(tensors, str(path), metadata=meta)
+    return path
+
+
+def test_a_tampered_file_is_refused(tiny_hf, tmp_path):
+    args = open_checkpoint(tiny_hf).args
+    path = _edited_file(args, tmp_path / "r.safetensors", lambda t: t.update(R1=t["R1"].flip(0)))
     with pytest.raises(EdgeError, match="corrupt"):
         load_rotations(path, args)
     path.write_bytes(b"not safetensors")
@@ -50,18 +56,10 @@ def test_a_tampered_file_is_refused(tiny_hf, tmp_path):
 
 
 def test_a_file_missing_a_layer_is_refused(tiny_hf, tmp_path):
-    from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
-
     args = open_checkpoint(tiny_hf).args
-    path = tmp_path / "r.safetensors"
-    save_rotations(hadamard_rotations(args, seed=0), path)
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
-    tensors = load_file(str(path))
-    del tensors[f"R2.{args.n_layers - 1}"]
-    save_file(tensors, str(path), metadata=meta)
-    with pytest.raises(EdgeError, match=f"lacks tensor 'R2.{args.n_layers - 1}'"):
+    last = f"R2.{args.n_layers - 1}"
+    path = _edited_file(args, tmp_path / "r.safetensors", lambda t: t.pop(last))
+    with pytest.raises(EdgeError, match=f"lacks tensor '{last}'"):
         load_rotations(path, args)
 
 
