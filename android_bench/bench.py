@@ -352,5 +352,5 @@ def _brief(rec: RunRecord) -> str:
     f = _fmt
     return (
         f"decode {f(rec.decode_tok_s, '.1f')} tok/s, TTFT {f(rec.ttft_s, '.3f')} s, prefill {f(rec.prefill_tok_s, '.1f')} tok/s, "
-        f"RSS {f(rec.peak_rss_mb, '.0f')} MB" + (f" ⚠ {'; '.join(rec.warnings)}" if rec.warnings else "")
+        f"RSS {f(rec.peak_rss_mb, '.0f')} MiB" + (f" ⚠ {'; '.join(rec.warnings)}" if rec.warnings else "")
     )

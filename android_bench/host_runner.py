@@ -10,7 +10,7 @@ Out: what llama_main prints, because it is the same C++ runner: ExecuTorch's `Te
      tokenizer cannot be loaded or generation fails, as llama_main does.
 
 `--host` benchmarks run this as their runner, so the host and the phone are measured and parsed
-the same way. Its RSS includes the Python interpreter (about 300 MB with torch's libraries).
+the same way. Its RSS includes the Python interpreter (about 300 MiB with torch's libraries).
 """
 
 from __future__ import annotations

@@ -149,8 +149,8 @@ class AndroidTarget:
         free_kb = parse_df_available_kb(df)
         if free_kb is not None and free_kb * 1024 < need + FREE_SPACE_MARGIN:
             raise PushFailed(
-                f"{self.serial}: not enough space in {self.dir}: {need / (1 << 20):.1f} MB to push, "
-                f"{free_kb / 1024:.1f} MB free"
+                f"{self.serial}: not enough space in {self.dir}: {need / (1 << 20):.1f} MiB to push, "
+                f"{free_kb / 1024:.1f} MiB free"
             )
         for r, p in todo.items():
             self.adb.push(self.serial, p, r)

@@ -96,7 +96,7 @@ def test_too_little_space(phones, exported, tmp_path, capsys):
     code, _, err = run(capsys, "--pte", str(exported / "model.pte"), "--output", str(stem))
     assert code == 2
     (line,) = error_lines(err)
-    assert line.startswith("error: A1: not enough space in /data/local/tmp/edge_bench: ") and line.endswith(" MB to push, 0.1 MB free")
+    assert line.startswith("error: A1: not enough space in /data/local/tmp/edge_bench: ") and line.endswith(" MiB to push, 0.1 MiB free")
     assert [c["argv"][0] for c in phones.calls()].count("push") == 0  # checked before pushing anything
     assert records(stem) == []
 
