@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from edge.errors import EdgeError
+from edge.quiet import native_stderr_filtered
 
 
 def load_kernels() -> None:
@@ -67,7 +68,8 @@ class PteModel:
 
     def _call(self, tokens: torch.Tensor, start_pos: int) -> torch.Tensor:
         try:
-            out = self._forward.execute([tokens.to(torch.long), torch.tensor([start_pos], dtype=torch.long)])  # type: ignore[attr-defined]
+            with native_stderr_filtered():
+                out = self._forward.execute([tokens.to(torch.long), torch.tensor([start_pos], dtype=torch.long)])  # type: ignore[attr-defined]
         except RuntimeError as e:
             raise EdgeError(
                 f"{self.path} rejected {tokens.shape[1]} tokens at position {start_pos} "
@@ -90,12 +92,17 @@ class PteModel:
 
 def load_pte(path: Path) -> PteModel:
     """.pte path -> PteModel (EdgeError if it is missing or not an LLM program)."""
-    from executorch.runtime import Runtime
-
     path = Path(path)
     if not path.is_file():
         raise EdgeError(f".pte {path} does not exist")
     load_kernels()
+    with native_stderr_filtered():  # loading starts the runtime's thread pool, which logs from C++
+        return _open(path)
+
+
+def _open(path: Path) -> PteModel:
+    from executorch.runtime import Runtime
+
     try:
         program = Runtime.get().load_program(str(path))
     except Exception as e:

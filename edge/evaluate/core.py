@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 
 from edge.checkpoint import Checkpoint, load_model, open_checkpoint
+from edge.model import AttentionPath
+from edge.quiet import native_stderr_filtered
 from edge.errors import EdgeError
 from edge.metrics import compare_logits
 from edge.runtime import PteModel, load_pte
@@ -137,19 +139,23 @@ def evaluate(
     tokenizer_path = tokenizer_path or ckpt.tokenizer
     if tokenizer_path is None:
         raise EdgeError(f"{ckpt.path} has no tokenizer; pass --tokenizer")
-    tokenizer = load_tokenizer(tokenizer_path)
-    _check_vocab(ckpt=ckpt, pte=pte, tokenizer=tokenizer, tokenizer_path=tokenizer_path)
-    try:
-        text = Path(text_path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise EdgeError(f"cannot read text {text_path}: {e}") from None
-    bos = int(pte.metadata.get("get_bos_id", ckpt.bos_id))  # type: ignore[arg-type]
-    windows = tokenize_windows(text, tokenizer=tokenizer, bos_id=bos, context=context)
+    with native_stderr_filtered():  # the runner's tokenizer library logs from C++ as it compiles its regex
+        tokenizer = load_tokenizer(tokenizer_path)
+        _check_vocab(ckpt=ckpt, pte=pte, tokenizer=tokenizer, tokenizer_path=tokenizer_path)
+        try:
+            text = Path(text_path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise EdgeError(f"cannot read text {text_path}: {e}") from None
+        bos = int(pte.metadata.get("get_bos_id", ckpt.bos_id))  # type: ignore[arg-type]
+        windows = tokenize_windows(text, tokenizer=tokenizer, bos_id=bos, context=context)
     if max_windows is not None:
         windows = windows[:max_windows]
 
     full_logits = returns_full_logits(pte, probe_token=bos)
     model = load_model(ckpt, max_context=context, dtype=torch.float32, full_logits=True)
+    # Each window starts at position 0: plain causal attention over it is the reference's whole computation
+    # (the KV-cache path would run ExecuTorch's eager cache ops, which log from C++ on every call).
+    model.set_attention_path(AttentionPath.SEQUENCE)
     nll_pte = nll_ref = kl_sum = 0.0
     agree = count = 0
     for w_i, window in enumerate(windows):

@@ -44,6 +44,33 @@ def test_cli_prints_row_and_writes_json(tiny_hf, fp32_export, text_file, tmp_pat
     assert stdout.splitlines()[0].startswith("| .pte | tokens | ppl (.pte)")
 
 
+def test_cli_screen_has_no_native_library_logs(tiny_hf, fp32_export, text_file, tmp_path):
+    """A fresh process (the runtime's thread pool starts there): ExecuTorch's and its tokenizer's C++ log lines,
+    which Python's logging cannot reach, stay off the screen; edge's own progress lines remain."""
+    import re
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "edge.evaluate", "--pte", str(fp32_export / "model.pte"), "--reference",
+                          str(tiny_hf), "--text", str(text_file), "--context", "64", "--max-windows", "2",
+                          "--json", str(tmp_path / "e.json")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    native = [line for line in run.stderr.splitlines() if re.search(r"\.(cpp|h):\d+\]", line)]
+    assert not native, native
+    assert "evaluate  done in" in run.stderr
+
+
+def test_native_filter_drops_only_known_lines(capfd):
+    import os
+
+    from edge.quiet import native_stderr_filtered
+
+    with native_stderr_filtered():
+        os.write(2, b"[cpuinfo_utils.cpp:71] Reading file /sys/devices/soc0/image_version\n"
+                    b"E a real failure from C++\n[kernel_runtime_context.h:91] No temp allocator provided\n")
+    assert capfd.readouterr().err == "E a real failure from C++\n"
+
+
 def test_text_shorter_than_a_context(tiny_hf, fp32_export, tmp_path):
     short = tmp_path / "short.txt"
     short.write_text("The quick brown fox.")
