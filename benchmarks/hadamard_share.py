@@ -74,18 +74,21 @@ def profile(pte: Path, *, prompt: int, decode: int, repetitions: int) -> dict:
     from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  (llama:: ops)
     from executorch.extension.pybindings.portable_lib import _load_for_executorch, _threadpool_get_thread_count
 
-    module = _load_for_executorch(str(pte), enable_etdump=True, debug_buffer_size=0)
+    from edge.quiet import native_stderr_filtered
+
     tokens = torch.randint(1, 1000, (1, prompt), generator=torch.Generator().manual_seed(0))
     kinds, wall = [], []  # one entry per forward call, in order
-    for rep in range(repetitions + 1):  # the first repetition warms up
-        for step in range(decode + 1):
-            x, pos = (tokens, 0) if step == 0 else (torch.tensor([[7 + step]]), prompt + step - 1)
-            t0 = time.perf_counter()
-            module.forward((x, torch.tensor([pos])))
-            wall.append((time.perf_counter() - t0) * 1e3)
-            kinds.append(None if rep == 0 else ("prefill" if step == 0 else "decode"))
     dump = pte.parent / "profile.etdp"
-    module.write_etdump_result_to_file(str(dump))
+    with native_stderr_filtered():  # the runtime's thread pool logs from C++ as it starts
+        module = _load_for_executorch(str(pte), enable_etdump=True, debug_buffer_size=0)
+        for rep in range(repetitions + 1):  # the first repetition warms up
+            for step in range(decode + 1):
+                x, pos = (tokens, 0) if step == 0 else (torch.tensor([[7 + step]]), prompt + step - 1)
+                t0 = time.perf_counter()
+                module.forward((x, torch.tensor([pos])))
+                wall.append((time.perf_counter() - t0) * 1e3)
+                kinds.append(None if rep == 0 else ("prefill" if step == 0 else "decode"))
+        module.write_etdump_result_to_file(str(dump))
     per_call: dict[str, dict[str, list[float]]] = {k: defaultdict(lambda: [0.0] * len(kinds)) for k in ("prefill", "decode")}
     for block in Inspector(etdump_path=str(dump)).event_blocks:
         if block.name != "Execute":
@@ -94,11 +97,11 @@ def profile(pte: Path, *, prompt: int, decode: int, repetitions: int) -> dict:
             if event.perf_data is None:
                 continue
             raw = event.perf_data.raw
-            assert len(raw) == len(kinds), (event.name, len(raw), len(kinds))
             name = "Method::execute" if event.name == "Method::execute" else next(
                 (g for g in GROUPS if event.name.startswith(g)), None)
             if name is None:
                 continue
+            assert len(raw) == len(kinds), (event.name, len(raw), len(kinds))  # one time per forward call
             for i, (kind, ms) in enumerate(zip(kinds, raw)):
                 if kind is not None:
                     per_call[kind][name][i] += ms
@@ -114,7 +117,27 @@ def profile(pte: Path, *, prompt: int, decode: int, repetitions: int) -> dict:
     return out
 
 
-def render(meta: dict, rows: dict) -> str:
+def measure(ptes: dict[str, Path], *, prompt: int, decode: int, repetitions: int) -> tuple[dict, dict]:
+    """{row name: .pte} -> (meta, {row name: profile}), each .pte profiled in turn (benchmarks/host_tables.py uses it too)."""
+    from importlib.metadata import version
+
+    rows = {}
+    for row, pte in ptes.items():
+        print(f"profiling {pte}", file=sys.stderr, flush=True)
+        rows[row] = profile(pte, prompt=prompt, decode=decode, repetitions=repetitions)
+        print(json.dumps({row: rows[row]}), flush=True)
+    meta = {"measured": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+            "executorch": version("executorch"), "prompt": prompt, "decode": decode, "repetitions": repetitions}
+    return meta, rows
+
+
+ROWS_NOTE = ("Each row is random Hadamard R1/R2 + online R4 + round-to-nearest (`fixture`: the shipped fixture with "
+             "`fixture_spinquant`'s settings; `1b`: random weights at the Llama 3.2 1B shape, `llama3_2_1b_8da4w` with "
+             "`--rotation-kind hadamard`). The optimized rotations and GPTQ change values, not operators: they cost the same.")
+
+
+def render(meta: dict, rows: dict, *, rows_note: str = ROWS_NOTE, command: str | None = None) -> str:
+    """Measured rows -> the markdown report; `rows_note` says what the rows are, `command` how to reproduce them."""
     lines = ["# What the online Hadamard (R4) costs in ExecuTorch's runtime", "",
              f"Measured {meta['measured']} on {meta['machine']['cpu']} ({meta['machine']['cores']} cores), ExecuTorch "
              f"{meta['executorch']} pip wheel, {meta['prompt']}-token prompt then {meta['decode']} decode steps, "
@@ -128,10 +151,8 @@ def render(meta: dict, rows: dict) -> str:
             lines.append(f"| {row} | {kind} | {p['execute_ms']:.2f} / {p['wall_ms']:.2f} | {p['hadamard_ms']:.3f} | "
                          f"**{s[GROUPS[HADAMARD]]:.2%}** | {s[GROUPS['DELEGATE_CALL']]:.1%} | "
                          f"{s[GROUPS['llama::custom_sdpa']]:.1%} | {s[GROUPS['llama::update_cache']]:.1%} |")
-    lines += ["", "Each row is random Hadamard R1/R2 + online R4 + round-to-nearest (`fixture`: the shipped fixture with "
-              "`fixture_spinquant`'s settings; `1b`: random weights at the Llama 3.2 1B shape, `llama3_2_1b_8da4w` with "
-              "`--rotation-kind hadamard`). The optimized rotations and GPTQ change values, not operators: they cost the same.",
-              "", f"Reproduce: `python benchmarks/hadamard_share.py --rows {' '.join(rows)}`", ""]
+    command = command or f"python benchmarks/hadamard_share.py --rows {' '.join(rows)}"
+    lines += ["", rows_note, "", f"Reproduce: `{command}`", ""]
     return "\n".join(lines)
 
 
@@ -148,17 +169,8 @@ def main() -> int:
     ap.add_argument("--repetitions", type=int, default=3)
     ns = ap.parse_args()
     ns.work.mkdir(parents=True, exist_ok=True)
-    from importlib.metadata import version
-
-    rows = {}
-    for row in ns.rows:
-        folder = export_row(row, ns.work)
-        print(f"profiling {folder / 'model.pte'}", file=sys.stderr, flush=True)
-        rows[row] = profile(folder / "model.pte", prompt=ns.prompt, decode=ns.decode, repetitions=ns.repetitions)
-        print(json.dumps({row: rows[row]}), flush=True)
-    meta = {"measured": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-            "executorch": version("executorch"), "prompt": ns.prompt, "decode": ns.decode,
-            "repetitions": ns.repetitions}
+    ptes = {row: export_row(row, ns.work) / "model.pte" for row in ns.rows}
+    meta, rows = measure(ptes, prompt=ns.prompt, decode=ns.decode, repetitions=ns.repetitions)
     stem = RESULTS / "hadamard_share"
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     stem.with_suffix(".md").write_text(render(meta, rows))

@@ -2,8 +2,8 @@
 
 In:  nothing but the repo: the fixture model in edge/assets/fixture and the shipped configs
      fixture_bf16, fixture_8da4w and fixture_spinquant, plus fixture_spinquant without its
-     online Hadamard (R4; its rotations file reused, rounded to nearest), whose decode time against
-     the SpinQuant row is R4's share, and
+     online Hadamard (R4; its rotations file reused, rounded to nearest), beside it in the same
+     table (R4's cost is too small to resolve that way at this size; the profile below measures it), and
      fixture_qat_lora (fine-tuned here first with `edge.finetune`; float LoRA adapters in the program).
      Options: --work DIR (exports, default out/host_tables), --artifacts DIR (default
      artifacts), --repetitions N (default 5).
@@ -11,7 +11,9 @@ Out: artifacts/host_table.md, .csv, .jsonl, .json: `python -m android_bench --ho
      export in one run (prompt 64 tokens, 128 new tokens, one warm-up and N measured runs),
      the bf16 export as the baseline row. The 8da4w export's ONNX model runs beside its .pte in ONNX
      Runtime (and its GGUF in llama.cpp when llama-completion is on PATH), from the same integers.
-     The markdown table is also printed on stdout.
+     The markdown table is also printed on stdout. artifacts/host_hadamard_share.md: the online
+     Hadamard's share of fixture_spinquant's prefill and decode time, from ExecuTorch's per-operator
+     profile (benchmarks/hadamard_share.py).
      Exit status: android_bench's (0, or 2 with one line per fault; the tables are written
      either way).
 
@@ -93,7 +95,16 @@ def main(argv: list[str] | None = None) -> int:
         if (folder / "model.gguf").is_file() and shutil.which("llama-completion"):  # not in CI: llama.cpp is built by hand
             command += ["--pte", str(folder / "model.gguf")]
     print("$ python -m android_bench " + " ".join(command[3:]), file=sys.stderr, flush=True)
-    return subprocess.run(command, cwd=ROOT).returncode
+    code = subprocess.run(command, cwd=ROOT).returncode
+    # The online Hadamard's share of SpinQuant's prefill and decode, from ExecuTorch's per-operator profile of
+    # the same export (timing it against fixture_spinquant_no_r4 cannot resolve a cost this small).
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from hadamard_share import measure, render
+
+    meta, rows = measure({"fixture": ns.work / "fixture_spinquant" / "model.pte"}, prompt=64, decode=32, repetitions=3)
+    note = "The row is the `fixture_spinquant` export of this run (optimized R1/R2, online R4, GPTQ)."
+    (ns.artifacts / "host_hadamard_share.md").write_text(render(meta, rows, rows_note=note, command="python benchmarks/host_tables.py"))
+    return code
 
 
 if __name__ == "__main__":
