@@ -332,17 +332,15 @@ def _assert_pte_holds_the_checkpoints_integers(pte: Path, written: dict) -> None
     """The .pte's XNNPACK blobs hold the checkpoint's int4 integers bit for bit, each block linear once, with its
     scales as XNNPACK stores int4 group scales: rounded to bf16 (Meta's are fp32; a relative change of at most 2^-8).
     The int8 output layer keeps its integers and fp32 scales exactly."""
-    from tests.xnnpack_blob import quantized_int8_weights, quantized_weights
+    from tests.xnnpack_blob import claim, quantized_int8_weights, quantized_weights
 
     got = quantized_weights(pte)
     int4 = {name: qs for name, qs in written.items() if qs[1].shape[-1] > 1}
     assert len(got) == len(int4)
-    for name, (q, s) in int4.items():  # matched by value: the blobs are not in layer order (tests/xnnpack_blob.py)
-        hits = [w for w in got if w.dims == tuple(q.shape) and torch.equal(w.qdata, q)]
-        assert len(hits) == 1, name
-        assert torch.equal(hits[0].scale, s.float().bfloat16().float()), name
-        assert float(((hits[0].scale - s) / s).abs().max()) <= 2**-8, name  # half a bf16 ulp (7 mantissa bits)
-        got.remove(hits[0])
+    for name, (q, s) in int4.items():
+        w = claim(got, q, name=name)
+        assert torch.equal(w.scale, s.float().bfloat16().float()), name
+        assert float(((w.scale - s) / s).abs().max()) <= 2**-8, name  # half a bf16 ulp (7 mantissa bits)
     (head,) = quantized_int8_weights(pte)
     q, s = written["lm_head"]
     assert torch.equal(head.qdata, q) and torch.equal(head.scale, s.float().reshape(-1))

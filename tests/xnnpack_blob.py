@@ -130,3 +130,12 @@ def quantized_int8_weights(pte_path) -> list[QC8Weight]:
         assert scale.numel() == n == qp["num_scales"], (scale.numel(), n)
         result.append(QC8Weight((n, k), qdata, scale, i))
     return result
+
+
+def claim(unclaimed: list[QB4Weight], qdata: torch.Tensor, *, name: str) -> QB4Weight:
+    """Remove from `unclaimed` and return the one weight whose integers equal `qdata` (matched by value: the
+    blobs are not in layer order, since partitions are cut at the attention op and come last layer first)."""
+    hits = [w for w in unclaimed if w.dims == tuple(qdata.shape) and torch.equal(w.qdata, qdata)]
+    assert len(hits) == 1, f"{name}: {len(hits)} .pte weights with its integers"
+    unclaimed.remove(hits[0])
+    return hits[0]

@@ -15,7 +15,7 @@ from edge.config import load_config
 from edge.model import block_linears
 from edge.quantize import quantize_model
 from tests.conftest import MAX_CONTEXT, export_tiny, make_hf_checkpoint
-from tests.xnnpack_blob import quantized_int8_weights, quantized_weights, unpack_int4
+from tests.xnnpack_blob import claim, quantized_int8_weights, quantized_weights, unpack_int4
 
 LAYERS = 3
 CONFIG = "llama3_2_1b_8da4w"
@@ -69,10 +69,8 @@ def test_int4_integers_and_scales_equal_eager_torchao(pte, eager):
         for name, linear in block_linears(block):
             ref = linear.weight
             assert torch.count_nonzero(ref.zero_point) == 0  # symmetric: XNNPACK's qb4w has no zero points
-            hits = [w for w in unclaimed if w.dims == tuple(ref.qdata.shape) and torch.equal(w.qdata, ref.qdata)]
-            assert len(hits) == 1, f"layers.{i}.{name}: {len(hits)} .pte weights with its integers"
-            assert torch.equal(hits[0].scale, ref.scale.float()), f"layers.{i}.{name} scales differ"
-            unclaimed.remove(hits[0])
+            w = claim(unclaimed, ref.qdata, name=f"layers.{i}.{name}")
+            assert torch.equal(w.scale, ref.scale.float()), f"layers.{i}.{name} scales differ"
     assert not unclaimed
 
 
