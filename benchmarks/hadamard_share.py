@@ -43,7 +43,6 @@ GROUPS = {  # event name prefix -> what the table calls it
 
 def export_row(row: str, work: Path) -> Path:
     """'fixture' or '1b' -> the folder of its Hadamard + R4 + round-to-nearest SpinQuant export."""
-    sys.path.insert(0, str(ROOT))
     from edge.config import load_config
     from edge.export.pipeline import run_export
     from edge.progress import Progress
