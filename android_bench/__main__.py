@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge.errors import EdgeError
+from edge.core.errors import EdgeError
 from android_bench.config import FIELDS, BenchConfig, LengthFlag, OutputFormat, Target
 
 
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     from android_bench.config import load_bench_config
     from android_bench.report import render, write_all
     from android_bench.targets import make_targets
-    from edge.progress import Progress
+    from edge.core.progress import Progress
 
     session = None
     baseline = None

@@ -33,11 +33,18 @@ from android_bench.prompt import PromptBuilder
 from android_bench.records import MIB, BenchResult, LogSource, Phase, RunRecord, Status, make_result
 from android_bench.placement import Placement, big_cores, placement
 from android_bench.runner_flags import RunFlags, run_flags
-from android_bench.runtimes import Runtime, command, genai_config_with_threads, model_files, parse_llama_perf, parse_model_benchmark
+from android_bench.runtimes import (
+    Runtime,
+    command,
+    genai_config_with_threads,
+    model_files,
+    parse_llama_perf,
+    parse_model_benchmark,
+)
 from android_bench.script import RunCommand, RunOutput, run_script
 from android_bench.host_target import HostTarget
 from android_bench.targets import AndroidTarget
-from edge.progress import Progress
+from edge.core.progress import Progress
 
 
 

@@ -41,12 +41,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.errors import EdgeError
-from edge.io import read_yaml
-from edge.validate import bool_field as _bool
-from edge.validate import enum_field as _enum
-from edge.validate import int_field as _int
-from edge.validate import to_plain
+from edge.core.errors import EdgeError
+from edge.core.io import read_yaml
+from edge.core.fields import bool_field as _bool
+from edge.core.fields import enum_field as _enum
+from edge.core.fields import int_field as _int
+from edge.core.fields import to_plain
 
 
 class BenchError(EdgeError):

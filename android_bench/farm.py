@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     mg.add_argument("--format", choices=[x.value for x in OutputFormat], default=OutputFormat.MARKDOWN.value)
     mg.add_argument("--output", type=Path, help="write STEM.md, STEM.csv, STEM.jsonl, STEM.json")
     ns, rest = p.parse_known_args(argv)
-    from edge.errors import EdgeError
+    from edge.core.errors import EdgeError
 
     try:
         if ns.command == "package":

@@ -19,12 +19,20 @@ from pathlib import Path
 
 from android_bench.adb import ShellResult
 from android_bench.config import BenchConfig, BenchError, Target
-from android_bench.device import DeviceFacts, Thermal, parse_cpu_list, parse_cpu_max_freqs, parse_cpu_possible, parse_cpuinfo_parts, parse_meminfo
+from android_bench.device import (
+    DeviceFacts,
+    Thermal,
+    parse_cpu_list,
+    parse_cpu_max_freqs,
+    parse_cpu_possible,
+    parse_cpuinfo_parts,
+    parse_meminfo,
+)
 from android_bench.runner_flags import RunnerFlags
 from android_bench.script import RunOutput, parse_run_output
 from android_bench.targets import StagedConfig, flags_from_probe_output, probe_script
-from edge.io import sha256_file
-from edge.progress import cpu_name
+from edge.core.io import sha256_file
+from edge.core.machine import cpu_name
 
 
 class HostTarget:

@@ -95,7 +95,7 @@ def _sha256(path: Path, runtime: Runtime) -> str:
     """The file's sha256; for an ONNX folder, the sha256 of its files' `sha256  name` lines."""
     import hashlib
 
-    from edge.io import sha256_file
+    from edge.core.io import sha256_file
 
     if runtime is not Runtime.ONNXRUNTIME:
         return sha256_file(path)

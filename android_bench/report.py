@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from edge.io import write_text_atomic
+from edge.core.io import write_text_atomic
 from android_bench import HARNESS_VERSION
 from android_bench.config import OutputFormat
 from android_bench.records import CARD_METRICS, BenchResult, ConfigSummary, Metric, baseline_for, ratio

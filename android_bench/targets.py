@@ -39,7 +39,7 @@ from android_bench.device import (
 )
 from android_bench.runner_flags import HELP_PROBES, RunnerFlags, flags_from_probes
 from android_bench.script import LEFTOVER, RunOutput, kill_leftover_command, parse_run_output
-from edge.io import sha256_file
+from edge.core.io import sha256_file
 
 if TYPE_CHECKING:
     from android_bench.host_target import HostTarget

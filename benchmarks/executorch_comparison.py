@@ -132,10 +132,10 @@ def render(result: dict) -> str:
 
 
 def main() -> int:
-    from edge.quiet import quiet_libraries
+    from edge.core.quiet import quiet_libraries
 
     quiet_libraries()
-    from edge.lower import pte_structure
+    from edge.export.lower import pte_structure
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("/tmp/edge-bench"))

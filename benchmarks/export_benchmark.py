@@ -61,7 +61,7 @@ def llama3_tokenizer() -> Path:
 def write_random_meta_checkpoint(folder: Path, params: dict, *, tokenizer: bool = True) -> None:
     """params -> folder with params.json, consolidated.00.pth (random bf16) and tokenizer.model (unless not `tokenizer`)."""
     from edge.checkpoint import expected_shapes
-    from edge.checkpoint_args import meta_args
+    from edge.checkpoint import meta_args
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "params.json").write_text(json.dumps(params))
@@ -104,7 +104,7 @@ def measure(cmd: list[str], *, log: Path) -> dict:
 
 def machine() -> dict:
     mem = next((l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")), "")
-    from edge.progress import cpu_name
+    from edge.core.machine import cpu_name
 
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "memory": mem.split(":", 1)[1].strip(), "python": platform.python_version()}
 
@@ -144,7 +144,7 @@ def render_markdown(result: dict) -> str:
 
 
 def main() -> int:
-    from edge.quiet import quiet_libraries
+    from edge.core.quiet import quiet_libraries
 
     quiet_libraries()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -124,7 +124,7 @@ def simulated_8da4w(model: torch.nn.Module, *, weights: bool, activations: bool)
 @torch.no_grad()
 def compare(ref: torch.nn.Module, q: torch.nn.Module, ids: torch.Tensor, *, seq_len: int = 256) -> dict:
     """Reference, quantized model, 1-D ids -> perplexities, mean KL(ref||q), top-1 agreement over 256-token windows."""
-    from edge.metrics import compare_logits
+    from edge.evaluate.metrics import compare_logits
 
     n = (ids.numel() - 1) // seq_len
     inp = torch.stack([ids[i * seq_len : (i + 1) * seq_len] for i in range(n)])
@@ -167,7 +167,7 @@ def run_variant(name: str, *, device: str, corpus_dir: Path) -> dict:
     m = r.model.float().eval().to(device)
     import transformers
 
-    from edge.progress import cpu_name
+    from edge.core.machine import cpu_name
 
     where = torch.cuda.get_device_name() if device == "cuda" else f"{device} ({cpu_name()})"
     result = {"variant": name, "provenance": f"{date.today().isoformat()}, this script on {where}, torch {torch.__version__}, "
@@ -278,12 +278,12 @@ def shipped_breakdown() -> dict:
     """The shipped fixture -> its simulated 8da4w / W4-only / A8-only cost, on the CPU (what the README quotes)."""
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-    from edge.export.pipeline import DEFAULT_CHECKPOINT
+    from edge.checkpoint import FIXTURE_CHECKPOINT
 
-    tok = PreTrainedTokenizerFast(tokenizer_file=str(DEFAULT_CHECKPOINT / "tokenizer.json"))
-    ids = torch.tensor(tok((DEFAULT_CHECKPOINT / "heldout.txt").read_text())["input_ids"])[:EVAL_TOKENS]
-    model = AutoModelForCausalLM.from_pretrained(str(DEFAULT_CHECKPOINT), dtype=torch.float32).eval()
-    out = {"model": str(DEFAULT_CHECKPOINT.relative_to(ROOT)), "tokens": int(ids.numel() - 1)}
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(FIXTURE_CHECKPOINT / "tokenizer.json"))
+    ids = torch.tensor(tok((FIXTURE_CHECKPOINT / "heldout.txt").read_text())["input_ids"])[:EVAL_TOKENS]
+    model = AutoModelForCausalLM.from_pretrained(str(FIXTURE_CHECKPOINT), dtype=torch.float32).eval()
+    out = {"model": str(FIXTURE_CHECKPOINT.relative_to(ROOT)), "tokens": int(ids.numel() - 1)}
     for tag, (w, a) in {"w4a8": (True, True), "w4": (True, False), "a8": (False, True)}.items():
         out[tag] = compare(model, simulated_8da4w(model, weights=w, activations=a), ids)
     return out

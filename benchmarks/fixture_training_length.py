@@ -39,8 +39,9 @@ def measure(checkpoint: Path) -> dict:
     import torch
 
     from edge.checkpoint import load_model, open_checkpoint
-    from edge.evaluate.core import load_tokenizer, tokenize_windows
-    from edge.metrics import compare_logits, gap_recovered
+    from edge.checkpoint.tokenizer import load_tokenizer
+    from edge.evaluate.core import tokenize_windows
+    from edge.evaluate.metrics import compare_logits, gap_recovered
     from top1_vs_kl import eager_logits, quantized_logits
 
     ckpt = open_checkpoint(checkpoint)
@@ -67,10 +68,10 @@ def measure(checkpoint: Path) -> dict:
 def main() -> int:
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from edge.quiet import quiet_libraries
+    from edge.core.quiet import quiet_libraries
 
     quiet_libraries()
-    from edge.export.pipeline import DEFAULT_CHECKPOINT
+    from edge.checkpoint import FIXTURE_CHECKPOINT
     from edge.fixture.recipe import TrainConfig
     from edge.fixture.train import train_fixture
     from top1_vs_kl import machine
@@ -84,9 +85,9 @@ def main() -> int:
             log = json.loads((config.out_dir / "train_log.json").read_text())
             results.append({"steps": steps, "tokens_seen": log["tokens_seen"], "parameters": log["parameters"],
                             "train_s": round(time.monotonic() - t0, 1)} | measure(config.out_dir))
-        log = json.loads((DEFAULT_CHECKPOINT / "train_log.json").read_text())
+        log = json.loads((FIXTURE_CHECKPOINT / "train_log.json").read_text())
         results.append({"steps": log["steps"], "tokens_seen": log["tokens_seen"], "parameters": log["parameters"],
-                        "train_s": None, "shipped": True} | measure(DEFAULT_CHECKPOINT))
+                        "train_s": None, "shipped": True} | measure(FIXTURE_CHECKPOINT))
     meta = {"measured": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine()}
     RESULTS.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
     RESULTS.with_suffix(".md").write_text(render(meta, results))

@@ -27,18 +27,18 @@ def main() -> int:
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--profile", action="store_true")
     ns = ap.parse_args()
-    from edge.quiet import quiet_libraries
+    from edge.core.quiet import quiet_libraries
 
     quiet_libraries()
     import torch
 
     import edge.gptq as G
     from edge.checkpoint import open_checkpoint
-    from edge.export.pipeline import DEFAULT_CHECKPOINT
+    from edge.checkpoint import FIXTURE_CHECKPOINT
     from edge.model import AttentionPath, TransformerBlock, rope_tables
 
     torch.manual_seed(0)
-    args = dataclasses.replace(open_checkpoint(DEFAULT_CHECKPOINT).args, dim=2048, hidden_dim=8192, n_heads=32,
+    args = dataclasses.replace(open_checkpoint(FIXTURE_CHECKPOINT).args, dim=2048, hidden_dim=8192, n_heads=32,
                                n_kv_heads=8, head_dim=64, n_layers=1)
     block = TransformerBlock(args, ns.seq_len)
     block.self_attn.path = AttentionPath.SEQUENCE

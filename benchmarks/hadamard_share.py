@@ -45,7 +45,7 @@ def export_row(row: str, work: Path) -> Path:
     """'fixture' or '1b' -> the folder of its Hadamard + R4 + round-to-nearest SpinQuant export."""
     from edge.config import load_config
     from edge.export.pipeline import run_export
-    from edge.progress import Progress
+    from edge.core.progress import Progress
 
     overrides: dict = {"output": str(work / f"hadamard_share_{row}"), "force": True,
                        "rotation": {"kind": "hadamard", "online_hadamard": True}}
@@ -73,7 +73,7 @@ def profile(pte: Path, *, prompt: int, decode: int, repetitions: int) -> dict:
     from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  (llama:: ops)
     from executorch.extension.pybindings.portable_lib import _load_for_executorch, _threadpool_get_thread_count
 
-    from edge.quiet import native_stderr_filtered
+    from edge.core.quiet import native_stderr_filtered
 
     tokens = torch.randint(1, 1000, (1, prompt), generator=torch.Generator().manual_seed(0))
     kinds, wall = [], []  # one entry per forward call, in order
@@ -157,7 +157,7 @@ def render(meta: dict, rows: dict, *, rows_note: str = ROWS_NOTE, command: str |
 
 def main() -> int:
     sys.path.insert(0, str(ROOT))
-    from edge.quiet import quiet_libraries
+    from edge.core.quiet import quiet_libraries
 
     quiet_libraries()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

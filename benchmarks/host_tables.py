@@ -48,7 +48,7 @@ def export(folder: str, config: str, overrides: dict, work: Path) -> Path:
     """Shipped config name (+ overrides) -> its export folder (re-exported every time: the table must match the code)."""
     from edge.config import load_config
     from edge.export.pipeline import run_export
-    from edge.progress import Progress
+    from edge.core.progress import Progress
 
     out = work / folder
     if overrides.get("rotation", {}).get("file") == "SPINQUANT_ROTATIONS":
@@ -74,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repetitions", type=int, default=5, help="measured runs per export (default 5)")
     ns = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from edge.quiet import quiet_libraries
+    from edge.core.quiet import quiet_libraries
 
     quiet_libraries()
-    from edge.errors import EdgeError
+    from edge.core.errors import EdgeError
 
     try:
         folders = [export(folder, config, overrides, ns.work) for folder, config, overrides in EXPORTS]

@@ -38,11 +38,11 @@ def main() -> int:
 
     from edge.checkpoint import open_checkpoint
     from edge.config import load_config
-    from edge.quiet import quiet_libraries
+    from edge.core.quiet import quiet_libraries
     from edge.finetune.data import DataReport, TrainingData
     from edge.finetune.run import build_model
     from edge.finetune.train import Dist, TrainState, run_stage
-    from edge.progress import peak_rss_mb
+    from edge.core.machine import peak_rss_mb
 
     quiet_libraries()
     ckpt_dir = ns.work / "llama3_2_1b_random"

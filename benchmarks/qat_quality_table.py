@@ -44,17 +44,19 @@ def main() -> int:
 
     from edge.config import load_config
     from edge.evaluate import evaluate
-    from edge.quiet import quiet_libraries
-    from edge.export.pipeline import DEFAULT_CHECKPOINT, run_export
+    from edge.core.quiet import quiet_libraries
+    from edge.checkpoint import FIXTURE_CHECKPOINT
+    from edge.export.pipeline import run_export
     from edge.finetune.run import run_finetune
-    from edge.metrics import gap_recovered
-    from edge.progress import Progress, cpu_name
+    from edge.evaluate.metrics import gap_recovered
+    from edge.core.progress import Progress
+    from edge.core.machine import cpu_name
 
     quiet_libraries()
     progress = Progress()
     results, tuned = [], {}
     for i, (label, ft_over, config_name, ex_over) in enumerate(ROWS):
-        checkpoint, ft_s = DEFAULT_CHECKPOINT, None
+        checkpoint, ft_s = FIXTURE_CHECKPOINT, None
         if ft_over is not None:
             key = json.dumps(ft_over, sort_keys=True)
             if key not in tuned:
@@ -73,7 +75,7 @@ def main() -> int:
         run_export(load_config(config=config_name, overrides=overrides), progress=progress)
         export_s = time.monotonic() - t0
         with progress.stage("evaluate", label):
-            r = evaluate(pte_path=out / "model.pte", reference=DEFAULT_CHECKPOINT, text_path=DEFAULT_CHECKPOINT / "heldout.txt",
+            r = evaluate(pte_path=out / "model.pte", reference=FIXTURE_CHECKPOINT, text_path=FIXTURE_CHECKPOINT / "heldout.txt",
                          context=ns.context, max_windows=ns.windows, on_window=lambda d, t: progress.step(d, t, label="windows"))
         manifest = json.loads((out / "manifest.json").read_text())
         results.append({"row": label, "finetune_overrides": ft_over, "export_config": config_name, "export_overrides": ex_over,

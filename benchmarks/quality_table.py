@@ -49,12 +49,14 @@ def main() -> int:
 
     from edge.config import load_config
     from edge.evaluate import evaluate
-    from edge.export.pipeline import DEFAULT_CHECKPOINT, run_export
-    from edge.metrics import gap_recovered
-    from edge.progress import Progress, cpu_name
+    from edge.checkpoint import FIXTURE_CHECKPOINT
+    from edge.export.pipeline import run_export
+    from edge.evaluate.metrics import gap_recovered
+    from edge.core.progress import Progress
+    from edge.core.machine import cpu_name
 
     progress = Progress()
-    text = DEFAULT_CHECKPOINT / "heldout.txt"
+    text = FIXTURE_CHECKPOINT / "heldout.txt"
     results = []
     for row_i, (label, config_name, extra) in enumerate(ROWS):
         out = ns.work / f"row{row_i}_{config_name}"
@@ -65,7 +67,7 @@ def main() -> int:
         run_export(load_config(config=config_name, overrides=overrides), progress=progress)
         export_s = time.monotonic() - t0
         with progress.stage("evaluate", label):
-            r = evaluate(pte_path=out / "model.pte", reference=DEFAULT_CHECKPOINT, text_path=text, context=ns.context,
+            r = evaluate(pte_path=out / "model.pte", reference=FIXTURE_CHECKPOINT, text_path=text, context=ns.context,
                          max_windows=ns.windows, on_window=lambda d, t: progress.step(d, t, label="windows"))
         size = (out / "model.pte").stat().st_size
         results.append({"row": label, "config": config_name, "overrides": extra, "export_s": round(export_s, 1),

@@ -43,7 +43,7 @@ def write_random_hf_checkpoint(folder: Path) -> None:
     from transformers import LlamaConfig
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    from edge.checkpoint import _meta_args, expected_shapes
+    from edge.checkpoint import meta_args, expected_shapes
 
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "tokenizer.json").is_file():
@@ -55,7 +55,7 @@ def write_random_hf_checkpoint(folder: Path) -> None:
     if (folder / "model.safetensors").is_file():
         return
     p = PARAMS["1b"]
-    args = _meta_args(p, folder / "params.json")
+    args = meta_args(p, folder / "params.json")
     LlamaConfig(
         architectures=["LlamaForCausalLM"], hidden_size=args.dim, intermediate_size=args.hidden_dim, num_hidden_layers=args.n_layers, num_attention_heads=args.n_heads,
         num_key_value_heads=args.n_kv_heads, head_dim=args.head_dim, vocab_size=args.vocab_size, rms_norm_eps=args.norm_eps,
@@ -120,7 +120,7 @@ def size_mib(path: Path) -> float:
 
 
 def main() -> int:
-    from edge.quiet import quiet_libraries
+    from edge.core.quiet import quiet_libraries
 
     quiet_libraries()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

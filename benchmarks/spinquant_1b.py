@@ -29,7 +29,7 @@ from export_benchmark import PARAMS, ROOT, RESULTS, machine, measure, write_rand
 
 
 def main() -> int:
-    from edge.quiet import quiet_libraries
+    from edge.core.quiet import quiet_libraries
 
     quiet_libraries()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -37,7 +37,7 @@ def coordinate_descent(w, hessian, q, scales, *, group_size: int, damp: float, p
     minimiser of tr((W - Wq) H (W - Wq)^T) given all other columns, `passes` sweeps. -> (q, scales, Wq, ratio)."""
     import torch
 
-    from edge.gptq import QMAX, QMIN
+    from edge.quant.gptq import QMAX, QMIN
 
     W, H = w.detach().double(), hessian.detach().double().clone()
     dead = torch.diag(H) == 0
@@ -86,7 +86,7 @@ def tune_scales(model, reference, windows, *, steps: int, lr: float, batch: int)
     from torch import nn
 
     from edge.config import WeightBits
-    from edge.quantize import intx_tensor_from_integers
+    from edge.quant.scheme import intx_tensor_from_integers
     from edge.spinquant.optimize import activation_fake_quantizer
 
     act_fq = activation_fake_quantizer()
@@ -142,14 +142,14 @@ def weight_table(rotation_file: Path) -> list[dict]:
     import torch
 
     from edge.checkpoint import load_model, open_checkpoint
-    from edge.export.pipeline import DEFAULT_CHECKPOINT
-    from edge.gptq import QMAX, QMIN, choose_scales
+    from edge.checkpoint import FIXTURE_CHECKPOINT
+    from edge.quant.gptq import QMAX, QMIN, choose_scales
     from edge.model import BLOCK_LINEARS
-    from edge.quantize import sqnr_db
+    from edge.quant.scheme import sqnr_db
     from edge.spinquant.fold import prepare_block, rotate_block
     from edge.spinquant.rotations import hadamard_rotations, load_rotations
 
-    ckpt = open_checkpoint(DEFAULT_CHECKPOINT)
+    ckpt = open_checkpoint(FIXTURE_CHECKPOINT)
     model = load_model(ckpt, max_context=64, dtype=torch.float32)
     variants = {"fused norms": None, "random Hadamard": hadamard_rotations(ckpt.args, seed=0),
                 "optimized (shipped)": load_rotations(rotation_file, ckpt.args)}
@@ -190,7 +190,7 @@ def larger_calibration(folder: Path) -> Path:
 
 
 def main() -> int:
-    from edge.quiet import quiet_libraries
+    from edge.core.quiet import quiet_libraries
 
     quiet_libraries()
     import torch
@@ -198,23 +198,26 @@ def main() -> int:
 
     from edge.checkpoint import load_model, open_checkpoint
     from edge.config import load_config
-    from edge.evaluate.core import load_tokenizer, tokenize_windows
-    from edge.export.pipeline import DEFAULT_CHECKPOINT, prepare, quantized_model
-    from edge.metrics import gap_recovered
+    from edge.checkpoint.tokenizer import load_tokenizer
+    from edge.evaluate.core import tokenize_windows
+    from edge.checkpoint import FIXTURE_CHECKPOINT
+    from edge.export.pipeline import prepare, quantized_model
+    from edge.evaluate.metrics import gap_recovered
     from edge.model import AttentionPath
-    from edge.progress import Progress, cpu_name
+    from edge.core.progress import Progress
+    from edge.core.machine import cpu_name
     from edge.spinquant.rotations import save_rotations
     from top1_vs_kl import eager_logits  # this folder is on sys.path when the script runs
 
     work = Path(tempfile.mkdtemp(prefix="sq_ceiling_"))
     calibration = larger_calibration(work)  # first: an absent corpus fails before the long work
-    ckpt = open_checkpoint(DEFAULT_CHECKPOINT)
+    ckpt = open_checkpoint(FIXTURE_CHECKPOINT)
     tok = load_tokenizer(ckpt.tokenizer)
 
     def windows(path: Path) -> list[list[int]]:
         return tokenize_windows(path.read_text(encoding="utf-8"), tokenizer=tok, bos_id=ckpt.bos_id, context=256)
 
-    texts = {"held-out": windows(DEFAULT_CHECKPOINT / "heldout.txt"), "held-in": windows(DEFAULT_CHECKPOINT / "calibration.txt")[:40]}
+    texts = {"held-out": windows(FIXTURE_CHECKPOINT / "heldout.txt"), "held-in": windows(FIXTURE_CHECKPOINT / "calibration.txt")[:40]}
     reference = load_model(ckpt, max_context=512, dtype=torch.float32, full_logits=True)
     reference.set_attention_path(AttentionPath.SEQUENCE)
 
@@ -254,7 +257,7 @@ def main() -> int:
     t0 = time.monotonic()
     model, _, _ = export("fixture_spinquant", reuse)
     model.set_attention_path(AttentionPath.SEQUENCE)  # batches of windows, with a backward
-    cal = torch.tensor(windows(DEFAULT_CHECKPOINT / "calibration.txt"))
+    cal = torch.tensor(windows(FIXTURE_CHECKPOINT / "calibration.txt"))
     losses = tune_scales(model, reference, cal, steps=100, lr=1e-3, batch=8)
     for p in model.parameters():
         p.requires_grad_(False)

@@ -41,7 +41,7 @@ TINY = {"dim": 256, "ffn_dim_multiplier": 1.5, "multiple_of": 256, "n_heads": 4,
 def where(device: str) -> str:
     import torch
 
-    from edge.progress import cpu_name
+    from edge.core.machine import cpu_name
 
     if device == "cuda":
         p = torch.cuda.get_device_properties(0)
@@ -78,8 +78,8 @@ def run_gptq(ckpt, config, tokens, *, device: str, limit_s: float) -> dict:
     import torch
 
     from edge.checkpoint import load_model
-    from edge.progress import peak_rss_mb
-    from edge.quantize import GPTQInputs, quantize_model
+    from edge.core.machine import peak_rss_mb
+    from edge.quant.ptq import GPTQInputs, quantize_model
     from edge.spinquant.rotations import hadamard_rotations
 
     model = load_model(ckpt, max_context=config.max_context, dtype=None)
@@ -127,7 +127,7 @@ def run_rotations(ckpt, config, tokens, *, device: str, steps: int, batch: int, 
     import torch
 
     from edge.checkpoint import load_model
-    from edge.progress import peak_rss_mb
+    from edge.core.machine import peak_rss_mb
     from edge.spinquant.optimize import optimize_rotations, prepare_for_optimization
     from edge.spinquant.rotations import hadamard_rotations
 
@@ -219,7 +219,7 @@ def main() -> int:
 
     from edge.checkpoint import open_checkpoint
     from edge.config import load_config
-    from edge.quiet import quiet_libraries
+    from edge.core.quiet import quiet_libraries
 
     quiet_libraries()
     if ns.device == "cuda" and not torch.cuda.is_available():

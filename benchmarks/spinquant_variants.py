@@ -74,9 +74,10 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     from edge.config import load_config
     from edge.evaluate import evaluate
-    from edge.export.pipeline import DEFAULT_CHECKPOINT, run_export
-    from edge.metrics import gap_recovered
-    from edge.progress import Progress
+    from edge.checkpoint import FIXTURE_CHECKPOINT
+    from edge.export.pipeline import run_export
+    from edge.evaluate.metrics import gap_recovered
+    from edge.core.progress import Progress
 
     only = sys.argv[1:]
     res: dict[str, dict] = {}
@@ -91,7 +92,7 @@ def main() -> int:
         t0 = time.monotonic()
         run_export(load_config(config=cfg, overrides={"output": str(out), "force": True, "full_logits": True,
                                                       "max_context": 512} | extra), progress=Progress())
-        r = evaluate(pte_path=out / "model.pte", reference=DEFAULT_CHECKPOINT, text_path=DEFAULT_CHECKPOINT / "heldout.txt",
+        r = evaluate(pte_path=out / "model.pte", reference=FIXTURE_CHECKPOINT, text_path=FIXTURE_CHECKPOINT / "heldout.txt",
                      context=256, max_windows=W)
         d = r.to_dict() | {"name": name, "export_s": time.monotonic() - t0}
         res[name] = d

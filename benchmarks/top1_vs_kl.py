@@ -41,7 +41,7 @@ def quantized_logits(config: str, extra: dict, windows: list[list[int]]):
     """A shipped config (+ overrides) -> the fixture as that export quantizes it, logits [N, V] over `windows`."""
     from edge.config import load_config
     from edge.export.pipeline import prepare, quantized_model
-    from edge.progress import Progress
+    from edge.core.progress import Progress
 
     cfg = load_config(config=config, overrides={"output": "/tmp/top1_vs_kl", "force": True, "full_logits": True,
                                                 "max_context": 512} | extra)
@@ -62,19 +62,20 @@ def eager_logits(model, windows: list[list[int]]):
 
 def main() -> int:
     sys.path.insert(0, str(ROOT))
-    from edge.quiet import quiet_libraries
+    from edge.core.quiet import quiet_libraries
 
     quiet_libraries()
     import torch
     import torch.nn.functional as F
 
     from edge.checkpoint import load_model, open_checkpoint
-    from edge.evaluate.core import load_tokenizer, tokenize_windows
-    from edge.export.pipeline import DEFAULT_CHECKPOINT
-    from edge.metrics import compare_logits, gap_recovered
+    from edge.checkpoint.tokenizer import load_tokenizer
+    from edge.evaluate.core import tokenize_windows
+    from edge.checkpoint import FIXTURE_CHECKPOINT
+    from edge.evaluate.metrics import compare_logits, gap_recovered
 
-    ckpt = open_checkpoint(DEFAULT_CHECKPOINT)
-    windows = tokenize_windows((DEFAULT_CHECKPOINT / "heldout.txt").read_text(encoding="utf-8"),
+    ckpt = open_checkpoint(FIXTURE_CHECKPOINT)
+    windows = tokenize_windows((FIXTURE_CHECKPOINT / "heldout.txt").read_text(encoding="utf-8"),
                                tokenizer=load_tokenizer(ckpt.tokenizer), bos_id=ckpt.bos_id, context=256)
     ref = eager_logits(load_model(ckpt, max_context=512, dtype=torch.float32, full_logits=True), windows)  # [N, V]
     targets = torch.cat([torch.tensor(w[1:]) for w in windows])  # [N]
@@ -113,7 +114,7 @@ def main() -> int:
 def machine() -> str:
     import os
 
-    from edge.progress import cpu_name
+    from edge.core.machine import cpu_name
 
     return f"{cpu_name()} ({os.cpu_count()} cores)"
 

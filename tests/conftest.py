@@ -100,7 +100,7 @@ def export_tiny(ckpt: Path, out: Path, config: str, **overrides) -> Path:
     """Export `ckpt` with a shipped config (context MAX_CONTEXT unless overridden) -> the output folder."""
     from edge.config import load_config
     from edge.export.pipeline import run_export
-    from edge.progress import Progress
+    from edge.core.progress import Progress
 
     cfg = load_config(config=config, overrides={"checkpoint": str(ckpt), "output": str(out), "max_context": MAX_CONTEXT, **overrides})
     run_export(cfg, progress=Progress(quiet=True))
@@ -123,7 +123,7 @@ def assert_pte_matches_transformers(ckpt: Path, pte_path: Path, *, atol: float =
     """The .pte (full logits) against transformers' LlamaForCausalLM on `ckpt`: 24-token prefill, then 16 decode steps."""
     from transformers import LlamaForCausalLM
 
-    from edge.runtime import load_pte
+    from edge.evaluate.pte_model import load_pte
 
     hf = LlamaForCausalLM.from_pretrained(ckpt).eval()
     pte = load_pte(pte_path)
@@ -139,7 +139,7 @@ def assert_runner_generates(folder: Path, *, max_new_tokens: int = 8) -> None:
     """ExecuTorch's TextLLMRunner (the C++ runner, through the wheel) generates from folder/model.pte."""
     from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
 
-    from edge.runtime import load_kernels
+    from edge.evaluate.pte_model import load_kernels
 
     load_kernels()  # the runner needs the quantized and LLM kernels registered in this process
     stats = []

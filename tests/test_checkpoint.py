@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from edge.checkpoint import CheckpointFormat, load_model, open_checkpoint
-from edge.errors import EdgeError
+from edge.core.errors import EdgeError
 from tests.conftest import make_hf_checkpoint
 
 

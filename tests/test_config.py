@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from edge.config import CONFIG_DIR, DType, WeightBits, load_config, parse_config, read_yaml
-from edge.errors import EdgeError
+from edge.core.errors import EdgeError
 
 SHIPPED = sorted(CONFIG_DIR.glob("*.yaml"))
 

@@ -12,7 +12,7 @@ import pytest
 
 import edge.errors as errors
 import edge.io as io
-from edge.errors import interrupt_on_termination, interrupts_win, raise_if_interrupted, signals_deferred
+from edge.core.errors import interrupt_on_termination, interrupts_win, raise_if_interrupted, signals_deferred
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 

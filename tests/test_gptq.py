@@ -8,9 +8,10 @@ from torch import nn
 
 from edge.checkpoint import load_model, open_checkpoint
 from edge.config import WeightBits
-from edge.gptq import QMAX, QMIN, _HessianHook, _RefHook, choose_scales, gptq_block, gptq_quantize
+from edge.quant.gptq import QMAX, QMIN, HessianHook, RefHook, choose_scales, gptq_block, gptq_quantize
 from edge.model import AttentionPath
-from edge.quantize import _linear_config, intx_tensor_from_integers, sqnr_db
+from edge.quant.ptq import linear_config
+from edge.quant.scheme import intx_tensor_from_integers, sqnr_db
 
 
 def _correlated_inputs(n: int, d: int, seed: int, rank: int = 32) -> torch.Tensor:
@@ -35,7 +36,7 @@ def test_gptq_beats_round_to_nearest_on_calibrated_outputs(act_order):
     lin.weight = nn.Parameter(w.clone(), requires_grad=False)
     from torchao.quantization import quantize_
 
-    quantize_(lin, _linear_config(WeightBits.INT4, 32))
+    quantize_(lin, linear_config(WeightBits.INT4, 32))
     rtn_torchao = lin.weight.dequantize()
     gptq_db, same_db, ao_db = (sqnr_db(ref, x @ m.T) for m in (deq, rtn_same, rtn_torchao))
     # Measured: GPTQ 29.7 dB, RTN with the same scales 21.2 dB (on uncorrelated inputs the gain shrinks to ~3 dB).
@@ -84,9 +85,9 @@ def test_float_target_is_the_least_squares_fit_to_the_float_outputs():
     w, x = torch.randn(48, 64), _correlated_inputs(2048, 64, seed=2)
     # a systematic distortion (which a weight can undo) plus noise (which it cannot)
     xq = x @ (torch.eye(64) + 0.05 * torch.randn(64, 64)) + 0.01 * x.std() * torch.randn_like(x)
-    hook = _HessianHook(64, torch.device("cpu"), cross=True)
+    hook = HessianHook(64, torch.device("cpu"), cross=True)
     lin = nn.Linear(64, 48, bias=False)
-    _RefHook(hook)(lin, (x,))
+    RefHook(hook)(lin, (x,))
     hook(lin, (xq,))
     target = hook.float_target(w, damp=1e-9)
     best = torch.linalg.lstsq(xq.double(), (x @ w.T).double()).solution.T.float()

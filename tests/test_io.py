@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from edge.io import BackgroundHashes, HashingWriter, sha256_file, write_atomic
+from edge.core.io import BackgroundHashes, HashingWriter, sha256_file, write_atomic
 
 
 def test_background_hashes_equal_the_files_digests(tmp_path):

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from edge.checkpoint import load_model, open_checkpoint
-from edge.errors import EdgeError
-from edge.lora import LORA_TARGETS, LoRALinear, LoraSpec, adapter_tensors, attach_lora, load_adapters, merge_lora
+from edge.core.errors import EdgeError
+from edge.config.finetune import LORA_TARGETS
+from edge.finetune.lora import LoRALinear, LoraSpec, adapter_tensors, attach_lora, load_adapters, merge_lora
 
 torch.set_num_threads(1)
 TOKENS = torch.tensor([[0, 5, 17, 3, 250, 42, 99, 7]])

@@ -40,7 +40,7 @@ def test_copy_and_release_is_exact_and_drops_the_mapped_pages(tmp_path, monkeypa
 
 TRIM_SCRIPT = """
 import re, pathlib, torch
-from edge.memory import trim_heap
+from edge.core.memory import trim_heap
 anon = lambda: int(re.search(r"RssAnon:\\s+(\\d+)", pathlib.Path("/proc/self/status").read_text()).group(1)) / 1024
 x = torch.ones(4 * 2**20); del x  # a freed 16 MiB mapped chunk raises glibc's mmap threshold: 1 MiB tensors now go on the heap
 big, small = [], []

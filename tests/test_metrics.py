@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from edge.metrics import compare_logits
+from edge.evaluate.metrics import compare_logits
 
 
 def test_identical_logits_agree_everywhere_with_zero_kl():

@@ -13,10 +13,11 @@ import torch
 from torch import nn
 
 from edge.checkpoint import load_model, open_checkpoint
-from edge.errors import EdgeError
+from edge.core.errors import EdgeError
 from edge.model import OnlineHadamard
-from edge.prequantized import load_prequantized_model, prequantized_group_size, prequantized_report
-from edge.quantize import sqnr_db
+from edge.export.prequantized import load_prequantized_model, prequantized_report
+from edge.checkpoint.prequantized import prequantized_group_size
+from edge.quant.scheme import sqnr_db
 from tests.conftest import make_hf_checkpoint
 
 torch.set_num_threads(1)
@@ -287,8 +288,8 @@ def test_pte_keeps_the_hadamard_and_matches_eager(spinquant, tmp_path):
     import executorch.kernels.quantized  # noqa: F401
     from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401
 
-    from edge.lower import RunnerMetadata, export_program, lower_program, write_pte
-    from edge.runtime import load_pte
+    from edge.export.lower import RunnerMetadata, export_program, lower_program, write_pte
+    from edge.evaluate.pte_model import load_pte
 
     ckpt = open_checkpoint(spinquant[1])
     eager = load_prequantized_model(ckpt, max_context=32)

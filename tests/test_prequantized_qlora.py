@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from edge.checkpoint import load_model, open_checkpoint
-from edge.errors import EdgeError
-from edge.lora import LORA_TARGETS, LoRALinear, load_adapters, LoraSpec
+from edge.core.errors import EdgeError
+from edge.config.finetune import LORA_TARGETS
+from edge.finetune.lora import LoRALinear, load_adapters, LoraSpec
 from edge.model import OnlineHadamard
-from edge.prequantized import load_prequantized_model, prequantized_report
-from edge.quantize import sqnr_db
+from edge.export.prequantized import load_prequantized_model, prequantized_report
+from edge.quant.scheme import sqnr_db
 from tests.conftest import assert_runner_generates, make_hf_checkpoint
 from tests.test_prequantized import META, dequantize, to_meta_rope, write_spinquant
 
@@ -91,7 +92,7 @@ def test_forward_is_dequantized_weights_plus_scaled_adapters(qlora):
 
 def test_export_ships_integers_and_adapters_and_the_runner_generates(qlora, tmp_path):
     from edge.export.__main__ import main
-    from edge.runtime import load_pte
+    from edge.evaluate.pte_model import load_pte
 
     _, folder, _, _ = qlora
     out = tmp_path / "o"

@@ -11,10 +11,11 @@ import torch
 
 from edge.checkpoint import load_model, open_checkpoint
 from edge.config import QuantizationConfig, WeightBits
-from edge.errors import EdgeError
+from edge.core.errors import EdgeError
 from edge.model import AttentionPath
-from edge.qat import check_scale_agreement, convert_qat, prepare_qat
-from edge.quantize import LayerKind, quantize_model, scheme_config
+from edge.quant.qat import check_scale_agreement, convert_qat, prepare_qat
+from edge.quant.scheme import LayerKind, scheme_config
+from edge.quant.ptq import quantize_model
 
 torch.set_num_threads(1)
 SCHEME = QuantizationConfig(linear=WeightBits.INT4, group_size=32, output=WeightBits.INT8, embedding=WeightBits.INT8)

@@ -5,8 +5,9 @@ import torch
 
 from edge.checkpoint import load_model, open_checkpoint
 from edge.config import QuantizationConfig, WeightBits
-from edge.errors import EdgeError
-from edge.quantize import quantize_model, sqnr_db
+from edge.core.errors import EdgeError
+from edge.quant.ptq import quantize_model
+from edge.quant.scheme import sqnr_db
 from tests.conftest import make_hf_checkpoint
 
 SCHEME = QuantizationConfig(linear=WeightBits.INT4, group_size=32, output=WeightBits.INT8, embedding=WeightBits.INT8)
@@ -42,18 +43,19 @@ def test_group_size_must_divide_each_linear(tmp_path):
 def test_row_chunked_quantization_equals_one_piece(bits, group):
     from torchao.quantization import quantize_
 
-    from edge.quantize import QuantReport, _linear_config, _quantize_rows, bf16_exact
+    from edge.quant.scheme import QuantReport, bf16_exact
+    from edge.quant.ptq import linear_config, quantize_rows
 
     w = torch.randn(300, 64, generator=torch.Generator().manual_seed(0))
     whole = torch.nn.Linear(64, 300, bias=False)
     whole.weight = torch.nn.Parameter(w.clone(), requires_grad=False)
-    quantize_(whole, _linear_config(bits, group))
+    quantize_(whole, linear_config(bits, group))
     torchao_scale = whole.weight.scale.clone()
     whole.weight.scale.copy_(bf16_exact(torchao_scale))  # edge rounds group scales to bf16, as XNNPACK stores them
     chunked = torch.nn.Linear(64, 300, bias=False)
     chunked.weight = torch.nn.Parameter(w.clone(), requires_grad=False)
     report = QuantReport()
-    _quantize_rows(chunked, _linear_config(bits, group), name="x", report=report, rows_per_chunk=64)  # 5 chunks, last partial
+    quantize_rows(chunked, linear_config(bits, group), name="x", report=report, rows_per_chunk=64)  # 5 chunks, last partial
     for field in ("qdata", "scale", "zero_point"):
         assert torch.equal(getattr(chunked.weight, field), getattr(whole.weight, field))
     rel = ((chunked.weight.scale - torchao_scale).abs() / torchao_scale).max()
@@ -69,7 +71,7 @@ def test_row_chunked_quantization_equals_one_piece(bits, group):
 def test_gptq_with_float_targets_ends_closer_to_the_float_logits(tiny_hf):
     """GPTQ, then GPTQ fitting each linear and the output layer to the float model's outputs
     (gptq.float_targets): on tokens it was not calibrated on, the second is closer to float."""
-    from edge.quantize import GPTQInputs
+    from edge.quant.ptq import GPTQInputs
 
     gen = torch.Generator().manual_seed(0)
     ref = load_model(open_checkpoint(tiny_hf), max_context=64, dtype=torch.float32, full_logits=True)
@@ -87,7 +89,7 @@ def test_gptq_with_float_targets_ends_closer_to_the_float_logits(tiny_hf):
 
 def test_sum_of_squares_matches_float64():
     """The float32 dot product behind every SQNR agrees with a float64 sum to 1e-4 (a 4e-4 dB change at most)."""
-    from edge.quantize import sum_of_squares
+    from edge.quant.scheme import sum_of_squares
 
     x = torch.randn(4096, 2048, generator=torch.Generator().manual_seed(0)) * 0.02
     exact = float(x.double().pow(2).sum())

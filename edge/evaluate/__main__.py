@@ -14,16 +14,12 @@ import json
 import sys
 from pathlib import Path
 
-from edge.io import check_output_path, write_text_atomic
+from edge.core.cli import prologue, run_cli
+from edge.core.io import check_output_path, write_text_atomic
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edge.quiet import quiet_libraries
-
-    quiet_libraries()
-    from edge.errors import interrupt_on_termination
-
-    interrupt_on_termination()
+    prologue()
     p = argparse.ArgumentParser(prog="python -m edge.evaluate", description="Perplexity, top-1 agreement and KL of a .pte or ONNX model against its reference checkpoint.")
     p.add_argument("--pte", "--model", dest="pte", type=Path, required=True,
                    help="the .pte, or an ONNX model (the onnx/ folder edge.export wrote, or its model.onnx)")
@@ -36,15 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true")
     ns = p.parse_args(argv)
 
-    from edge.errors import EdgeError, interrupts_win
-    from edge.evaluate import TABLE_HEADER, evaluate, table_row
-    from edge.progress import Progress
+    def work() -> int:
+        from edge.core.progress import Progress
+        from edge.evaluate import TABLE_HEADER, evaluate, table_row
 
-    progress = Progress(quiet=ns.quiet)
-    out = ns.json or (ns.pte if ns.pte.is_dir() else ns.pte.parent) / "evaluate.json"
-    try:
+        progress = Progress(quiet=ns.quiet)
+        out = ns.json or (ns.pte if ns.pte.is_dir() else ns.pte.parent) / "evaluate.json"
         check_output_path(out, what="--json")
-        with interrupts_win(), progress.stage("evaluate", f"{ns.pte} vs {ns.reference}"):
+        with progress.stage("evaluate", f"{ns.pte} vs {ns.reference}"):
             result = evaluate(
                 pte_path=ns.pte,
                 reference=ns.reference,
@@ -55,16 +50,12 @@ def main(argv: list[str] | None = None) -> int:
                 on_window=lambda d, t: progress.step(d, t, label="windows"),
             )
         write_text_atomic(out, json.dumps(result.to_dict(), indent=2) + "\n")
-    except EdgeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted; nothing was written", file=sys.stderr)
-        return 130
-    print(TABLE_HEADER)
-    print(table_row(result))
-    progress.info(f"wrote {out}")
-    return 0
+        print(TABLE_HEADER)
+        print(table_row(result))
+        progress.info(f"wrote {out}")
+        return 0
+
+    return run_cli(work)
 
 
 if __name__ == "__main__":

@@ -27,16 +27,17 @@ from pathlib import Path
 import torch
 
 from edge.checkpoint import Checkpoint, load_model, open_checkpoint
+from edge.checkpoint.tokenizer import load_tokenizer
 from edge.model import AttentionPath
-from edge.quiet import native_stderr_filtered
-from edge.errors import EdgeError
-from edge.metrics import compare_logits
-from edge.runtime import PteModel, load_pte
+from edge.core.quiet import native_stderr_filtered
+from edge.core.errors import EdgeError
+from edge.evaluate.metrics import compare_logits
+from edge.evaluate.pte_model import PteModel, load_pte
 
 
 def load_program(path: Path):
     """A .pte, or an ONNX model (its folder or model.onnx) -> a model with PteModel's surface."""
-    from edge.formats.ort_runtime import is_onnx_model, load_onnx
+    from edge.evaluate.onnx_model import is_onnx_model, load_onnx
 
     return load_onnx(path) if is_onnx_model(path) else load_pte(path)
 
@@ -70,17 +71,6 @@ def table_row(r: EvalResult) -> str:
         f"| {r.pte} | {r.predicted_tokens} | {r.pte_perplexity:.3f} | {r.reference_perplexity:.3f} | "
         f"{r.perplexity_delta:+.3f} | {r.top1_agreement:.2%} | {r.mean_kl:.4f} |"
     )
-
-
-def load_tokenizer(path: Path):
-    """tokenizer.json / tokenizer.model -> pytorch_tokenizers tokenizer (the runner's library)."""
-    from pytorch_tokenizers import get_tokenizer
-
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # it prints which backend it picked
-            return get_tokenizer(str(path))
-    except Exception as e:
-        raise EdgeError(f"cannot load tokenizer {path} ({type(e).__name__})") from None
 
 
 def tokenize_windows(text: str, *, tokenizer, bos_id: int, context: int) -> list[list[int]]:

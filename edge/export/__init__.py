@@ -4,7 +4,7 @@ The pipeline is imported on first use, so `python -m edge.export` can quiet torc
 import-time warnings (`edge.quiet`) before they load.
 """
 
-__all__ = ["DEFAULT_CHECKPOINT", "ExportResult", "run_export"]
+__all__ = ["ExportResult", "run_export"]
 
 
 def __getattr__(name: str):

@@ -17,12 +17,12 @@ import torch
 
 from edge.checkpoint import Checkpoint
 from edge.config import ExportConfig
-from edge.errors import EdgeError
-from edge.io import sha256_file
-from edge.lora import ADAPTERS_NAME, LoraSpec, adapter_bytes, load_adapters, merge_lora, read_adapters
+from edge.core.errors import EdgeError
+from edge.core.io import sha256_file
+from edge.finetune.lora import ADAPTERS_NAME, LoraSpec, adapter_bytes, load_adapters, merge_lora, read_adapters
 from edge.model import Transformer
 from edge.finetune.output import RECORD_NAME
-from edge.validate import to_plain
+from edge.core.fields import to_plain
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Finetuned:
 
 def check_finetuned(config: ExportConfig, ckpt: Checkpoint) -> Finetuned | None:
     """Raise EdgeError unless the checkpoint and the config agree about fine-tuning; -> what to attach."""
-    from edge.finetune.config import AdapterMode
+    from edge.config.finetune import AdapterMode
 
     adapters_file = ckpt.path / ADAPTERS_NAME
     if config.finetune is None:

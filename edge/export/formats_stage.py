@@ -15,9 +15,9 @@ from pathlib import Path
 
 from edge.checkpoint import Checkpoint
 from edge.config import DType, ExportConfig, Format, WeightBits
-from edge.errors import EdgeError
-from edge.io import discard
-from edge.progress import Progress
+from edge.core.errors import EdgeError
+from edge.core.io import discard
+from edge.core.progress import Progress
 
 ONNX_DIR = "onnx"
 EXTRA = {Format.ONNX: ("onnx", "onnxruntime"), Format.GGUF: ("gguf",)}

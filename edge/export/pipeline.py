@@ -26,22 +26,29 @@ from pathlib import Path
 
 import torch
 
-from edge.calibration import Calibration
-from edge.checkpoint import Checkpoint, load_model, open_checkpoint
+from edge.quant.calibration import Calibration
+from edge.checkpoint import FIXTURE_CHECKPOINT, Checkpoint, load_model, open_checkpoint
 from edge.config import Device, DType, ExportConfig, Format, Rounding
-from edge.errors import EdgeError
-from edge.io import BackgroundHashes, building_folder, check_output_path, discard, disk_full_error, sha256_file
-from edge.lower import RunnerMetadata, export_program, lower_program, pte_nbytes, write_pte
-from edge.memory import trim_heap
+from edge.core.errors import EdgeError
+from edge.core.io import (
+    BackgroundHashes,
+    building_folder,
+    check_output_path,
+    discard,
+    disk_full_error,
+    sha256_file,
+)
+from edge.export.lower import RunnerMetadata, export_program, lower_program, pte_nbytes, write_pte
+from edge.core.memory import trim_heap
 from edge.model import Transformer
-from edge.progress import Progress
+from edge.core.progress import Progress
 from edge.export.finetune_stage import Finetuned, attach, check_finetuned, finetune_record
 from edge.export.formats_stage import check_formats, write_formats
 from edge.export.rotation_stage import check_rotation, calibration_for, make_rotations, spinquant_record
-from edge.quantize import GPTQInputs, QuantReport, check_group_size, quantize_model
+from edge.quant.ptq import GPTQInputs, quantize_model
+from edge.quant.scheme import QuantReport, check_group_size
 
 EDGE_DIR = Path(__file__).resolve().parent.parent
-DEFAULT_CHECKPOINT = EDGE_DIR / "assets" / "fixture"
 NOTICE = EDGE_DIR / "NOTICE"
 PTE_NAME = "model.pte"
 MANIFEST_NAME = "manifest.json"
@@ -61,16 +68,6 @@ class ExportResult:
     files: dict[str, int] = field(default_factory=dict)  # every output file (relative path) -> bytes
     stage_seconds: dict[str, float] = field(default_factory=dict)
     size_breakdown: dict[str, int] = field(default_factory=dict)
-
-
-def versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("edge", "torch", "executorch", "torchao", "transformers"):
-        try:
-            out[pkg] = importlib_metadata.version(pkg)
-        except importlib_metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
 
 
 def _tensor_bytes(t: torch.Tensor) -> int:
@@ -122,10 +119,6 @@ def _check_output_free(config: ExportConfig) -> None:
         raise EdgeError(f"output {out} exists and is not a folder")
 
 
-def _resolve_checkpoint(config: ExportConfig) -> Path:
-    return config.checkpoint if config.checkpoint is not None else DEFAULT_CHECKPOINT
-
-
 @dataclass(frozen=True)
 class Prepared:
     """Everything checked before the long stages: the checkpoint and the calibration windows."""
@@ -138,7 +131,7 @@ class Prepared:
 def prepare(config: ExportConfig) -> Prepared:
     """ExportConfig -> Prepared; every cheap check runs here, before any long stage."""
     _check_output_free(config)
-    ckpt = open_checkpoint(_resolve_checkpoint(config))
+    ckpt = open_checkpoint(config.checkpoint or FIXTURE_CHECKPOINT)
     if config.max_context > ckpt.args.max_position_embeddings:
         raise EdgeError(
             f"max context {config.max_context} is longer than the {ckpt.args.max_position_embeddings} tokens the model supports"
@@ -310,7 +303,7 @@ def run_export(config: ExportConfig, *, progress: Progress) -> ExportResult:
         f"{args.n_heads}/{args.n_kv_heads} heads, vocab {args.vocab_size}, {args.n_params / 1e6:.1f}M params"
     )
     if ckpt.prequantized_group_size is not None:
-        from edge.prequantized import load_prequantized_model, prequantized_report
+        from edge.export.prequantized import load_prequantized_model, prequantized_report
 
         progress.info(f"pre-quantized checkpoint (int4 groups of {ckpt.prequantized_group_size}, rotations folded in): "
                       "its integers are exported as they are; the config's quantization, rotation and gptq settings do not apply")

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import torch
 
-from edge.calibration import Calibration, load_calibration
+from edge.quant.calibration import Calibration, load_calibration
 from edge.checkpoint import Checkpoint, load_model
 from edge.config import ExportConfig, Rounding, RotationKind
-from edge.errors import EdgeError
-from edge.io import sha256_file
+from edge.core.errors import EdgeError
+from edge.core.io import sha256_file
 from edge.model import online_hadamard_accepts
-from edge.progress import Progress
+from edge.core.progress import Progress
 
 CALIBRATION_NAME = "calibration.txt"
 

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-from edge.errors import EdgeError
-from edge.finetune.config import BadSamples, DataFormat
+from edge.core.errors import EdgeError
+from edge.config.finetune import BadSamples, DataFormat
 
 HEADER = ("<|start_header_id|>", "<|end_header_id|>")
 EOT = "<|eot_id|>"

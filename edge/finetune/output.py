@@ -23,9 +23,9 @@ from edge.checkpoint import Checkpoint, CheckpointFormat
 from edge.config import ExportConfig
 from edge.finetune.data import TrainingData
 from edge.finetune.train import TrainState
-from edge.io import building_folder
-from edge.lora import ADAPTERS_NAME, LoraSpec, save_adapters
-from edge.validate import to_plain
+from edge.core.io import building_folder
+from edge.finetune.lora import ADAPTERS_NAME, LoraSpec, save_adapters
+from edge.core.fields import to_plain
 
 RECORD_NAME = "training.json"
 RECORD_VERSION = 1
@@ -70,7 +70,7 @@ def write_output(out: Path, *, state: dict[str, torch.Tensor], config: ExportCon
     """Everything above -> the output folder, all or nothing."""
     from safetensors.torch import save_file
 
-    from edge.export.pipeline import versions
+    from edge.core.machine import versions
 
     backbone, adapters = split_state(state, tied=ckpt.args.tie_word_embeddings)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,17 +15,17 @@ from pathlib import Path
 
 import torch
 
-from edge.checkpoint import Checkpoint, load_model, open_checkpoint
+from edge.checkpoint import FIXTURE_CHECKPOINT, Checkpoint, load_model, open_checkpoint
 from edge.config import Device, ExportConfig
-from edge.errors import EdgeError
-from edge.io import check_output_path, write_atomic
-from edge.finetune.config import Loss
+from edge.core.errors import EdgeError
+from edge.core.io import check_output_path, write_atomic
+from edge.config.finetune import Loss
 from edge.finetune.data import TrainingData, load_training_data
 from edge.finetune.train import STAGES, Dist, TrainState, run_stage
-from edge.lora import LoraSpec, attach_lora
+from edge.finetune.lora import LoraSpec, attach_lora
 from edge.model import AttentionPath, Transformer
-from edge.progress import Progress
-from edge.quantize import check_group_size
+from edge.core.progress import Progress
+from edge.quant.scheme import check_group_size
 
 STATE_NAME = "state.pt"
 
@@ -64,7 +64,7 @@ def check_inputs(config: ExportConfig, *, checkpoint: Path | None, resume: bool,
         raise EdgeError(f"a fine-tune into {out} was interrupted; pass --resume to continue it or --force to start over")
     if config.device is Device.CUDA and not torch.cuda.is_available():
         raise EdgeError("device cuda: no CUDA GPU is visible to torch here")
-    ckpt = open_checkpoint(checkpoint if checkpoint is not None else _default_checkpoint())
+    ckpt = open_checkpoint(checkpoint if checkpoint is not None else FIXTURE_CHECKPOINT)
     if data_path(config, ckpt) is None:
         raise EdgeError(f"no training data given (--data or finetune.data; {ckpt.path} has no calibration.txt to default to)")
     if ckpt.prequantized_group_size is not None:
@@ -86,15 +86,9 @@ def data_path(config: ExportConfig, ckpt: Checkpoint) -> Path | None:
     return default if default.is_file() else None
 
 
-def _default_checkpoint() -> Path:
-    from edge.export.pipeline import DEFAULT_CHECKPOINT
-
-    return DEFAULT_CHECKPOINT
-
-
 def build_model(config: ExportConfig, ckpt: Checkpoint, *, device: torch.device) -> Transformer:
     """Checkpoint -> float32 model on the SEQUENCE path, fake-quantized (unless the control run), LoRA attached."""
-    from edge.qat import prepare_qat
+    from edge.quant.qat import prepare_qat
 
     ft = config.finetune
     model = load_model(ckpt, max_context=ft.max_length, dtype=torch.float32, full_logits=True)

@@ -24,7 +24,7 @@ import torch
 from torch.nn import functional as F
 
 from edge.config import ExportConfig
-from edge.errors import EdgeError
+from edge.core.errors import EdgeError
 from edge.finetune.data import TrainingData
 from edge.model import Transformer
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.errors import EdgeError
+from edge.core.errors import EdgeError
 from edge.formats.weights import Weight, check_mappable, weight_of
 from edge.model import Transformer, rope_inverse_frequencies
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge.errors import EdgeError
+from edge.core.errors import EdgeError
 from edge.model import OnlineHadamard, Transformer
 
 

@@ -18,7 +18,7 @@ import functools
 
 import torch
 
-from edge.errors import EdgeError
+from edge.core.errors import EdgeError
 from edge.model import is_pow2
 
 # K -> (construction, q): the orders SpinQuant's `get_hadK` uses that Paley I/II build from a prime.

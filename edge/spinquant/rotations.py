@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from edge.config import RotationKind
-from edge.errors import EdgeError
-from edge.io import write_atomic
+from edge.core.errors import EdgeError
+from edge.core.io import write_atomic
 from edge.model import ModelArgs
 from edge.spinquant.hadamard import check_hadamard_order, random_hadamard
 

@@ -135,7 +135,7 @@ def exported(tiny_hf, tmp_path_factory) -> Path:
     """Folder with model.pte, onnx/ and model.gguf (tiny Llama, 8da4w, max context 128), tokenizer.json, manifest.json."""
     from edge.config import load_config
     from edge.export.pipeline import run_export
-    from edge.progress import Progress
+    from edge.core.progress import Progress
 
     out = tmp_path_factory.mktemp("bench_export") / "tiny_8da4w"
     config = load_config(config="fixture_8da4w", overrides={"checkpoint": str(tiny_hf), "output": str(out), "max_context": 128,

@@ -14,17 +14,9 @@ import json
 import pytest
 
 from android_bench.config import OutputFormat
-from android_bench.records import (
-    Metric,
-    RunRecord,
-    baseline_for,
-    make_result,
-    ratio,
-    stat,
-    summarize,
-)
+from android_bench.records import Metric, RunRecord, baseline_for, make_result, ratio, stat, summarize
 from android_bench.report import WRITERS, csv_rows, fmt_ratio, render, v3_rows, write_all
-from edge.io import write_text_atomic as write_atomic
+from edge.core.io import write_text_atomic as write_atomic
 
 
 def record(label: str, *, decode, ttft, prefill, pte_mb, rss, index=1, target_id="R5CX", phase="measured", ok=True, warnings=(), **kw) -> RunRecord:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from edge.errors import EdgeError
+from edge.core.errors import EdgeError
 from edge.evaluate import evaluate
 from edge.evaluate.__main__ import main
 from tests.conftest import TEXT, make_hf_checkpoint, make_tokenizer
@@ -63,7 +63,7 @@ def test_cli_screen_has_no_native_library_logs(tiny_hf, fp32_export, text_file, 
 def test_native_filter_drops_only_known_lines(capfd):
     import os
 
-    from edge.quiet import native_stderr_filtered
+    from edge.core.quiet import native_stderr_filtered
 
     with native_stderr_filtered():
         os.write(2, b"[cpuinfo_utils.cpp:71] Reading file /sys/devices/soc0/image_version\n"

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from edge.evaluate import evaluate
-from edge.metrics import gap_recovered
-from edge.export.pipeline import DEFAULT_CHECKPOINT
+from edge.evaluate.metrics import gap_recovered
+from edge.checkpoint import FIXTURE_CHECKPOINT
 from tests.conftest import export_tiny
 
-HELDOUT = DEFAULT_CHECKPOINT / "heldout.txt"
+HELDOUT = FIXTURE_CHECKPOINT / "heldout.txt"
 CONTEXT, WINDOWS = 256, 40  # the README's tables use the same 40 windows
 KL_RECOVERED_MIN, TOP1_RECOVERED_MIN, PPL_RECOVERED_MIN = 0.62, 0.45, 0.55
 
@@ -29,7 +29,7 @@ def fixture_results(tmp_path_factory):
     results = {}
     from edge.config import load_config
     from edge.finetune.run import run_finetune
-    from edge.progress import Progress
+    from edge.core.progress import Progress
 
     tuned = tmp_path_factory.mktemp("qat_lora") / "finetuned"
     # Other test modules pin torch to one thread; the fine-tune runs as `python -m edge.finetune` does (one
@@ -43,9 +43,9 @@ def fixture_results(tmp_path_factory):
         torch.set_num_threads(threads)
     for name in ("fixture_bf16", "fixture_8da4w", "fixture_spinquant", "fixture_qat_lora"):
         # full_logits: one call per window (bf16 has no fast x86 kernels; token by token is slow).
-        ckpt = tuned if name == "fixture_qat_lora" else DEFAULT_CHECKPOINT
+        ckpt = tuned if name == "fixture_qat_lora" else FIXTURE_CHECKPOINT
         out = export_tiny(ckpt, tmp_path_factory.mktemp(name) / "out", name, max_context=2 * CONTEXT, full_logits=True)
-        results[name] = evaluate(pte_path=out / "model.pte", reference=DEFAULT_CHECKPOINT, text_path=HELDOUT,
+        results[name] = evaluate(pte_path=out / "model.pte", reference=FIXTURE_CHECKPOINT, text_path=HELDOUT,
                                  context=CONTEXT, max_windows=WINDOWS)
     return results
 

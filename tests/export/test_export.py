@@ -16,9 +16,10 @@ from edge.checkpoint import load_model, open_checkpoint
 from edge.config import load_config
 from edge.export.__main__ import main
 from edge.export.pipeline import run_export, sha256_file
-from edge.progress import Progress
-from edge.quantize import quantize_model, sqnr_db
-from edge.runtime import load_pte
+from edge.core.progress import Progress
+from edge.quant.ptq import quantize_model
+from edge.quant.scheme import sqnr_db
+from edge.evaluate.pte_model import load_pte
 from tests.conftest import assert_pte_matches_transformers, make_hf_checkpoint, read_json
 
 from tests.conftest import MAX_CONTEXT, export_tiny as _export
@@ -80,7 +81,7 @@ def test_quantized_pte_is_smaller_and_delegated(fp32_export, q_export):
 def test_one_xnnpack_partition_per_layer(tiny_hf, fp32_export, q_export):
     """Norms, rope and reshapes stay inside XNNPACK: only the KV-cache ops, the embedding lookup,
     the rope-table slices and the last-position select run outside a delegate."""
-    from edge.lower import pte_structure
+    from edge.export.lower import pte_structure
 
     n_layers = read_json(tiny_hf / "config.json")["num_hidden_layers"]
     q = pte_structure(q_export / "model.pte")
@@ -100,7 +101,7 @@ def test_max_prefill_chunks_prompts_and_plans_less_memory(tiny_hf, q_export, tmp
     runtime and by ExecuTorch's runner) with the same logits as one call of the unchunked program."""
     from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
 
-    from edge.lower import pte_structure
+    from edge.export.lower import pte_structure
 
     out = _export(tiny_hf, tmp_path / "chunked", "llama3_2_1b_8da4w", max_prefill=16)
     chunked, whole = load_pte(out / "model.pte"), load_pte(q_export / "model.pte")

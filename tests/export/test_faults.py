@@ -16,7 +16,7 @@ import pytest
 
 import edge.export.pipeline as pipeline
 from edge.export.__main__ import main
-from edge.io import sha256_file
+from edge.core.io import sha256_file
 from tests.conftest import MAX_CONTEXT
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,7 +137,7 @@ def test_signal_during_lowering_leaves_nothing(tiny_hf, tmp_path, sig):
 
 _SWALLOWING_LOWERING = """
 import logging, os, signal, sys
-from edge.quiet import quiet_libraries
+from edge.core.quiet import quiet_libraries
 quiet_libraries()  # as edge.export's main does before importing torch
 import edge.export.pipeline as pipeline
 real = pipeline.lower_program

@@ -11,8 +11,8 @@ import torch
 
 from edge.checkpoint import load_model, open_checkpoint
 from edge.config import QuantizationConfig, WeightBits
-from edge.lower import RunnerMetadata, export_program, lower_program
-from edge.quantize import quantize_model
+from edge.export.lower import RunnerMetadata, export_program, lower_program
+from edge.quant.ptq import quantize_model
 
 
 def _tiny_model(tiny_hf, *, quantized: bool):
@@ -73,8 +73,8 @@ def test_delegates_are_built_last_first_and_run_in_order(tiny_hf, tmp_path):
     in execution order, and the program computes what the unreversed one computes."""
     from executorch.exir._serialize._program import deserialize_pte_binary
 
-    from edge.lower import write_pte
-    from edge.runtime import load_pte
+    from edge.export.lower import write_pte
+    from edge.evaluate.pte_model import load_pte
 
     model = load_model(open_checkpoint(tiny_hf), max_context=64, dtype=None)
     quantize_model(model, QuantizationConfig(linear=WeightBits.INT4, output=WeightBits.INT8, embedding=WeightBits.INT8),
@@ -83,7 +83,7 @@ def test_delegates_are_built_last_first_and_run_in_order(tiny_hf, tmp_path):
                           bos_id=0, eos_ids=(1,))
     paths = {}
     for reverse in (False, True):
-        with mock.patch("edge.lower.init_last_delegate_first", side_effect=lambda e, c: e.to_executorch(c)) if not reverse else mock.MagicMock():
+        with mock.patch("edge.export.lower.init_last_delegate_first", side_effect=lambda e, c: e.to_executorch(c)) if not reverse else mock.MagicMock():
             paths[reverse] = tmp_path / f"reverse{reverse}.pte"
             write_pte(lower_program(export_program(model, max_prefill=32), meta), paths[reverse])
     calls = {}

@@ -13,7 +13,7 @@ import torch
 from edge.checkpoint import load_model, open_checkpoint
 from edge.config import load_config
 from edge.model import block_linears
-from edge.quantize import quantize_model
+from edge.quant.ptq import quantize_model
 from tests.conftest import MAX_CONTEXT, export_tiny, make_hf_checkpoint
 from tests.xnnpack_blob import claim, quantized_int8_weights, quantized_weights, unpack_int4
 

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 
 from edge.config import load_config
-from edge.errors import EdgeError
-from edge.finetune.config import STAGES, AdapterMode, FinetuneConfig, Loss
+from edge.core.errors import EdgeError
+from edge.config.finetune import STAGES, AdapterMode, FinetuneConfig, Loss
 
 
 def test_shipped_qat_lora_configs_parse():

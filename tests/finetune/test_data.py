@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from edge.errors import EdgeError
-from edge.finetune.config import BadSamples, DataFormat
+from edge.core.errors import EdgeError
+from edge.config.finetune import BadSamples, DataFormat
 from edge.finetune.data import ChatTemplate, load_training_data
 
 CHAT_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"]

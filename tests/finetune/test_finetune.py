@@ -151,9 +151,9 @@ def _converted(finetuned: Path):
     """The training side's own model, converted: float checkpoint -> fake quant -> adapters -> torchao convert."""
     from edge.checkpoint import load_model, open_checkpoint
     from edge.config import load_config
-    from edge.lora import load_adapters, read_adapters
+    from edge.finetune.lora import load_adapters, read_adapters
     from edge.model import AttentionPath
-    from edge.qat import convert_qat, prepare_qat
+    from edge.quant.qat import convert_qat, prepare_qat
 
     quant = load_config(config="fixture_qat_lora", overrides={}).quantization
     model = load_model(open_checkpoint(finetuned), max_context=64, dtype=torch.float32, full_logits=True)
@@ -166,8 +166,8 @@ def _converted(finetuned: Path):
 
 
 def test_pte_matches_the_converted_model_and_holds_the_adapters(finetuned, exported):
-    from edge.quantize import sqnr_db
-    from edge.runtime import load_pte
+    from edge.quant.scheme import sqnr_db
+    from edge.evaluate.pte_model import load_pte
 
     tokens = torch.randint(0, 300, (1, 24), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -186,8 +186,8 @@ def test_adapters_are_float_linears_in_the_exported_graph(finetuned):
     from edge.checkpoint import load_model, open_checkpoint
     from edge.config import load_config
     from edge.export.finetune_stage import attach, check_finetuned
-    from edge.lower import export_program
-    from edge.quantize import quantize_model
+    from edge.export.lower import export_program
+    from edge.quant.ptq import quantize_model
 
     config = load_config(config="fixture_qat_lora", overrides={"checkpoint": str(finetuned)})
     ckpt = open_checkpoint(finetuned)
@@ -215,8 +215,8 @@ def test_merged_adapters_export_as_one_quantized_weight(finetuned, tmp_path):
     import yaml
 
     from edge.export.__main__ import main
-    from edge.quantize import sqnr_db
-    from edge.runtime import load_pte
+    from edge.quant.scheme import sqnr_db
+    from edge.evaluate.pte_model import load_pte
 
     cfg = yaml.safe_load(Path("export_configs/fixture_qat_lora.yaml").read_text())
     cfg["finetune"]["adapters"] = "merge"
@@ -228,8 +228,8 @@ def test_merged_adapters_export_as_one_quantized_weight(finetuned, tmp_path):
     assert m["finetune"]["adapters"]["mode"] == "merge" and "lora_adapters (float)" not in m["size_bytes"]["by_tensor_kind"]
     # The merged .pte is the quantized merged model: W + (alpha/r) B A, then the scheme's round-to-nearest.
     from edge.checkpoint import load_model, open_checkpoint
-    from edge.lora import load_adapters, merge_lora, read_adapters
-    from edge.quantize import quantize_model
+    from edge.finetune.lora import load_adapters, merge_lora, read_adapters
+    from edge.quant.ptq import quantize_model
 
     quant = load_config_quant()
     ref = load_model(open_checkpoint(finetuned), max_context=64, dtype=None, full_logits=True)
@@ -271,7 +271,7 @@ def test_export_needs_a_training_record(tiny_hf, tmp_path, capsys):
 def test_export_refuses_adapters_that_do_not_fit(finetuned, tmp_path, capsys):
     import shutil
 
-    from edge.lora import read_adapters, save_adapters
+    from edge.finetune.lora import read_adapters, save_adapters
 
     bad = tmp_path / "bad"
     shutil.copytree(finetuned, bad)

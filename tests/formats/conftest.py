@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from edge.config import parse_config
-from edge.export.pipeline import DEFAULT_CHECKPOINT, run_export
-from edge.progress import Progress
+from edge.checkpoint import FIXTURE_CHECKPOINT
+from edge.export.pipeline import run_export
+from edge.core.progress import Progress
 
 FIXTURE_8DA4W = {"linear": "int4", "group_size": 32, "output": "int8", "embedding": "int8"}
 
@@ -26,10 +27,10 @@ def exported(tmp_path_factory):
 def eager(exported):
     """The quantized eager model the three files were written from (quantization is deterministic)."""
     from edge.checkpoint import load_model, open_checkpoint
-    from edge.quantize import quantize_model
+    from edge.quant.ptq import quantize_model
 
     config = parse_config({"output": "unused", "quantization": FIXTURE_8DA4W}, source="test")
-    ckpt = open_checkpoint(DEFAULT_CHECKPOINT)
+    ckpt = open_checkpoint(FIXTURE_CHECKPOINT)
     model = load_model(ckpt, max_context=256, dtype=None, full_logits=True)
     quantize_model(model, config.quantization, dtype=torch.float32)
     return ckpt, model
@@ -37,9 +38,9 @@ def eager(exported):
 
 @pytest.fixture(scope="module")
 def window(eager):
-    from edge.evaluate.core import load_tokenizer
+    from edge.checkpoint.tokenizer import load_tokenizer
 
     ckpt, _ = eager
-    text = (DEFAULT_CHECKPOINT / "heldout.txt").read_text()[:4000]
+    text = (FIXTURE_CHECKPOINT / "heldout.txt").read_text()[:4000]
     ids = load_tokenizer(ckpt.tokenizer).encode(text, bos=False, eos=False)
     return [ckpt.bos_id, *ids[:127]]

@@ -47,7 +47,7 @@ def test_a_meta_checkpoint_without_tokenizer_json_is_refused(tiny_hf, tmp_path, 
 
 
 def test_an_onnx_only_export_writes_no_pte(tiny_hf, tmp_path, capsys):
-    from edge.formats.ort_runtime import load_onnx
+    from edge.evaluate.onnx_model import load_onnx
 
     out = tmp_path / "o"
     code, err = _cli(["llama3_2_1b_8da4w", "--checkpoint", str(tiny_hf), "--output", str(out), "--formats", "onnx",
@@ -75,7 +75,7 @@ def test_an_onnx_only_export_writes_no_pte(tiny_hf, tmp_path, capsys):
 def test_lora_adapters_kept_unmerged_have_no_mapping(tiny_hf):
     from edge.checkpoint import open_checkpoint
     from edge.config import parse_config
-    from edge.errors import EdgeError
+    from edge.core.errors import EdgeError
     from edge.export.formats_stage import check_formats
 
     config = parse_config({"output": "o", "formats": ["pte", "gguf"]}, source="test")

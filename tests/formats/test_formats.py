@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from edge.export.pipeline import DEFAULT_CHECKPOINT
+from edge.checkpoint import FIXTURE_CHECKPOINT
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("gguf")
@@ -99,8 +99,8 @@ def _sqnr(ref: torch.Tensor, got: torch.Tensor) -> float:
 
 
 def test_onnx_runtime_logits_match_the_eager_model_and_the_pte(exported, eager, window):
-    from edge.formats.ort_runtime import load_onnx
-    from edge.runtime import load_pte
+    from edge.evaluate.onnx_model import load_onnx
+    from edge.evaluate.pte_model import load_pte
 
     out, _ = exported
     _, model = eager
@@ -121,8 +121,8 @@ def test_onnx_runtime_logits_match_the_eager_model_and_the_pte(exported, eager, 
 def test_greedy_tokens_agree_in_executorch_onnxruntime_and_genai(exported, window):
     import onnxruntime_genai as og
 
-    from edge.formats.ort_runtime import load_onnx
-    from edge.runtime import load_pte
+    from edge.evaluate.onnx_model import load_onnx
+    from edge.evaluate.pte_model import load_pte
 
     out, _ = exported
     prompt, n = window[:20], 32
@@ -145,7 +145,7 @@ def test_evaluate_scores_the_onnx_model_like_the_pte(exported):
     from edge.evaluate import evaluate
 
     out, _ = exported
-    kw = dict(reference=DEFAULT_CHECKPOINT, text_path=DEFAULT_CHECKPOINT / "heldout.txt", context=128, max_windows=4)
+    kw = dict(reference=FIXTURE_CHECKPOINT, text_path=FIXTURE_CHECKPOINT / "heldout.txt", context=128, max_windows=4)
     pte = evaluate(pte_path=out / "model.pte", **kw)
     ort = evaluate(pte_path=out / "onnx", **kw)
     assert ort.predicted_tokens == pte.predicted_tokens == 4 * 127
@@ -173,7 +173,7 @@ def test_gguf_metadata_and_vocabulary(exported, eager):
     assert field("llama.feed_forward_length") == a.hidden_dim and field("llama.context_length") == 256
     tokens = field("tokenizer.ggml.tokens")
     assert len(tokens) == a.vocab_size and field("tokenizer.ggml.bos_token_id") == ckpt.bos_id
-    vocab = json.loads((DEFAULT_CHECKPOINT / "tokenizer.json").read_text())["model"]["vocab"]
+    vocab = json.loads((FIXTURE_CHECKPOINT / "tokenizer.json").read_text())["model"]["vocab"]
     assert all(tokens[i] == t for t, i in list(vocab.items())[:500])
     freqs = {x.name: x for x in reader.tensors}["rope_freqs.weight"].data
     assert freqs.shape == (a.head_dim // 2,) and freqs.min() == pytest.approx(1.0) and freqs.max() == pytest.approx(a.rope_scaling.factor)

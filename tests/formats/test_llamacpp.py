@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from edge.export.pipeline import DEFAULT_CHECKPOINT
+from edge.checkpoint import FIXTURE_CHECKPOINT
 
 
 def _llama_cpp_missing() -> str | None:
@@ -31,10 +31,10 @@ def test_llama_cpp_logits_match_the_eager_model(exported, eager, window):
     out, _ = exported
     _, model = eager
     llm = llama_cpp.Llama(model_path=str(out / "model.gguf"), n_ctx=256, logits_all=True, n_threads=2, verbose=False)
-    text = (DEFAULT_CHECKPOINT / "heldout.txt").read_text()[:20000]
+    text = (FIXTURE_CHECKPOINT / "heldout.txt").read_text()[:20000]
     import tokenizers
 
-    hf = tokenizers.Tokenizer.from_file(str(DEFAULT_CHECKPOINT / "tokenizer.json")).encode(text).ids
+    hf = tokenizers.Tokenizer.from_file(str(FIXTURE_CHECKPOINT / "tokenizer.json")).encode(text).ids
     assert llm.tokenize(text.encode(), add_bos=True) == hf  # llama.cpp's llama-bpe vocabulary splits text as tokenizer.json does
     llm.eval(window)
     got = np.array(llm.scores[: len(window)])

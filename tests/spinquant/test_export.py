@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from edge.runtime import load_pte
+from edge.evaluate.pte_model import load_pte
 from edge.spinquant.rotations import load_rotations
 from edge.checkpoint import open_checkpoint
 from tests.conftest import TEXT, assert_pte_matches_transformers, export_tiny, make_hf_checkpoint, read_json
@@ -81,7 +81,7 @@ def optimized_fp32(tiny_hf, calib_text, tmp_path_factory) -> Path:
 def test_optimized_rotations_keep_the_function_eagerly_and_in_the_pte(tiny_hf, optimized_fp32):
     from edge.checkpoint import load_model
     from edge.config import QuantizationConfig
-    from edge.quantize import quantize_model
+    from edge.quant.ptq import quantize_model
     from edge.spinquant.rotations import hadamard_rotations
 
     ckpt = open_checkpoint(tiny_hf)

@@ -8,7 +8,7 @@ import torch
 from edge.checkpoint import load_model, open_checkpoint
 from edge.config import QuantizationConfig, RotationKind
 from edge.model import ModelArgs, OnlineHadamard
-from edge.quantize import quantize_model
+from edge.quant.ptq import quantize_model
 from edge.spinquant.hadamard import hadamard_matrix, random_hadamard
 from edge.spinquant.rotations import hadamard_rotations
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from edge.checkpoint import open_checkpoint
-from edge.errors import EdgeError
+from edge.core.errors import EdgeError
 from edge.spinquant.optimize import CayleySGD
 from edge.spinquant.rotations import hadamard_rotations, load_rotations, save_rotations
 

@@ -10,7 +10,7 @@ import json
 import math
 from pathlib import Path
 
-from edge.errors import EdgeError
+from edge.core.errors import EdgeError
 from edge.model import ModelArgs, RopeScaling
 
 

@@ -61,15 +61,3 @@ class Progress:
         self._print(f"[{self._elapsed()}] {text}")
 
 
-def cpu_name() -> str:
-    """-> this machine's CPU model name from /proc/cpuinfo, else platform.processor() or the architecture."""
-    try:
-        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(errors="replace"), re.M)
-    except OSError:
-        m = None
-    return m.group(1).strip() if m else platform.processor() or platform.machine()
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set size so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,105 +1,31 @@
-"""Meta's pre-quantized Llama checkpoints (SpinQuant_INT4_EO8), loaded with their integers unchanged.
+"""The export's load stage for Meta's pre-quantized checkpoints: their integers, unchanged, in a model.
 
-In:  a Meta checkpoint folder (`edge.checkpoint.open_checkpoint`) whose params.json
-     holds `quantization_args` ({"group_size": 32, "scheme":
-     "int4_weight_int8_dynamic_activation", "spinquant": true}) and whose
-     consolidated.00.pth holds, under Meta's names:
-       * block linears `layers.{i}.attention.w{q,k,v,o}`, `layers.{i}.feed_forward.w{1,2,3}`:
-         `.weight` int8 [out, in] holding int4 values in [-8, 7], `.scales` float [out, in / group];
-       * `tok_embeddings` and `output`: `.weight` int8 [rows, dim], `.scales` float [rows, 1] or [rows];
-       * optionally `.zeros` beside any `.scales` (all zero: the scheme is symmetric);
-       * float norm weights. R1/R2 are already in the weights, and R4's inverse in w2.
-     (ExecuTorch: examples/models/llama/source_transformation/pre_quantization.py;
-     llama-models: models/llama3/quantization/loader.py.)
+In:  a pre-quantized `Checkpoint` (params.json with `quantization_args`: see `edge.checkpoint.prequantized`).
 Out: `load_prequantized_model` -> `edge.model.Transformer` holding torchao
      `IntxUnpackedToInt8Tensor` weights built from those integers and scales
      (int4 groups + 8-bit dynamic activations for block linears, int8 per channel
      for the output layer, int8 per-channel lookup for the embedding), float32
-     norms, and SpinQuant's online Hadamard (R4) on every down_proj's input;
+     norms, SpinQuant's online Hadamard (R4) on every down_proj's input, and QLoRA's
+     float adapters where the checkpoint has them;
      `prequantized_report` -> the `QuantReport` describing it.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from edge.checkpoint import Checkpoint, _edge_name, _meta_to_hf_rope_layout, _raw_tensors, expected_shapes
-from edge.checkpoint_args import meta_args
+from edge.checkpoint import Checkpoint, edge_name, meta_to_hf_rope_layout, raw_tensors
+from edge.checkpoint.prequantized import is_rotated, prequantized_lora
 from edge.config import WeightBits
-from edge.errors import EdgeError
-from edge.lora import LORA_TARGETS, LoraSpec, load_adapters
-from edge.model import ModelArgs, RMSNorm, Transformer, online_hadamard_accepts
+from edge.config.finetune import LORA_TARGETS
+from edge.core.errors import EdgeError
+from edge.finetune.lora import LoraSpec, load_adapters
+from edge.model import RMSNorm, Transformer
+from edge.quant.scheme import QuantReport, intx_tensor_from_integers
 from edge.spinquant.fold import insert_online_hadamard
-from edge.quantize import QuantReport, intx_tensor_from_integers
-
-SCHEME = "int4_weight_int8_dynamic_activation"  # the only scheme llama-models' loader accepts
-
-
-def prequantized_group_size(params: dict) -> int | None:
-    """params.json -> the int4 group size of a pre-quantized checkpoint, None for a float one.
-
-    Raises EdgeError for variants edge cannot export as they are.
-    """
-    qargs = params.get("quantization_args")
-    if qargs is None:
-        return None
-    if not isinstance(qargs, dict):
-        raise EdgeError(f"quantization_args must be a mapping, not {qargs!r}")
-    if qargs.get("scheme", SCHEME) != SCHEME:
-        raise EdgeError(f"quantization scheme {qargs['scheme']!r} is not supported (only {SCHEME})")
-    group = qargs.get("group_size")
-    if isinstance(group, bool) or not isinstance(group, int) or group < 1 or group & (group - 1):
-        raise EdgeError(f"quantization_args.group_size {group!r} is not a power of two (XNNPACK's blockwise kernels need one)")
-    args = meta_args(params, Path("params.json"))
-    for what, width in (("model width", args.dim), ("FFN width", args.hidden_dim)):
-        if width % group:
-            raise EdgeError(f"quantization_args.group_size {group} does not divide the {what} {width}")
-    prequantized_lora(params)  # malformed lora_args are refused here, with the rest of params.json
-    f = args.hidden_dim
-    if is_rotated(params) and not online_hadamard_accepts(f):
-        raise EdgeError(f"FFN width {f} is not 2^k or 28*2^k, which SpinQuant's online Hadamard (R4) needs")
-    return group
-
-
-def is_rotated(params: dict) -> bool:
-    """SpinQuant checkpoints (R4 folded into w2) say `"spinquant": true`; without the key, a checkpoint
-    with `lora_args` is QLoRA (not rotated) and one without is SpinQuant."""
-    return bool(params.get("quantization_args", {}).get("spinquant", params.get("lora_args") is None))
-
-
-def prequantized_lora(params: dict) -> tuple[int, float] | None:
-    """params.json `lora_args` -> (rank, scale) of a QLoRA checkpoint's adapters (y += scale * B(A(x))), or None."""
-    la = params.get("lora_args")
-    if la is None:
-        return None
-    rank, scale = (la.get("rank"), la.get("scale")) if isinstance(la, dict) else (None, None)
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise EdgeError(f"lora_args.rank {rank!r} is not a positive integer")
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-        raise EdgeError(f"lora_args.scale {scale!r} is not a number")
-    return rank, float(scale)
-
-
-def scale_shapes(args: ModelArgs, group_size: int) -> dict[str, tuple[int, ...]]:
-    """ModelArgs -> {edge.model name of each `.scales`: shape}: [out, in / group] for block linears, [rows, 1] otherwise."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for name, shape in expected_shapes(args).items():
-        stem = name.removesuffix(".weight")
-        if stem in ("embed_tokens", "lm_head"):
-            shapes[stem + ".scales"] = (shape[0], 1)
-        elif len(shape) == 2:
-            shapes[stem + ".scales"] = (shape[0], shape[1] // group_size)
-    return shapes
-
-
-def per_channel_shape(shape: tuple[int, ...], want: tuple[int, ...]) -> tuple[int, ...]:
-    """Per-channel scales stored as [rows] (ExecuTorch squeezes them) -> [rows, 1]; any other shape unchanged."""
-    return (*shape, 1) if len(shape) == 1 and tuple(want[1:]) == (1,) else tuple(shape)
 
 
 def prequantized_report(ckpt: Checkpoint) -> QuantReport:
@@ -132,18 +58,18 @@ def load_prequantized_model(ckpt: Checkpoint, *, max_context: int, full_logits: 
         model = Transformer(ckpt.args, max_context=max_context, full_logits=full_logits)
     pending: dict[str, dict[str, torch.Tensor]] = {}  # module name -> {"weight"/"scales": tensor}
     adapters: dict[str, torch.Tensor] = {}
-    for name, tensor in _raw_tensors(ckpt, shapes_only=False):
-        edge_name = _edge_name(ckpt.format, name)
-        if edge_name is None:
+    for name, tensor in raw_tensors(ckpt, shapes_only=False):
+        model_name = edge_name(ckpt.format, name)
+        if model_name is None:
             continue
         assert isinstance(tensor, torch.Tensor)
-        if ".adaptor." in edge_name:
-            if edge_name.endswith((".self_attn.q_proj.adaptor.B.weight", ".self_attn.k_proj.adaptor.B.weight")):
-                heads = ckpt.args.n_heads if ".q_proj." in edge_name else ckpt.args.n_kv_heads
-                tensor = _meta_to_hf_rope_layout(tensor, heads)  # B's rows are q/k output rows
-            adapters[edge_name] = tensor.float()  # bf16 -> fp32 is exact
+        if ".adaptor." in model_name:
+            if model_name.endswith((".self_attn.q_proj.adaptor.B.weight", ".self_attn.k_proj.adaptor.B.weight")):
+                heads = ckpt.args.n_heads if ".q_proj." in model_name else ckpt.args.n_kv_heads
+                tensor = meta_to_hf_rope_layout(tensor, heads)  # B's rows are q/k output rows
+            adapters[model_name] = tensor.float()  # bf16 -> fp32 is exact
             continue
-        stem, _, kind = edge_name.rpartition(".")
+        stem, _, kind = model_name.rpartition(".")
         module = model.get_submodule(stem)
         if isinstance(module, RMSNorm):
             if not tensor.is_floating_point():
@@ -188,7 +114,7 @@ def _assign(ckpt: Checkpoint, model: Transformer, stem: str, weight: torch.Tenso
     scales = scales.reshape(weight.shape[0], -1)  # per channel: [rows] -> [rows, 1]
     if stem.endswith(("q_proj", "k_proj")):
         heads = ckpt.args.n_heads if stem.endswith("q_proj") else ckpt.args.n_kv_heads
-        weight, scales = _meta_to_hf_rope_layout(weight, heads), _meta_to_hf_rope_layout(scales, heads)
+        weight, scales = meta_to_hf_rope_layout(weight, heads), meta_to_hf_rope_layout(scales, heads)
     per_row = stem in ("embed_tokens", "lm_head")
     bits = WeightBits.INT8 if per_row else WeightBits.INT4
     try:

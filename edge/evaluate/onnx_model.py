@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge.errors import EdgeError
+from edge.core.errors import EdgeError
 from edge.formats.onnx_graph import ONNX_NAME
 
 

@@ -4,7 +4,7 @@ In:  a folder holding either
        * Hugging Face: `config.json` + `*.safetensors` (sharded or not, with or
          without `model.safetensors.index.json`) + `tokenizer.json`/`tokenizer.model`;
        * Meta's original: `params.json` + `consolidated.00.pth` + `tokenizer.model`
-         (float, or pre-quantized with `quantization_args`: see `edge.prequantized`).
+         (float, or pre-quantized with `quantization_args`: see `edge.checkpoint.prequantized`).
 Out: `Checkpoint` (shape, token ids, files) from `open_checkpoint`, and the
      weights, renamed to `edge.model` names, from `iter_weights` one tensor at a
      time so that no more than one copy of the model is ever resident.
@@ -18,20 +18,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 import torch
 
-from edge.errors import EdgeError
-from edge.memory import copy_and_release
-from edge.checkpoint_args import as_ids, hf_args, meta_args, read_json
-from edge.model import ModelArgs, Transformer
-
-
-class CheckpointFormat(Enum):
-    HF = "hf"
-    META = "meta"
+from edge.checkpoint.args import as_ids, hf_args, meta_args, read_json
+from edge.checkpoint.layout import CheckpointFormat, edge_name, expected_shapes, meta_to_hf_rope_layout, natural_key
+from edge.checkpoint.prequantized import per_channel_shape, prequantized_group_size, scale_shapes
+from edge.core.errors import EdgeError
+from edge.core.memory import copy_and_release
+from edge.model import Transformer
 
 
 @dataclass(frozen=True)
@@ -89,8 +85,6 @@ def open_checkpoint(path: Path) -> Checkpoint:
             eos_ids=as_ids(config.get("eos_token_id")) or LLAMA3_EOS,
         )
     elif (folder / "params.json").is_file():
-        from edge.prequantized import prequantized_group_size  # imported here: it imports this module
-
         params = read_json(folder / "params.json")
         args = meta_args(params, folder / "params.json")
         try:
@@ -122,70 +116,7 @@ def open_checkpoint(path: Path) -> Checkpoint:
     return ckpt
 
 
-def expected_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
-    """ModelArgs -> {edge.model parameter name: shape} for every weight a checkpoint must hold."""
-    d, hd, f = args.dim, args.head_dim, args.hidden_dim
-    shapes: dict[str, tuple[int, ...]] = {"embed_tokens.weight": (args.vocab_size, d), "norm.weight": (d,)}
-    for i in range(args.n_layers):
-        p = f"layers.{i}."
-        shapes |= {
-            p + "input_layernorm.weight": (d,),
-            p + "post_attention_layernorm.weight": (d,),
-            p + "self_attn.q_proj.weight": (args.n_heads * hd, d),
-            p + "self_attn.k_proj.weight": (args.n_kv_heads * hd, d),
-            p + "self_attn.v_proj.weight": (args.n_kv_heads * hd, d),
-            p + "self_attn.o_proj.weight": (d, args.n_heads * hd),
-            p + "mlp.gate_proj.weight": (f, d),
-            p + "mlp.up_proj.weight": (f, d),
-            p + "mlp.down_proj.weight": (d, f),
-        }
-    if not args.tie_word_embeddings:
-        shapes["lm_head.weight"] = (args.vocab_size, d)
-    return shapes
-
-
-_META_NAMES = [
-    (r"^tok_embeddings\.weight$", "embed_tokens.weight"),
-    (r"^output\.weight$", "lm_head.weight"),
-    (r"^norm\.weight$", "norm.weight"),
-    (r"^layers\.(\d+)\.attention\.wq\.weight$", r"layers.\1.self_attn.q_proj.weight"),
-    (r"^layers\.(\d+)\.attention\.wk\.weight$", r"layers.\1.self_attn.k_proj.weight"),
-    (r"^layers\.(\d+)\.attention\.wv\.weight$", r"layers.\1.self_attn.v_proj.weight"),
-    (r"^layers\.(\d+)\.attention\.wo\.weight$", r"layers.\1.self_attn.o_proj.weight"),
-    (r"^layers\.(\d+)\.feed_forward\.w1\.weight$", r"layers.\1.mlp.gate_proj.weight"),
-    (r"^layers\.(\d+)\.feed_forward\.w2\.weight$", r"layers.\1.mlp.down_proj.weight"),
-    (r"^layers\.(\d+)\.feed_forward\.w3\.weight$", r"layers.\1.mlp.up_proj.weight"),
-    (r"^layers\.(\d+)\.attention_norm\.weight$", r"layers.\1.input_layernorm.weight"),
-    (r"^layers\.(\d+)\.ffn_norm\.weight$", r"layers.\1.post_attention_layernorm.weight"),
-]
-
-
-def _edge_name(fmt: CheckpointFormat, name: str) -> str | None:
-    """A checkpoint's tensor name -> the edge.model name, or None for tensors to skip."""
-    if fmt is CheckpointFormat.HF:
-        if name.endswith("rotary_emb.inv_freq"):
-            return None
-        return name.removeprefix("model.")
-    if ".adaptor." in name:  # a QLoRA adapter follows its linear's name
-        stem, _, rest = name.partition(".adaptor.")
-        return _edge_name(fmt, stem + ".weight").removesuffix(".weight") + ".adaptor." + rest  # type: ignore[union-attr]
-    stem, _, suffix = name.rpartition(".")
-    if suffix in ("scales", "zeros"):  # a pre-quantized weight's companions follow the weight's name
-        return _edge_name(fmt, stem + ".weight").removesuffix(".weight") + "." + suffix  # type: ignore[union-attr]
-    for pattern, replacement in _META_NAMES:
-        if re.match(pattern, name):
-            return re.sub(pattern, replacement, name)
-    return name
-
-
-def _meta_to_hf_rope_layout(w: torch.Tensor, n_heads: int) -> torch.Tensor:
-    # Meta's wq/wk interleave each head's rotary pairs; HF (and edge.model) keep them
-    # in two halves. Same permutation as transformers' convert_llama_weights_to_hf.
-    out_dim, in_dim = w.shape
-    return w.view(n_heads, out_dim // n_heads // 2, 2, in_dim).transpose(1, 2).reshape(out_dim, in_dim)
-
-
-def _raw_tensors(
+def raw_tensors(
     ckpt: Checkpoint, *, shapes_only: bool, wanted: Callable[[str], bool] = lambda _name: True
 ) -> Iterator[tuple[str, torch.Tensor | tuple[int, ...]]]:
     """Yield (checkpoint name, tensor or shape) for every tensor `wanted(name)` accepts, one at a time.
@@ -242,16 +173,14 @@ def _raw_tensors(
 
 
 def _check_shapes(ckpt: Checkpoint) -> None:
-    from edge.prequantized import per_channel_shape, scale_shapes  # imported here: it imports this module
-
     expected = expected_shapes(ckpt.args)
     optional: dict[str, tuple[int, ...]] = {}  # zero points: pre-quantized checkpoints may store them
     if ckpt.prequantized_group_size is not None:
         expected |= scale_shapes(ckpt.args, ckpt.prequantized_group_size)
         optional = {n.removesuffix("scales") + "zeros": s for n, s in expected.items() if n.endswith(".scales")}
     found: dict[str, tuple[int, ...]] = {}
-    for name, shape in _raw_tensors(ckpt, shapes_only=True):
-        edge_name = _edge_name(ckpt.format, name)
+    for name, shape in raw_tensors(ckpt, shapes_only=True):
+        edge_name = edge_name(ckpt.format, name)
         if edge_name is None:
             continue
         if ".adaptor." in edge_name and ckpt.prequantized_group_size is not None:
@@ -263,7 +192,7 @@ def _check_shapes(ckpt: Checkpoint) -> None:
                 continue
             raise EdgeError(f"{ckpt.path}: unexpected tensor {name} (not part of a Llama model with this config)")
         found[edge_name] = shape  # type: ignore[assignment]
-    missing = sorted(set(expected) - set(found), key=_natural)
+    missing = sorted(set(expected) - set(found), key=natural_key)
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise EdgeError(f"{ckpt.path}: tensor {missing[0]}{more} missing from the checkpoint")
@@ -275,10 +204,6 @@ def _check_shapes(ckpt: Checkpoint) -> None:
             )
 
 
-def _natural(name: str) -> list:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-
-
 def iter_weights(ckpt: Checkpoint) -> Iterator[tuple[str, torch.Tensor]]:
     """Checkpoint -> (edge.model name, tensor in the checkpoint's dtype), one at a time.
 
@@ -287,17 +212,17 @@ def iter_weights(ckpt: Checkpoint) -> Iterator[tuple[str, torch.Tensor]]:
     _refuse_prequantized(ckpt)
 
     def wanted(name: str) -> bool:  # a tied checkpoint's stored output layer is never read
-        edge_name = _edge_name(ckpt.format, name)
+        edge_name = edge_name(ckpt.format, name)
         return edge_name is not None and not (edge_name == "lm_head.weight" and ckpt.args.tie_word_embeddings)
 
-    for name, tensor in _raw_tensors(ckpt, shapes_only=False, wanted=wanted):
-        edge_name = _edge_name(ckpt.format, name)
+    for name, tensor in raw_tensors(ckpt, shapes_only=False, wanted=wanted):
+        edge_name = edge_name(ckpt.format, name)
         assert isinstance(tensor, torch.Tensor) and edge_name is not None
         if ckpt.format is CheckpointFormat.META:
             if edge_name.endswith("q_proj.weight"):
-                tensor = _meta_to_hf_rope_layout(tensor, ckpt.args.n_heads)
+                tensor = meta_to_hf_rope_layout(tensor, ckpt.args.n_heads)
             elif edge_name.endswith("k_proj.weight"):
-                tensor = _meta_to_hf_rope_layout(tensor, ckpt.args.n_kv_heads)
+                tensor = meta_to_hf_rope_layout(tensor, ckpt.args.n_kv_heads)
         yield edge_name, tensor
 
 
@@ -305,7 +230,7 @@ def _refuse_prequantized(ckpt: Checkpoint) -> None:
     if ckpt.prequantized_group_size is not None:
         raise EdgeError(
             f"{ckpt.path} is pre-quantized (int4 groups of {ckpt.prequantized_group_size}): "
-            "load it with edge.prequantized.load_prequantized_model, which keeps its integers"
+            "load it with edge.export.prequantized.load_prequantized_model, which keeps its integers"
         )
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from edge.errors import EdgeError
-from edge.quiet import native_stderr_filtered
+from edge.core.errors import EdgeError
+from edge.core.quiet import native_stderr_filtered
 
 
 def load_kernels() -> None:

@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edge.errors import EdgeError
+from edge.core.errors import EdgeError
+from edge.config.finetune import LORA_TARGETS
 from edge.model import BLOCK_LINEARS, Transformer
 
 ADAPTERS_NAME = "adapter_model.safetensors"
-LORA_TARGETS = tuple(name.rpartition(".")[2] for name in BLOCK_LINEARS)  # q_proj ... down_proj
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from edge.errors import EdgeError
+from edge.checkpoint.tokenizer import load_tokenizer
+from edge.core.errors import EdgeError
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,6 @@ def read_text(path: Path) -> str:
 
 def load_calibration(*, path: Path, tokenizer_path: Path, bos_id: int, seq_len: int, samples: int, vocab_size: int) -> Calibration:
     """Text file -> `samples` windows of `seq_len` tokens, or EdgeError saying how many fit."""
-    from edge.evaluate import load_tokenizer
 
     text = read_text(path)
     ids = load_tokenizer(tokenizer_path).encode(text, bos=False, eos=False)

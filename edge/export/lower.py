@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from edge.io import HashingWriter, write_atomic
+from edge.core.io import HashingWriter, write_atomic
 from edge.model import Transformer
 
 

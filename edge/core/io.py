@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from edge.errors import EdgeError, raise_if_interrupted, signals_deferred
+from edge.core.errors import EdgeError, raise_if_interrupted, signals_deferred
 
 
 def check_output_path(path: Path, *, what: str = "output") -> None:

@@ -101,7 +101,7 @@ def gptq_quantize(
         hinv = torch.cholesky_inverse(hinv)
         hinv = torch.linalg.cholesky(hinv, upper=True).float()
     except torch.linalg.LinAlgError:
-        from edge.errors import EdgeError
+        from edge.core.errors import EdgeError
 
         raise EdgeError(
             f"GPTQ: the calibration Hessian of a {in_f}-input linear is not positive definite even with damping "
@@ -132,11 +132,11 @@ def gptq_quantize(
     return Q, scales, deq
 
 
-class _HessianHook:
+class HessianHook:
     """Forward pre-hook accumulating X^T X of a linear's inputs (float64) and the row count.
 
     With `cross`, also (X_ref - X)^T X, where X_ref is the float model's input to the same linear
-    for the same tokens (set in `ref` by `_RefHook` just before): GPTAQ's asymmetric term.
+    for the same tokens (set in `ref` by `RefHook` just before): GPTAQ's asymmetric term.
     """
 
     def __init__(self, in_features: int, device: torch.device, *, cross: bool = False) -> None:
@@ -173,10 +173,10 @@ class _HessianHook:
         return (w.double() + w.double() @ self.correction(damp=damp)).to(w.dtype)
 
 
-class _RefHook:
-    """Forward pre-hook on the float block's linear: hands its input to the quantized block's `_HessianHook`."""
+class RefHook:
+    """Forward pre-hook on the float block's linear: hands its input to the quantized block's `HessianHook`."""
 
-    def __init__(self, target: _HessianHook) -> None:
+    def __init__(self, target: HessianHook) -> None:
         self.target = target
 
     def __call__(self, _module: nn.Module, args: tuple) -> None:
@@ -246,13 +246,13 @@ def gptq_block(
     -> (the quantized block's outputs [N, S, D], the float block's outputs or None).
     float_inputs [N, S, D] (the float model's inputs to this block, for the same windows): each linear
     is first moved to the least-squares fit of the float model's output from the quantized model's
-    input (`_HessianHook.float_target`), then rounded by GPTQ, so a linear also corrects the error
+    input (`HessianHook.float_target`), then rounded by GPTQ, so a linear also corrects the error
     the quantized layers before it left in its input (see the module docstring).
     `on_linear(name, float weight, torchao weight)` is called for each (for SQNR reports).
     """
     import copy
 
-    from edge.quantize import intx_tensor_from_integers
+    from edge.quant.scheme import intx_tensor_from_integers
 
     reference = copy.deepcopy(block) if float_inputs is not None else None
     float_outputs: list[torch.Tensor] = []
@@ -260,12 +260,12 @@ def gptq_block(
     results: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for names in SEQUENTIAL_GROUPS:
         linears = {n: block.get_submodule(n) for n in names}
-        hooks = {n: _HessianHook(m.in_features, inputs.device, cross=reference is not None) for n, m in linears.items()}
+        hooks = {n: HessianHook(m.in_features, inputs.device, cross=reference is not None) for n, m in linears.items()}
         handles = [m.register_forward_pre_hook(hooks[n]) for n, m in linears.items()]
         handles += _StopWhenSeen.register(block, names)  # after the Hessian hooks, so they have run
         first = names is SEQUENTIAL_GROUPS[0]
         if reference is not None:
-            handles += [reference.get_submodule(n).register_forward_pre_hook(_RefHook(hooks[n])) for n in names]
+            handles += [reference.get_submodule(n).register_forward_pre_hook(RefHook(hooks[n])) for n in names]
             if not first:  # in the first group the float block runs to the end: its outputs are kept
                 handles += _StopWhenSeen.register(reference, names)
         try:
@@ -303,10 +303,10 @@ def output_correction(norm: nn.Module, x: torch.Tensor, x_float: torch.Tensor, *
     """The last block's outputs in the quantized and the float model [N, S, D] -> M [D, D] float64.
 
     The output layer's rows times (I + M) map the quantized model's final hidden states (through
-    `norm`) to the float model's logits as closely as a linear map can (`_HessianHook.correction`);
+    `norm`) to the float model's logits as closely as a linear map can (`HessianHook.correction`);
     they are then rounded as usual. This is the same fit `gptq_block` makes with float targets.
     """
-    fit = _HessianHook(x.shape[-1], x.device, cross=True)
+    fit = HessianHook(x.shape[-1], x.device, cross=True)
     with torch.no_grad():
         for b0 in range(0, x.shape[0], batch):
             fit.add(norm(x[b0 : b0 + batch]), ref=norm(x_float[b0 : b0 + batch]))

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from edge.config import QuantizationConfig
-from edge.errors import EdgeError
+from edge.core.errors import EdgeError
 from edge.model import BLOCK_LINEARS, Transformer
-from edge.quantize import LayerKind, scheme_config
+from edge.quant.scheme import LayerKind, scheme_config
 
 
 def _is_kind(kind: LayerKind, fqn: str) -> bool:
