@@ -58,7 +58,11 @@ class Adb:
     def _run(self, args: list[str], *, timeout: float | None = 60.0) -> subprocess.CompletedProcess[str]:
         try:
             return subprocess.run(
-                [self.executable, *args], capture_output=True, text=True, errors="replace", timeout=timeout,
+                [self.executable, *args],
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=timeout,
                 stdin=subprocess.DEVNULL,
             )
         except subprocess.TimeoutExpired:
@@ -126,7 +130,8 @@ class Adb:
         r = self.shell(serial, command, timeout=timeout)
         if r.returncode != 0:
             self.ensure_connected(serial)
-            raise BenchError(f"{serial}: {what} failed: {_last_line(r.stderr) or _last_line(r.stdout) or f'exit {r.returncode}'}")
+            why = _last_line(r.stderr) or _last_line(r.stdout) or f"exit {r.returncode}"
+            raise BenchError(f"{serial}: {what} failed: {why}")
         return r.stdout
 
     def ensure_connected(self, serial: str) -> None:
@@ -140,7 +145,8 @@ class Adb:
         r = self._run(["-s", serial, "push", str(local), remote], timeout=timeout)
         if r.returncode != 0:
             self.ensure_connected(serial)
-            raise PushFailed(f"{serial}: adb push {local.name} to {remote} failed: {_last_line(r.stderr) or _last_line(r.stdout)}")
+            why = _last_line(r.stderr) or _last_line(r.stdout)
+            raise PushFailed(f"{serial}: adb push {local.name} to {remote} failed: {why}")
 
 
 def pick_serials(*, adb: Adb, requested: tuple[str, ...]) -> list[str]:

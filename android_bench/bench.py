@@ -9,7 +9,10 @@ Out: `BenchResult` with one `RunRecord` per run (failures included) and the faul
        push failure, too little space, disconnect,    -> recorded; the next device goes on
        a runner that cannot run or lacks a flag
 The runner's flags are asked once per device (`android_bench.runner_flags`); threads and cores
-come from `android_bench.placement`; the reasons to distrust a run from `android_bench.checks`.
+come from `android_bench.placement`; the reasons to distrust a run from `android_bench.checks`, its record's
+fields from `android_bench.run_outcome`.
+Every runtime (ExecuTorch, ONNX Runtime, llama.cpp) is measured by one loop, `Session.measure_prompts`,
+given the runtime's `RunPlan` (`android_bench.run_plan`: command builder, output parser, prompt-rebuild rule).
 """
 
 from __future__ import annotations
@@ -20,32 +23,42 @@ import re
 import tempfile
 import time
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
-from android_bench import HARNESS_VERSION
 from android_bench.adb import DeviceDisconnected, PushFailed
-from android_bench.checks import cool_down, exit_reason, last_error_line, output_warnings, run_warnings, tail
+from android_bench.checks import CoolDown, cool_down, run_warnings, tail
 from android_bench.config import BenchConfig, BenchError
 from android_bench.device import DeviceFacts
-from android_bench.models import ModelSpec
-from android_bench.observer import ObserverParseError, parse_observer, runner_logged_rss_mb
-from android_bench.prompt import PromptBuilder
-from android_bench.records import MIB, BenchResult, LogSource, Phase, RunRecord, Status, make_result
+from android_bench.device_script import RunOutput, StagedConfig, run_script
+from android_bench.host_target import HostTarget
+from android_bench.model_specs import ModelSpec
+from android_bench.observer import parse_observer
 from android_bench.placement import Placement, big_cores, placement
+from android_bench.prompt import PromptBuilder
+from android_bench.records import BenchResult, LogSource, Phase, RunRecord, Status, make_result
+from android_bench.run_outcome import (
+    brief,
+    device_record,
+    measured_fields,
+    run_error,
+    run_settings,
+    stats_fields,
+    stats_warnings,
+)
+from android_bench.run_plan import RunPlan, executorch_command, rebuilt_length, runtime_command, taskset_prefix
 from android_bench.runner_flags import RunFlags, run_flags
-from android_bench.runtimes import (
+from android_bench.runners import (
     Runtime,
-    command,
     genai_config_with_threads,
     model_files,
     parse_llama_perf,
     parse_model_benchmark,
 )
-from android_bench.script import RunCommand, RunOutput, run_script
-from android_bench.host_target import HostTarget
 from android_bench.targets import AndroidTarget
 from edge.core.progress import Progress
 
+AnyTarget = AndroidTarget | HostTarget
 
 
 class Session:
@@ -76,214 +89,234 @@ class Session:
         return path
 
     # -- one run ---------------------------------------------------------------------------
-    def _record(self, **kw) -> RunRecord:
-        facts: DeviceFacts = kw.pop("facts")
-        return RunRecord(
-            device_model=facts.model,
-            manufacturer=facts.manufacturer,
-            soc=facts.soc,
-            hardware=facts.hardware,
-            os_version=facts.os_version,
-            sdk=facts.sdk,
-            abi=facts.abi,
-            n_cores=facts.n_cores,
-            cpu_max_freq_mhz=list(facts.cpu_max_freq_mhz),
-            mem_total_gb=facts.mem_total_gb,
-            harness_version=HARNESS_VERSION,
-            **kw,
+    def _cool_down(self, target: AnyTarget) -> CoolDown:
+        """A target -> its cool-down before a run (its last thermal reading; a second or more is reported)."""
+        cfg = self.config
+        cool = cool_down(
+            read=target.thermal,
+            below_c=cfg.cooldown_temp_c,
+            timeout_s=cfg.cooldown_timeout_s,
+            poll_s=cfg.cooldown_poll_s,
         )
+        if cool.seconds >= 1:
+            self.progress.info(f"cooled down for {cool.seconds:.0f} s" + (" (timed out)" if cool.timed_out else ""))
+        return cool
 
     def run_once(
-        self, *, target: AndroidTarget | HostTarget, facts: DeviceFacts, model: ModelSpec, n: int, script: str,
-        phase: Phase, index: int, place: Placement, chosen: RunFlags, runner_name: str, runner_flags: str,
-        parse=parse_observer, runner_build: str | None = None,
+        self,
+        *,
+        target: AnyTarget,
+        facts: DeviceFacts,
+        model: ModelSpec,
+        n: int,
+        script: str,
+        phase: Phase,
+        index: int,
+        place: Placement,
+        chosen: RunFlags,
+        runner_name: str,
+        runner_flags: str,
+        parse=parse_observer,
+        runner_build: str | None = None,
     ) -> RunRecord:
         """Cool down, read the thermal state, run, read it again -> the run's record (appended)."""
         cfg = self.config
-        cool = cool_down(read=target.thermal, below_c=cfg.cooldown_temp_c, timeout_s=cfg.cooldown_timeout_s, poll_s=cfg.cooldown_poll_s)
-        if cool.seconds >= 1:
-            self.progress.info(f"cooled down for {cool.seconds:.0f} s" + (" (timed out)" if cool.timed_out else ""))
+        cool = self._cool_down(target)
         before = cool.thermal
         timestamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         t0 = time.monotonic()
-        pte_mb = model.pte_bytes / MIB
-        common = dict(
-            facts=facts, target=target.kind.value, target_id=target.id, label=model.label, scheme=model.scheme,
-            pte=str(model.pte), pte_sha256=model.pte_sha256, pte_mb=pte_mb, tokenizer=str(model.tokenizer),
-            runner=runner_name, runner_flags=runner_flags, length_flag=chosen.length_flag.value, ignore_eos=chosen.ignore_eos,
-            prompt_tokens_requested=n, max_new_tokens=cfg.max_new_tokens, threads=place.threads,
-            cpu_mask=place.mask, phase=phase.value, run_index=index, timestamp=timestamp, cooldown_s=round(cool.seconds, 3),
-            cooldown_timed_out=cool.timed_out, thermal_status_before=before.thermal_status,
-            battery_temp_c_before=before.battery_temp_c, cpu_temp_c_before=before.cpu_temp_c,
-            charging_before=before.charging, plugged=before.plugged, runtime=model.runtime.value, runner_build=runner_build,
+        common = run_settings(
+            target=target,
+            facts=facts,
+            model=model,
+            n=n,
+            phase=phase,
+            index=index,
+            place=place,
+            chosen=chosen,
+            runner_name=runner_name,
+            runner_flags=runner_flags,
+            runner_build=runner_build,
+            max_new_tokens=cfg.max_new_tokens,
+            timestamp=timestamp,
+            cool=cool,
         )
         try:
             out: RunOutput = target.execute(script, timeout=cfg.run_timeout_s)
         except DeviceDisconnected as e:
-            rec = self._record(**common, status=Status.FAILED.value, error=str(e), wall_s=round(time.monotonic() - t0, 3))
+            rec = device_record(
+                **common, status=Status.FAILED.value, error=str(e), wall_s=round(time.monotonic() - t0, 3)
+            )
             self.records.append(rec)
             raise
         wall = round(time.monotonic() - t0, 3)
         after = target.thermal()
         source = LogSource.STDERR if out.stderr.strip() else LogSource.LOGCAT  # Android builds log to logcat only
         logs = out.stderr if source is LogSource.STDERR else out.logcat
-        kb_mb = lambda kb: None if kb is None else round(kb / 1024, 2)  # noqa: E731
-        measured = dict(
-            thermal_status_after=after.thermal_status, battery_temp_c_after=after.battery_temp_c,
-            cpu_temp_c_after=after.cpu_temp_c, charging_after=after.charging,
-            peak_rss_mb=kb_mb(out.peak_rss_kb), rss_mb=kb_mb(out.rss_kb), rss_samples=out.rss_samples,
-            runner_logged_rss_mb=runner_logged_rss_mb(logs + out.stdout),
-            runner_threads=out.threads_max, cpus_allowed=out.cpus_allowed, cpuset=out.cpuset,
-            mem_avail_mb_before=kb_mb(out.mem_avail_kb_before), mem_avail_mb_after=kb_mb(out.mem_avail_kb_after),
-            log_source=source.value if logs.strip() else None,
-            exit_code=out.exit_code, wall_s=wall,
-        )
-        error = None
-        if out.timed_out:
-            error = f"the runner did not finish within {cfg.run_timeout_s:g} s"
-        elif not out.completed:
-            error = f"the run ended without the runner's exit status ({last_error_line(out.transport_stderr) or 'no message'})"
-        elif out.exit_code != 0:
-            error = f"{exit_reason(out.exit_code)}: {last_error_line(logs) or 'no message on stderr or in logcat'}"
-        if error is None:
-            try:
-                stats = parse(out.stdout + "\n" + logs)
-            except (ObserverParseError, BenchError) as e:
-                error = f"cannot parse the runner's output: {e}"
+        measured = measured_fields(out, after=after, logs=logs, source=source, wall=wall)
+        error, stats = run_error(out, logs, parse, timeout_s=cfg.run_timeout_s)
         if error is not None:
-            rec = self._record(**common, **measured, status=Status.FAILED.value, error=error,
-                               stderr_tail=tail(logs or out.transport_stderr))
-            self.records.append(rec)
-            return rec
-        warnings = run_warnings(before=before, after=after, cool=cool, max_rise_c=cfg.max_temp_rise_c, below_c=cfg.cooldown_temp_c)
-        if stats.prefill_tok_s is None or stats.decode_tok_s is None:
-            warnings.append("prefill or decode took under the runner's 1 ms clock: its rate is left out")
-        if out.peak_rss_kb is None:
-            warnings.append("no RSS sample: the runner exited before the first one")
-        if stats.prompt_tokens != n:
-            warnings.append(f"the runner counted {stats.prompt_tokens} prompt tokens, not {n}")
-        warnings += output_warnings(generated=stats.generated_tokens, asked=cfg.max_new_tokens, ignore_eos=chosen.ignore_eos,
-                                    peak_rss_mb=measured["peak_rss_mb"], pte_mb=pte_mb, leftover_pid=out.leftover_killed)
-        if place.note:
-            warnings.append(f"--pin-big-cores: {place.note}")
-        rec = self._record(
-            **common, **measured, status=Status.OK.value,
-            observer_form=stats.form, observer_json=stats.raw_json, prompt_tokens=stats.prompt_tokens,
-            generated_tokens=stats.generated_tokens, model_load_s=stats.model_load_s, ttft_s=stats.ttft_s,
-            prefill_tok_s=stats.prefill_tok_s, decode_tok_s=stats.decode_tok_s,
-            reported_prefill_tok_s=stats.reported_prefill_tok_s, reported_decode_tok_s=stats.reported_decode_tok_s,
-            warnings=warnings,
-        )
+            rec = device_record(
+                **common,
+                **measured,
+                status=Status.FAILED.value,
+                error=error,
+                stderr_tail=tail(logs or out.transport_stderr),
+            )
+        else:
+            warnings = run_warnings(
+                before=before, after=after, cool=cool, max_rise_c=cfg.max_temp_rise_c, below_c=cfg.cooldown_temp_c
+            )
+            warnings += stats_warnings(
+                stats,
+                out=out,
+                n=n,
+                chosen=chosen,
+                place=place,
+                pte_mb=common["pte_mb"],
+                peak_rss_mb=measured["peak_rss_mb"],
+                max_new_tokens=cfg.max_new_tokens,
+            )
+            rec = device_record(**common, **measured, status=Status.OK.value, **stats_fields(stats), warnings=warnings)
         self.records.append(rec)
         return rec
 
     # -- one configuration -----------------------------------------------------------------
-    def measure_model(self, *, target: AndroidTarget | HostTarget, facts: DeviceFacts, model: ModelSpec) -> None:
+    def measure_prompts(
+        self,
+        *,
+        target: AnyTarget,
+        facts: DeviceFacts,
+        model: ModelSpec,
+        place: Placement,
+        staged: StagedConfig,
+        prompts: dict[int, Path],
+        plan: RunPlan,
+    ) -> None:
+        """Every prompt length of one staged model: the warm-up runs, then the measured runs (a failed run is a
+        fault and ends its prompt length). After the first warm-up, a prompt the runner counted differently is
+        rebuilt once (`plan.rebuild`) and staged again."""
+        cfg = self.config
+        phases = ((Phase.WARMUP, cfg.warmup), (Phase.MEASURED, cfg.repetitions))
+        for n in cfg.prompt_tokens:
+            name = f"{target.id} · {model.label} · prompt {n}"
+            chosen = plan.flags(n)
+            for phase, i, count in [(phase, i, count) for phase, count in phases for i in range(1, count + 1)]:
+                self._runs += 1
+                script = run_script(
+                    workdir=staged.workdir,
+                    command=plan.command(staged, n, chosen),
+                    interval_s=cfg.rss_interval_s,
+                    run_id=f"{os.getpid()}-{self._runs}",
+                )
+                rec = self.run_once(
+                    target=target,
+                    facts=facts,
+                    model=model,
+                    n=n,
+                    script=script,
+                    phase=phase,
+                    index=i,
+                    place=place,
+                    chosen=chosen,
+                    runner_name=plan.runner_name,
+                    runner_flags=plan.runner_flags,
+                    parse=plan.parse,
+                    runner_build=plan.build,
+                )
+                self.progress.info(f"{name} · {phase.value} {i}/{count} · " + brief(rec))
+                if not rec.ok:
+                    self.faults.append(f"{name}: {rec.error}")
+                    break
+                want = plan.rebuild(rec.prompt_tokens, n) if phase is Phase.WARMUP and i == 1 else None
+                if want is not None:
+                    prompts[n] = self._prompt_file(model, want, n)
+                    staged = plan.restage(prompts)
+                    self.progress.info(f"{name} · the runner counted {rec.prompt_tokens} prompt tokens; prompt rebuilt")
+
+    def measure_model(self, *, target: AnyTarget, facts: DeviceFacts, model: ModelSpec) -> None:
         """Every prompt length of one model on one target (faults of the runner are recorded)."""
         if model.runtime is not Runtime.EXECUTORCH:
             return self.measure_runtime(target=target, facts=facts, model=model)
         cfg = self.config
-        builder = self._builder(model.tokenizer)
-        text_tokens = {n: n for n in cfg.prompt_tokens}
         prompts = {n: self._prompt_file(model, n, n) for n in cfg.prompt_tokens}
-        label_dir = re.sub(r"[^A-Za-z0-9._-]+", "_", model.label)
-        staged = target.stage(label_dir=label_dir, pte=model.pte, tokenizer=model.tokenizer, prompts=prompts, runner=cfg.runner)
+        stage = partial(
+            target.stage, label_dir=_label_dir(model), pte=model.pte, tokenizer=model.tokenizer, runner=cfg.runner
+        )
+        staged = stage(prompts=prompts)
         runner = target.runner_flags(staged)
         place = placement(facts=facts, threads=cfg.threads, taskset=cfg.taskset, pin_big_cores=cfg.pin_big_cores)
         if len({m.runtime for m in self.models}) > 1:  # beside other runtimes: the same thread count, passed explicitly
             place = _same_threads(place, facts)
         runner_name = cfg.runner.name if cfg.runner is not None else "android_bench.host_runner"
-        build = target.runner_build(Runtime.EXECUTORCH, staged)
         if model is self.models[0]:
             self.progress.info(f"{target.id}: runner {runner_name}: {runner.describe()}")
-        for n in cfg.prompt_tokens:
-            name = f"{target.id} · {model.label} · prompt {n}"
-            failed = False
-            chosen = run_flags(runner=runner, length_flag=cfg.length_flag, prompt_tokens=n, max_new_tokens=cfg.max_new_tokens,
-                               threads=place.threads)
-            for phase, count in ((Phase.WARMUP, cfg.warmup), (Phase.MEASURED, cfg.repetitions)):
-                for i in range(1, count + 1):
-                    command = RunCommand(
-                        runner=staged.runner, model_path=staged.model_path, tokenizer_path=staged.tokenizer_path,
-                        prompt_file=staged.prompt_files[n], flags=chosen.flags, prompt_as_file=chosen.prompt_as_file,
-                        prefix=("taskset", place.mask) if place.mask else (),
-                    )
-                    self._runs += 1
-                    script = run_script(workdir=staged.workdir, command=command, interval_s=cfg.rss_interval_s,
-                                        run_id=f"{os.getpid()}-{self._runs}")
-                    rec = self.run_once(target=target, facts=facts, model=model, n=n, script=script, phase=phase, index=i,
-                                        place=place, chosen=chosen, runner_name=runner_name, runner_flags=runner.describe(),
-                                        runner_build=build)
-                    self.progress.info(f"{name} · {phase.value} {i}/{count} · " + _brief(rec))
-                    if not rec.ok:
-                        self.faults.append(f"{name}: {rec.error}")
-                        failed = True
-                        break
-                    if phase is Phase.WARMUP and i == 1 and rec.prompt_tokens is not None and rec.prompt_tokens != n:
-                        # The runner counts differently (BOS added, or an estimated tokenizer): rebuild once.
-                        if builder.exact:
-                            want = text_tokens[n] - (rec.prompt_tokens - n)
-                        else:
-                            want = max(1, round(text_tokens[n] * n / max(rec.prompt_tokens, 1)))
-                        if want >= 1 and want != text_tokens[n]:
-                            text_tokens[n] = want
-                            path = self._prompt_file(model, want, n)
-                            staged = target.stage(label_dir=label_dir, pte=model.pte, tokenizer=model.tokenizer,
-                                                  prompts={**prompts, n: path}, runner=cfg.runner)
-                            self.progress.info(f"{name} · the runner counted {rec.prompt_tokens} prompt tokens; prompt rebuilt")
-                if failed:
-                    break
+        plan = RunPlan(
+            runner_name=runner_name,
+            runner_flags=runner.describe(),
+            build=target.runner_build(Runtime.EXECUTORCH, staged),
+            flags=lambda n: run_flags(
+                runner=runner,
+                length_flag=cfg.length_flag,
+                prompt_tokens=n,
+                max_new_tokens=cfg.max_new_tokens,
+                threads=place.threads,
+            ),
+            command=partial(executorch_command, prefix=taskset_prefix(place)),
+            parse=parse_observer,
+            rebuild=partial(rebuilt_length, exact=self._builder(model.tokenizer).exact),
+            restage=lambda prompts: stage(prompts=prompts),
+        )
+        self.measure_prompts(
+            target=target, facts=facts, model=model, place=place, staged=staged, prompts=prompts, plan=plan
+        )
 
-    def measure_runtime(self, *, target: AndroidTarget | HostTarget, facts: DeviceFacts, model: ModelSpec) -> None:
+    def measure_runtime(self, *, target: AnyTarget, facts: DeviceFacts, model: ModelSpec) -> None:
         """Every prompt length of an ONNX model (onnxruntime-genai) or a .gguf (llama.cpp) on one target:
         the same prompts, threads, cores, cool-down and sampling of /proc as for a .pte."""
         cfg = self.config
-        place = placement(facts=facts, threads=cfg.threads, taskset=cfg.taskset, pin_big_cores=cfg.pin_big_cores)
-        place = _same_threads(place, facts)
+        place = _same_threads(
+            placement(facts=facts, threads=cfg.threads, taskset=cfg.taskset, pin_big_cores=cfg.pin_big_cores), facts
+        )
         prompts = {n: self._prompt_file(model, n, n) for n in cfg.prompt_tokens}
-        label_dir = re.sub(r"[^A-Za-z0-9._-]+", "_", model.label)
         files, model_rel = self._runtime_files(model, threads=place.threads)
         runner = cfg.onnx_runner if model.runtime is Runtime.ONNXRUNTIME else cfg.llamacpp_runner
+        stage = partial(
+            target.stage_runtime,
+            label_dir=_label_dir(model),
+            runtime=model.runtime,
+            files=files,
+            model_rel=model_rel,
+            runner=runner,
+        )
         try:
-            staged = target.stage_runtime(label_dir=label_dir, runtime=model.runtime, files=files, model_rel=model_rel,
-                                          prompts=prompts, runner=runner)
+            staged = stage(prompts=prompts)
             build = target.runner_build(model.runtime, staged)
         except BenchError as e:  # no runner for this runtime: the other models go on
             self.faults.append(f"{target.id} · {model.label}: {e}")
             self.progress.info(f"error: {target.id} · {model.label}: {e}")
             return
         self.progress.info(f"{target.id}: {model.runtime.value} runner {staged.runner} ({build})")
-        parse = parse_model_benchmark if model.runtime is Runtime.ONNXRUNTIME else parse_llama_perf
         chosen = RunFlags(flags=(), prompt_as_file=True, ignore_eos=True, length_flag=cfg.length_flag)
-        for n in cfg.prompt_tokens:
-            name = f"{target.id} · {model.label} · prompt {n}"
-            for phase, count in ((Phase.WARMUP, cfg.warmup), (Phase.MEASURED, cfg.repetitions)):
-                failed = False
-                for i in range(1, count + 1):
-                    words = command(model.runtime, runner=staged.runner, model=staged.model_path, prompt_file=staged.prompt_files[n],
-                                    new_tokens=cfg.max_new_tokens, threads=place.threads, context=2 * n + cfg.max_new_tokens + 16)
-                    cmd = RunCommand(runner=staged.runner, model_path=staged.model_path, tokenizer_path="", prompt_file=staged.prompt_files[n],
-                                     flags=(), words=words, prefix=("taskset", place.mask) if place.mask else ())
-                    self._runs += 1
-                    script = run_script(workdir=staged.workdir, command=cmd, interval_s=cfg.rss_interval_s, run_id=f"{os.getpid()}-{self._runs}")
-                    rec = self.run_once(target=target, facts=facts, model=model, n=n, script=script, phase=phase, index=i, place=place,
-                                        chosen=chosen, runner_name=staged.runner, runner_flags=model.runtime.value, parse=parse,
-                                        runner_build=build)
-                    self.progress.info(f"{name} · {phase.value} {i}/{count} · " + _brief(rec))
-                    if not rec.ok:
-                        self.faults.append(f"{name}: {rec.error}")
-                        failed = True
-                        break
-                    if phase is Phase.WARMUP and i == 1 and rec.prompt_tokens and rec.prompt_tokens != n:
-                        # This runner's tokenizer counts differently (a BOS of its own): rebuild the prompt once.
-                        want = n - (rec.prompt_tokens - n)
-                        if want >= 1:
-                            prompts[n] = self._prompt_file(model, want, n)
-                            staged = target.stage_runtime(label_dir=label_dir, runtime=model.runtime, files=files,
-                                                          model_rel=model_rel, prompts=prompts, runner=runner)
-                            self.progress.info(f"{name} · the runner counted {rec.prompt_tokens} prompt tokens; prompt rebuilt")
-                if failed:
-                    break
+        plan = RunPlan(
+            runner_name=staged.runner,
+            runner_flags=model.runtime.value,
+            build=build,
+            flags=lambda n: chosen,
+            command=partial(
+                runtime_command,
+                runtime=model.runtime,
+                new_tokens=cfg.max_new_tokens,
+                threads=place.threads,
+                prefix=taskset_prefix(place),
+            ),
+            parse=parse_model_benchmark if model.runtime is Runtime.ONNXRUNTIME else parse_llama_perf,
+            rebuild=partial(rebuilt_length, exact=self._builder(model.tokenizer).exact),
+            restage=lambda prompts: stage(prompts=prompts),
+        )
+        self.measure_prompts(
+            target=target, facts=facts, model=model, place=place, staged=staged, prompts=prompts, plan=plan
+        )
 
     def _runtime_files(self, model: ModelSpec, *, threads: int | None) -> tuple[dict[str, Path], str]:
         """-> (files to stage, by path relative to the model's folder; the model's path among them).
@@ -293,7 +326,7 @@ class Session:
         """
         if model.runtime is Runtime.LLAMACPP:
             return {model.pte.name: model.pte}, model.pte.name
-        local = self.tmp / re.sub(r"[^A-Za-z0-9._-]+", "_", model.label) / "onnx"
+        local = self.tmp / _label_dir(model) / "onnx"
         local.mkdir(parents=True, exist_ok=True)
         files = {}
         for f in model_files(model.pte):
@@ -303,7 +336,7 @@ class Session:
             files[f"onnx/{f.name}"] = f
         return files, "onnx"
 
-    def run(self, targets: list[AndroidTarget | HostTarget]) -> None:
+    def run(self, targets: list[AnyTarget]) -> None:
         """Every target in turn; device-level faults end that device, never the session."""
         for target in targets:
             try:
@@ -332,8 +365,12 @@ class Session:
         from dataclasses import asdict
 
         return make_result(
-            records=self.records, baseline=baseline, faults=self.faults, started=self.started,
-            config=self.config.to_dict(), devices={k: asdict(v) for k, v in self.devices.items()},
+            records=self.records,
+            baseline=baseline,
+            faults=self.faults,
+            started=self.started,
+            config=self.config.to_dict(),
+            devices={k: asdict(v) for k, v in self.devices.items()},
         )
 
 
@@ -348,16 +385,6 @@ def _same_threads(place: Placement, facts: DeviceFacts) -> Placement:
     return dataclasses.replace(place, threads=len(big_cores(facts)[0]) or None)
 
 
-def _fmt(v: float | None, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
-
-
-def _brief(rec: RunRecord) -> str:
-    """A run record -> one progress line."""
-    if not rec.ok:
-        return f"FAILED: {rec.error}"
-    f = _fmt
-    return (
-        f"decode {f(rec.decode_tok_s, '.1f')} tok/s, TTFT {f(rec.ttft_s, '.3f')} s, prefill {f(rec.prefill_tok_s, '.1f')} tok/s, "
-        f"RSS {f(rec.peak_rss_mb, '.0f')} MiB" + (f" ⚠ {'; '.join(rec.warnings)}" if rec.warnings else "")
-    )
+def _label_dir(model: ModelSpec) -> str:
+    """A model's label -> the name of its folder on the target (and in the session's temporary folder)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", model.label)

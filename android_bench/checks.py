@@ -49,12 +49,16 @@ def cool_down(
         sleep(poll_s)
 
 
-def run_warnings(*, before: Thermal, after: Thermal | None, cool: CoolDown, max_rise_c: float, below_c: float) -> list[str]:
+def run_warnings(
+    *, before: Thermal, after: Thermal | None, cool: CoolDown, max_rise_c: float, below_c: float
+) -> list[str]:
     """Thermal readings around one run -> the reasons not to trust it."""
     out = []
     # Some phones report status 1 (light) at idle: only a rise during the run counts.
     if after is not None and after.thermal_status is not None and after.thermal_status > (before.thermal_status or 0):
-        out.append(f"THROTTLED: thermal status rose to {after.thermal_status} during the run (was {before.thermal_status})")
+        out.append(
+            f"THROTTLED: thermal status rose to {after.thermal_status} during the run (was {before.thermal_status})"
+        )
     if after is not None and before.battery_temp_c is not None and after.battery_temp_c is not None:
         rise = after.battery_temp_c - before.battery_temp_c
         if rise > max_rise_c:
@@ -85,22 +89,28 @@ def exit_reason(code: int) -> str:
 
 def last_error_line(stderr: str) -> str:
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if re.match(r"^(E |E\d|ERROR|Error|error|Exception|\[.*\] .*(Fail|Error))", ln) or "Failed" in ln or "failed" in ln]
+    marked = re.compile(r"^(E |E\d|ERROR|Error|error|Exception|\[.*\] .*(Fail|Error))")
+    errors = [ln for ln in lines if marked.match(ln) or "Failed" in ln or "failed" in ln]
     return (errors or lines or [""])[-1][:200]
 
 
-def output_warnings(*, generated: int, asked: int, ignore_eos: bool, peak_rss_mb: float | None, pte_mb: float,
-                    leftover_pid: int | None) -> list[str]:
+def output_warnings(
+    *, generated: int, asked: int, ignore_eos: bool, peak_rss_mb: float | None, pte_mb: float, leftover_pid: int | None
+) -> list[str]:
     """A finished run's numbers -> the reasons not to trust them."""
     out = []
     # ExecuTorch's runner counts decode steps: the prefill's token is not in generated_tokens.
     if generated + 1 < asked:
         why = "the context is full" if ignore_eos else "the runner stopped at EOS (it has no --ignore_eos)"
-        out.append(f"SHORT: the runner stopped after {generated + 1} of {asked} new tokens ({why}); "
-                   "decode rates of runs of different lengths are not comparable")
+        out.append(
+            f"SHORT: the runner stopped after {generated + 1} of {asked} new tokens ({why}); "
+            "decode rates of runs of different lengths are not comparable"
+        )
     if peak_rss_mb is not None and peak_rss_mb < RSS_FAR_BELOW_PTE * pte_mb:
-        out.append(f"peak RSS {peak_rss_mb:.0f} MiB is far below the .pte's {pte_mb:.0f} MiB: the process measured "
-                   "is likely a wrapper (a --runner script without exec), not the runner")
+        out.append(
+            f"peak RSS {peak_rss_mb:.0f} MiB is far below the .pte's {pte_mb:.0f} MiB: the process measured "
+            "is likely a wrapper (a --runner script without exec), not the runner"
+        )
     if leftover_pid is not None:
         out.append(f"a runner left from an earlier run (pid {leftover_pid}) was still running; it was killed first")
     return out

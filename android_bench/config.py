@@ -23,7 +23,8 @@ YAML layout (every key optional except `pte`; `runner` is needed on a phone):
     repetitions: 5
     warmup: 1
     length_flag: auto           # auto | max_new_tokens | seq_len (auto: what the runner's --helpshort lists)
-    threads: null               # llama_main --cpu_threads (null: the mask's size with a mask, else the runner's default)
+    threads: null               # llama_main --cpu_threads (null: the mask's size with a mask, else the
+                                # runner's default)
     pin_big_cores: false        # taskset to the online cores that are not little (A53/A55/A57/A510/A520)
     cooldown_temp_c: 40.0       # wait before each run until the battery is cooler than this
     cooldown_timeout_s: 120.0
@@ -34,19 +35,15 @@ YAML layout (every key optional except `pte`; `runner` is needed on a phone):
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from edge.core.errors import EdgeError
+from edge.core.fields import option, parse_fields, parse_value, to_plain
 from edge.core.io import read_yaml
-from edge.core.fields import bool_field as _bool
-from edge.core.fields import enum_field as _enum
-from edge.core.fields import int_field as _int
-from edge.core.fields import to_plain
 
 
 class BenchError(EdgeError):
@@ -76,180 +73,189 @@ class LengthFlag(enum.Enum):
 DEFAULT_DEVICE_DIR = "/data/local/tmp/edge_bench"
 
 
-@dataclass(frozen=True)
-class BenchConfig:
-    pte: tuple[Path, ...]
-    target: Target = Target.ANDROID
-    serial: tuple[str, ...] = ()
-    runner: Path | None = None
-    onnx_runner: Path | None = None
-    llamacpp_runner: Path | None = None
-    tokenizer: Path | None = None
-    label: tuple[str, ...] = ()
-    baseline: str | None = None
-    prompt_tokens: tuple[int, ...] = (64,)
-    max_new_tokens: int = 128
-    length_flag: LengthFlag = LengthFlag.AUTO
-    repetitions: int = 5
-    warmup: int = 1
-    threads: int | None = None
-    pin_big_cores: bool = False
-    taskset: str | None = None
-    cooldown_temp_c: float = 40.0
-    cooldown_timeout_s: float = 120.0
-    cooldown_poll_s: float = 5.0
-    max_temp_rise_c: float = 5.0
-    device_dir: str = DEFAULT_DEVICE_DIR
-    run_timeout_s: float = 1800.0
-    reconnect_wait_s: float = 30.0
-    rss_interval_s: float = 0.2
-    output: Path | None = None
-    format: OutputFormat = OutputFormat.MARKDOWN
-    quiet: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """BenchConfig -> the YAML-shaped mapping it could have been read from."""
-
-        return {f.name: to_plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-
-FIELDS = {f.name: f for f in dataclasses.fields(BenchConfig)}
-_DEFAULTS = {name: f.default for name, f in FIELDS.items() if f.default is not dataclasses.MISSING}
-
-
 def _as_list(value: Any) -> list[Any]:
+    """None -> [], a list or tuple -> its items, anything else -> [it]."""
     if value is None:
         return []
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    return [value]
-
-
-def _float(value: Any, key: str, problems: list[str], *, minimum: float, exclusive: bool = False) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        problems.append(f"{key}: {value!r} is not a number")
-        return None
-    if value < minimum or (exclusive and value == minimum):
-        problems.append(f"{key}: {value} is {'not more' if exclusive else 'less'} than {minimum}")
-        return None
-    return float(value)
-
-
-def _str(value: Any, key: str, problems: list[str]) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, (str, int)) or isinstance(value, bool) or not str(value):
-        problems.append(f"{key}: {value!r} is not a string")
-        return None
-    return str(value)
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _existing_file(value: Any, key: str, problems: list[str]) -> Path | None:
-    if value is None:
+    """None, or a path to a file that exists -> the Path (else a problem and None)."""
+    path = parse_value(Path | None, value, key, problems)
+    if path is not None and not path.is_file():
+        problems.append(f"{key}: {path} does not exist")
         return None
-    if not isinstance(value, (str, Path)) or not str(value):
-        problems.append(f"{key}: {value!r} is not a path")
-        return None
-    p = Path(value)
-    if not p.is_file():
-        problems.append(f"{key}: {p} does not exist")
-        return None
-    return p
+    return path
 
 
-def _existing_model(value: Any, problems: list[str]) -> Path | None:
-    """A .pte or .gguf file, or an ONNX model (model.onnx or its folder)."""
-    if isinstance(value, (str, Path)) and str(value) and Path(value).is_dir():
-        if (Path(value) / "model.onnx").is_file():
-            return Path(value)
-        problems.append(f"pte: {value} is a folder without model.onnx")
+def _existing_model(value: Any, key: str, problems: list[str]) -> Path | None:
+    """A .pte or .gguf file, or an ONNX model (model.onnx or its folder) -> its Path (else a problem and None)."""
+    path = parse_value(Path, value, key, problems)
+    if path is None:
         return None
-    return _existing_file(value, "pte", problems)
+    if path.is_dir():
+        if (path / "model.onnx").is_file():
+            return path
+        problems.append(f"{key}: {value} is a folder without model.onnx")
+        return None
+    if not path.is_file():
+        problems.append(f"{key}: {path} does not exist")
+        return None
+    return path
+
+
+def _model_paths(value: Any, key: str, problems: list[str]) -> tuple[Path | None, ...]:
+    """--pte values (a list or one path) -> one checked Path per item (None where it is not a model)."""
+    items = _as_list(value)
+    if not items:
+        problems.append(f"{key}: no .pte given (pass --pte FILE)")
+    return tuple(_existing_model(item, key, problems) for item in items)
+
+
+def _hex_mask(value: Any, key: str, problems: list[str]) -> str | None:
+    """None, or a CPU mask in hex ("f0", "0xf0") -> the string (else a problem and None)."""
+    mask = parse_value(str | None, value, key, problems)
+    if mask is not None and not re.fullmatch(r"(0x)?[0-9a-fA-F]+", mask):
+        problems.append(f"{key}: {mask!r} is not a hexadecimal CPU mask (e.g. f0)")
+        return None
+    return mask
+
+
+def _device_dir(value: Any, key: str, problems: list[str]) -> str | None:
+    """An absolute folder of the harness's own on the phone -> it without a trailing slash."""
+    folder = parse_value(str, value, key, problems)
+    if folder is not None and (not folder.startswith("/") or folder.rstrip("/") in ("", "/data", "/data/local/tmp")):
+        problems.append(f"{key}: {folder!r} must be an absolute folder of its own (e.g. {DEFAULT_DEVICE_DIR})")
+        return None
+    return folder.rstrip("/") if folder is not None else None
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One benchmark session. `group` (metadata) is the --help section of the field's flag."""
+
+    pte: tuple[Path, ...] = option(
+        help="models to measure: .pte files, ONNX folders or .gguf files, each in its own runtime",
+        check=_model_paths,
+        required="pte: no .pte given (pass --pte FILE)",
+        group="what",
+    )
+    target: Target = option(Target.ANDROID, help="android (a phone over adb) or host (this machine)", group="where")
+    serial: tuple[str, ...] = option(
+        (), help="phones, benchmarked in turn (none: $ANDROID_SERIAL, else the only one attached)", group="where"
+    )
+    runner: Path | None = option(
+        None,
+        help="llama_main built for arm64-v8a (on --host: optional, a host-built llama_main)",
+        check=_existing_file,
+        group="where",
+    )
+    onnx_runner: Path | None = option(
+        None,
+        help="onnxruntime-genai's model_benchmark, for ONNX models (on --host: default android_bench.ort_host_runner)",
+        check=_existing_file,
+        group="where",
+    )
+    llamacpp_runner: Path | None = option(
+        None,
+        help="llama.cpp's llama-completion, for .gguf models (on --host: default the one on PATH)",
+        check=_existing_file,
+        group="where",
+    )
+    tokenizer: Path | None = option(
+        None,
+        help="tokenizer for every model (none: tokenizer.json/.model beside each)",
+        check=_existing_file,
+        group="what",
+    )
+    label: tuple[str, ...] = option(
+        (), help="a row name for each --pte, in order (none: each .pte's folder name)", group="what"
+    )
+    baseline: str | None = option(
+        None, help="label of the row the ratios are against (none: the bf16 export)", group="what"
+    )
+    prompt_tokens: tuple[int, ...] = option((64,), help="prompt lengths in tokens", min=1, group="how")
+    max_new_tokens: int = option(128, help="tokens to generate", min=1, group="how")
+    length_flag: LengthFlag = option(
+        LengthFlag.AUTO,
+        help="runner flag for the length: auto (max_new_tokens where the "
+        "runner has it, else seq_len), max_new_tokens, seq_len",
+        group="how",
+    )
+    repetitions: int = option(5, help="measured runs per configuration", min=1, group="how")
+    warmup: int = option(1, help="warm-up runs before them", min=0, group="how")
+    threads: int | None = option(
+        None,
+        help="llama_main --cpu_threads (none: the mask's size, else the runner's choice; -1: the runner's choice)",
+        min=-1,
+        group="how",
+    )
+    pin_big_cores: bool = option(
+        False, help="taskset to the cores that are not little (A53/A55/A57/A510/A520)", group="how"
+    )
+    taskset: str | None = option(None, help="explicit taskset CPU mask in hex (e.g. f0)", check=_hex_mask, group="how")
+    cooldown_temp_c: float = option(
+        40.0, help="before each run, wait until the battery is cooler than this", min=-50.0, group="how"
+    )
+    cooldown_timeout_s: float = option(120.0, help="longest cool-down wait", min=0.0, group="how")
+    cooldown_poll_s: float = option(5.0, help="seconds between temperature readings", min=0.0, group="how")
+    max_temp_rise_c: float = option(
+        5.0, help="warn when a run heats the battery by more than this", min=0.0, group="how"
+    )
+    device_dir: str = option(DEFAULT_DEVICE_DIR, help="work folder on the phone", check=_device_dir, group="where")
+    run_timeout_s: float = option(1800.0, help="a run taking longer fails", min=0.0, min_exclusive=True, group="how")
+    reconnect_wait_s: float = option(
+        30.0, help="after a disconnect, wait this long to kill the runner left on the phone", min=0.0, group="how"
+    )
+    rss_interval_s: float = option(0.2, help="seconds between /proc/<pid>/status samples", min=0.01, group="how")
+    output: Path | None = option(None, help="write STEM.md, STEM.csv, STEM.jsonl, STEM.json", group="output")
+    format: OutputFormat = option(OutputFormat.MARKDOWN, help="what stdout gets", group="output")
+    quiet: bool = option(False, help="no progress on stderr", group="output")
+
+    def to_dict(self) -> dict[str, Any]:
+        """BenchConfig -> the YAML-shaped mapping it could have been read from."""
+        return to_plain(self)
+
+
+FIELDS = {f.name: f for f in fields(BenchConfig)}
+PATH_KEYS = ("pte", "runner", "onnx_runner", "llamacpp_runner", "tokenizer", "output")  # relative to a YAML file
+
+
+def _check_combinations(c: dict[str, Any], raw: dict[str, Any], problems: list[str]) -> None:
+    """Rules that tie fields together (each field's own type, range and check ran in parse_fields)."""
+    ptes, labels, serials = c["pte"] or (), c["label"] or (), c["serial"] or ()
+    if labels and len(labels) != len(ptes):
+        problems.append(f"label: {len(labels)} labels for {len(ptes)} .pte files (give one per --pte, or none)")
+    if c["target"] is Target.HOST and serials:
+        problems.append("serial: --serial is for phones; --host measures this machine")
+    if len(set(serials)) != len(serials):
+        problems.append("serial: a serial is given twice")
+    if not c["prompt_tokens"]:
+        problems.append("prompt_tokens: no prompt length given")
+    if c["pin_big_cores"] and raw.get("taskset") is not None:
+        problems.append("taskset: give either --taskset MASK or --pin-big-cores, not both")
+    if c["threads"] == 0:
+        problems.append("threads: 0 is not a thread count (-1 lets the runner choose)")
+    if c["target"] is Target.ANDROID and raw.get("runner") is None:
+        problems.append("runner: a phone needs llama_main built for arm64-v8a (pass --runner FILE)")
+    named = tuple(x for x in labels if x is not None)
+    if c["baseline"] is not None and named and c["baseline"] not in named:
+        problems.append(f"baseline: {c['baseline']!r} is not one of the labels ({', '.join(named)})")
+    if len(set(named)) != len(named):
+        problems.append("label: two .pte files have the same label")
 
 
 def parse_bench_config(raw: dict[str, Any], *, source: str) -> BenchConfig:
     """A YAML-shaped mapping -> BenchConfig, or one BenchError listing every problem."""
     if not isinstance(raw, dict):
         raise BenchError(f"{source}: expected a mapping of config keys, got {type(raw).__name__}")
-    problems = [f"unknown key {k!r}" for k in sorted(set(raw) - set(FIELDS))]
-    get = lambda k: raw.get(k, _DEFAULTS.get(k))  # noqa: E731
-
-    ptes = [_existing_model(p, problems) for p in _as_list(raw.get("pte"))]
-    if not ptes:
-        problems.append("pte: no .pte given (pass --pte FILE)")
-    labels = [_str(x, "label", problems) for x in _as_list(raw.get("label"))]
-    if labels and len(labels) != len(ptes):
-        problems.append(f"label: {len(labels)} labels for {len(ptes)} .pte files (give one per --pte, or none)")
-    target = _enum(Target, get("target"), "target", problems)
-    serials = [_str(s, "serial", problems) for s in _as_list(raw.get("serial"))]
-    if target is Target.HOST and serials:
-        problems.append("serial: --serial is for phones; --host measures this machine")
-    if len(set(serials)) != len(serials):
-        problems.append("serial: a serial is given twice")
-    prompt_tokens = [_int(n, "prompt_tokens", problems, minimum=1) for n in _as_list(get("prompt_tokens"))]
-    if not prompt_tokens:
-        problems.append("prompt_tokens: no prompt length given")
-
-    taskset = _str(get("taskset"), "taskset", problems)
-    if taskset is not None and not re.fullmatch(r"(0x)?[0-9a-fA-F]+", taskset):
-        problems.append(f"taskset: {taskset!r} is not a hexadecimal CPU mask (e.g. f0)")
-    pin_big = _bool(get("pin_big_cores"), "pin_big_cores", problems)
-    if pin_big and taskset is not None:
-        problems.append("taskset: give either --taskset MASK or --pin-big-cores, not both")
-    threads = get("threads")
-    if threads is not None:
-        threads = _int(threads, "threads", problems, minimum=-1)
-        if threads == 0:
-            problems.append("threads: 0 is not a thread count (-1 lets the runner choose)")
-
-    runner = _existing_file(get("runner"), "runner", problems)
-    if target is Target.ANDROID and get("runner") is None:
-        problems.append("runner: a phone needs llama_main built for arm64-v8a (pass --runner FILE)")
-    device_dir = _str(get("device_dir"), "device_dir", problems)
-    if device_dir is not None and (not device_dir.startswith("/") or device_dir.rstrip("/") in ("", "/data", "/data/local/tmp")):
-        problems.append(f"device_dir: {device_dir!r} must be an absolute folder of its own (e.g. {DEFAULT_DEVICE_DIR})")
-    output = get("output")
-    if output is not None and (not isinstance(output, (str, Path)) or not str(output)):
-        problems.append(f"output: {output!r} is not a path")
-
-    values = {
-        "pte": tuple(p for p in ptes if p is not None),
-        "target": target,
-        "serial": tuple(s for s in serials if s is not None),
-        "runner": runner,
-        "onnx_runner": _existing_file(get("onnx_runner"), "onnx_runner", problems),
-        "llamacpp_runner": _existing_file(get("llamacpp_runner"), "llamacpp_runner", problems),
-        "tokenizer": _existing_file(get("tokenizer"), "tokenizer", problems),
-        "label": tuple(x for x in labels if x is not None),
-        "baseline": _str(get("baseline"), "baseline", problems),
-        "prompt_tokens": tuple(n for n in prompt_tokens if n is not None),
-        "max_new_tokens": _int(get("max_new_tokens"), "max_new_tokens", problems, minimum=1),
-        "length_flag": _enum(LengthFlag, get("length_flag"), "length_flag", problems),
-        "repetitions": _int(get("repetitions"), "repetitions", problems, minimum=1),
-        "warmup": _int(get("warmup"), "warmup", problems, minimum=0),
-        "threads": threads,
-        "pin_big_cores": pin_big,
-        "taskset": taskset,
-        "cooldown_temp_c": _float(get("cooldown_temp_c"), "cooldown_temp_c", problems, minimum=-50.0),
-        "cooldown_timeout_s": _float(get("cooldown_timeout_s"), "cooldown_timeout_s", problems, minimum=0.0),
-        "cooldown_poll_s": _float(get("cooldown_poll_s"), "cooldown_poll_s", problems, minimum=0.0),
-        "max_temp_rise_c": _float(get("max_temp_rise_c"), "max_temp_rise_c", problems, minimum=0.0),
-        "device_dir": device_dir.rstrip("/") if device_dir else device_dir,
-        "run_timeout_s": _float(get("run_timeout_s"), "run_timeout_s", problems, minimum=0.0, exclusive=True),
-        "reconnect_wait_s": _float(get("reconnect_wait_s"), "reconnect_wait_s", problems, minimum=0.0),
-        "rss_interval_s": _float(get("rss_interval_s"), "rss_interval_s", problems, minimum=0.01),
-        "output": Path(output) if isinstance(output, (str, Path)) and str(output) else None,
-        "format": _enum(OutputFormat, get("format"), "format", problems),
-        "quiet": _bool(get("quiet"), "quiet", problems),
-    }
-    labels_final = values["label"] or ()
-    if values["baseline"] is not None and labels_final and values["baseline"] not in labels_final:
-        problems.append(f"baseline: {values['baseline']!r} is not one of the labels ({', '.join(labels_final)})")
-    if len(set(labels_final)) != len(labels_final):
-        problems.append("label: two .pte files have the same label")
+    problems: list[str] = []
+    values = parse_fields(BenchConfig, raw, problems)
+    _check_combinations(values, raw, problems)
     if problems:
         raise BenchError(f"{source}: " + "; ".join(problems))
-    return BenchConfig(**values)  # type: ignore[arg-type]
+    return BenchConfig(**values)
 
 
 def load_bench_config(*, config: Path | None, overrides: dict[str, Any]) -> BenchConfig:
@@ -261,8 +267,8 @@ def load_bench_config(*, config: Path | None, overrides: dict[str, Any]) -> Benc
         source = str(config)
         base = Path(config).resolve().parent
         # Relative paths in a YAML file are relative to that file.
-        for key in ("pte", "runner", "onnx_runner", "llamacpp_runner", "tokenizer", "output"):
-            if key in raw and raw[key] is not None:
+        for key in PATH_KEYS:
+            if raw.get(key) is not None:
                 items = [str(base / p) if not Path(str(p)).is_absolute() else p for p in _as_list(raw[key])]
                 raw[key] = items if isinstance(raw[key], list) else items[0]
     raw = {**raw, **overrides}

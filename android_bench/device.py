@@ -190,7 +190,14 @@ def parse_df_available_kb(text: str) -> int | None:
 
 
 def facts_from_android(
-    *, serial: str, props: dict[str, str], possible: str, freqs: str, meminfo: str, online: str = "", cpuinfo: str = "",
+    *,
+    serial: str,
+    props: dict[str, str],
+    possible: str,
+    freqs: str,
+    meminfo: str,
+    online: str = "",
+    cpuinfo: str = "",
 ) -> DeviceFacts:
     """The texts read from a phone -> DeviceFacts."""
     release = props.get("ro.build.version.release")

@@ -1,7 +1,7 @@
 """AWS Device Farm: the same measurement on every phone of a device pool, then the same tables.
 
 `python -m android_bench.farm package --runner llama_main --pte X.pte [bench flags] --out DIR`
-    DIR/test_package/   android_bench, the five edge modules it imports, the runner, each .pte
+    DIR/test_package/   android_bench, the edge modules it imports (found by reading its imports), the runner, each .pte
                         with its tokenizer and manifest.json, bench.yaml (the flags, paths
                         relative to it), requirements.txt
     DIR/testspec.yml    a custom test spec: on the farm's host, for the phone it is given
@@ -16,22 +16,34 @@ Bad input is one `error:` line and exit status 2.
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import importlib.util
 import json
 import re
 import shutil
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from android_bench.config import FIELDS, BenchError, OutputFormat, Target
-from android_bench.models import choose_baseline
+from android_bench.model_specs import choose_baseline
 from android_bench.records import RunRecord, make_result
 
-EDGE_MODULES = ("__init__.py", "errors.py", "io.py", "progress.py", "validate.py")
 REQUIREMENTS = "pyyaml\ntokenizers\ntiktoken\n"
-DEVICE_KEYS = ("device_model", "manufacturer", "soc", "hardware", "os_version", "sdk", "abi", "n_cores",
-               "cpu_max_freq_mhz", "mem_total_gb")
+DEVICE_KEYS = (
+    "device_model",
+    "manufacturer",
+    "soc",
+    "hardware",
+    "os_version",
+    "sdk",
+    "abi",
+    "n_cores",
+    "cpu_max_freq_mhz",
+    "mem_total_gb",
+)
 # Keys that name files or this machine: the package sets them itself.
 NOT_PASSED = {"pte", "runner", "tokenizer", "label", "serial", "target", "output", "format", "quiet"}
 
@@ -51,7 +63,8 @@ phases:
   test:
     commands:
       - cd "$DEVICEFARM_TEST_PACKAGE_PATH"
-      - python3 -m android_bench --config bench.yaml --serial "$DEVICEFARM_DEVICE_UDID" --output "$DEVICEFARM_LOG_DIR/bench" --quiet
+      - python3 -m android_bench --config bench.yaml --serial "$DEVICEFARM_DEVICE_UDID" \
+--output "$DEVICEFARM_LOG_DIR/bench" --quiet
   post_test:
     commands:
       - ls "$DEVICEFARM_LOG_DIR"
@@ -60,11 +73,78 @@ artifacts:
 """
 
 
+def imported_modules(source: Path, *, package: str, module: str = "") -> set[str]:
+    """A Python file (named `module`, for its relative imports) -> the names of the `package` modules it imports, at
+    the top or inside functions (`from edge.core import io` names edge.core.io where that is a module, and
+    edge.core)."""
+    tree = ast.parse(source.read_text(), filename=str(source))
+    here = module.split(".") if source.name == "__init__.py" else module.split(".")[:-1]
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ".".join(here[: len(here) - node.level + 1] + [node.module or ""]).strip(".")
+            else:
+                base = node.module
+            names.add(base or "")
+            names.update(f"{base}.{a.name}" for a in node.names)
+    return {n for n in names if n == package or n.startswith(package + ".")}
+
+
+def module_file(name: str, root: Path) -> Path | None:
+    """edge.core.io -> root/core/io.py (a package: its __init__.py), root being edge's folder; None if there is
+    no such module."""
+    rel = Path(*name.split(".")[1:])
+    candidates = [root / rel / "__init__.py", *([root / rel.with_suffix(".py")] if rel.parts else [])]
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def edge_root() -> Path:
+    """-> the folder of the importable edge package (BenchError when there is none)."""
+    spec = importlib.util.find_spec("edge")
+    if spec is None or not spec.submodule_search_locations:
+        raise BenchError("the edge package is not importable here: cannot package the edge modules android_bench uses")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def edge_sources(sources: Iterable[Path]) -> list[Path]:
+    """Python files -> every file of the installed edge package they import, directly or through each other,
+    with the __init__.py of each package on the way (what `import edge.core.io` runs)."""
+    root = edge_root()
+    found: set[Path] = set()
+    todo = [name for source in sources for name in imported_modules(source, package="edge")]
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for path in (module_file(".".join(parts[:i]), root) for i in range(1, len(parts) + 1)):
+            if path is not None and path not in found:
+                found.add(path)
+                module = ".".join(["edge", *path.relative_to(root).with_suffix("").parts])
+                todo += imported_modules(path, package="edge", module=module.removesuffix(".__init__"))
+    return sorted(found)
+
+
+def copy_sources(pkg: Path) -> list[Path]:
+    """android_bench and the edge modules it imports -> copies under `pkg` (returns the edge files copied there)."""
+    here = Path(__file__).resolve().parent
+    shutil.copytree(here, pkg / "android_bench", ignore=shutil.ignore_patterns("__pycache__"))
+    root = edge_root()
+    copied = []
+    for source in edge_sources(sorted(here.glob("*.py"))):
+        target = pkg / "edge" / source.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        copied.append(target)
+    return copied
+
+
 def package(*, argv: list[str], out: Path) -> Path:
     """Bench flags (as `python -m android_bench` takes them) -> the test package and spec in `out`."""
     from android_bench.__main__ import build_parser, overrides_from_args
     from android_bench.config import load_bench_config
-    from android_bench.models import describe_models
+    from android_bench.model_specs import describe_models
 
     ns = build_parser().parse_args(argv)
     config = load_bench_config(config=ns.config, overrides=overrides_from_args(ns))
@@ -74,11 +154,7 @@ def package(*, argv: list[str], out: Path) -> Path:
         raise BenchError(f"{out} is not empty: choose a new folder")
     models = describe_models(config)
     pkg = out / "test_package"
-    here = Path(__file__).resolve().parent
-    shutil.copytree(here, pkg / "android_bench", ignore=shutil.ignore_patterns("__pycache__"))
-    (pkg / "edge").mkdir(parents=True)
-    for name in EDGE_MODULES:
-        shutil.copyfile(here.parent / "edge" / name, pkg / "edge" / name)
+    copy_sources(pkg)
     if config.runner is None:
         raise BenchError("a farm package needs --runner (llama_main built for arm64-v8a)")
     shutil.copyfile(config.runner, pkg / config.runner.name)
@@ -93,8 +169,11 @@ def package(*, argv: list[str], out: Path) -> Path:
         tokenizers.append(f"{folder.relative_to(pkg)}/{m.tokenizer.name}")
         labels.append(m.label)
     settings: dict[str, Any] = {
-        k: v for k, v in config.to_dict().items()
-        if k not in NOT_PASSED and v != FIELDS[k].default and not (isinstance(v, list) and tuple(v) == FIELDS[k].default)
+        k: v
+        for k, v in config.to_dict().items()
+        if k not in NOT_PASSED
+        and v != FIELDS[k].default
+        and not (isinstance(v, list) and tuple(v) == FIELDS[k].default)
     }
     bench = {"runner": config.runner.name, "pte": ptes, "label": labels, **settings}
     if config.tokenizer is not None:
@@ -138,8 +217,14 @@ def merge(*, paths: list[Path], baseline: str | None):
     faults = list(dict.fromkeys(f"{r.target_id} · {r.label}: {r.error}" for r in records if not r.ok))
     measured = [r.run_index for r in records if r.phase == "measured"]
     config = {"repetitions": max(measured, default=0), "threads": records[0].threads}
-    return make_result(records=records, baseline=baseline, faults=faults, started=min(r.timestamp for r in records),
-                       config=config, devices=devices)
+    return make_result(
+        records=records,
+        baseline=baseline,
+        faults=faults,
+        started=min(r.timestamp for r in records),
+        config=config,
+        devices=devices,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

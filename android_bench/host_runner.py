@@ -15,7 +15,10 @@ the same way. Its RSS includes the Python interpreter (about 300 MiB with torch'
 
 from __future__ import annotations
 
+import functools
 import sys
+import warnings
+from types import ModuleType
 
 FLAGS = {
     "model_path": str,
@@ -82,6 +85,39 @@ def load_llm_kernels() -> None:
             torch.ops.load_library(str(lib))
 
 
+@functools.cache
+def warn_no_threadpool_reset() -> None:
+    """Warn, once per process, that --cpu_threads is ignored: this ExecuTorch has no `_unsafe_reset_threadpool`."""
+    from importlib import metadata
+
+    try:
+        version = metadata.version("executorch")
+    except metadata.PackageNotFoundError:
+        version = "(version unknown)"
+    warnings.warn(
+        f"executorch {version} has no _C._unsafe_reset_threadpool: --cpu_threads is ignored, the runtime "
+        "keeps its default thread pool",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def set_threads(threads: int, runtime: ModuleType | None = None) -> bool:
+    """threads > 0 -> ExecuTorch's thread pool resized to that many threads (`runtime`: the pybindings `_C`
+    module, imported when None) -> whether it was. The resize is a private binding (`_C._unsafe_reset_threadpool`):
+    where this ExecuTorch lacks it, one warning and the default pool."""
+    if threads <= 0:
+        return False
+    if runtime is None:
+        from executorch.extension.pybindings import _C as runtime
+    reset = getattr(runtime, "_unsafe_reset_threadpool", None)
+    if reset is None:
+        warn_no_threadpool_reset()
+        return False
+    reset(threads)
+    return True
+
+
 def print_help() -> int:
     """gflags' help layout (`    -name (...) type: T default: D`) on stdout, exit 1, as llama_main."""
     print("host_runner: llama_main's command line on the host.\n\n  Flags from android_bench/host_runner.py:")
@@ -109,14 +145,13 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     load_llm_kernels()
     from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
-    from executorch.extension.pybindings import _C
 
-    threads = int(flags.get("cpu_threads", -1))  # type: ignore[arg-type]
-    if threads > 0:
-        _C._unsafe_reset_threadpool(threads)
+    set_threads(int(flags.get("cpu_threads", -1)))  # type: ignore[arg-type]
     data = flags.get("data_path") or flags.get("data_paths") or None
     try:
-        runner = TextLLMRunner(str(flags.get("model_path", "llama2.pte")), str(flags.get("tokenizer_path", "tokenizer.bin")), data)
+        runner = TextLLMRunner(
+            str(flags.get("model_path", "llama2.pte")), str(flags.get("tokenizer_path", "tokenizer.bin")), data
+        )
     except Exception as e:  # the binding raises RuntimeError with the runtime's message
         print(f"E host_runner: Failed to create llama runner: {e}", file=sys.stderr)
         return 1
@@ -132,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         config.seq_len = int(flags["seq_len"])  # type: ignore[arg-type]
     try:
         if flags.get("warmup"):
-            runner.generate(str(prompt), GenerationConfig(max_new_tokens=config.max_new_tokens, temperature=0.0, echo=False, warming=True))
+            warm = GenerationConfig(max_new_tokens=config.max_new_tokens, temperature=0.0, echo=False, warming=True)
+            runner.generate(str(prompt), warm)
             runner.reset()
         # No token callback: the runner prints each piece itself (a Python callback can fail on
         # a piece that is not whole UTF-8). The runner also prints the PyTorchObserver line.

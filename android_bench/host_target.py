@@ -28,9 +28,9 @@ from android_bench.device import (
     parse_cpuinfo_parts,
     parse_meminfo,
 )
-from android_bench.runner_flags import RunnerFlags
-from android_bench.script import RunOutput, parse_run_output
-from android_bench.targets import StagedConfig, flags_from_probe_output, probe_script
+from android_bench.device_script import RunOutput, StagedConfig, parse_run_output
+from android_bench.runner_flags import RunnerFlags, flags_from_probe_output, probe_script
+from android_bench.runners import Runtime, llama_build
 from edge.core.io import sha256_file
 from edge.core.machine import cpu_name
 
@@ -48,7 +48,8 @@ class HostTarget:
         self._flags: RunnerFlags | None = None
 
     def facts(self) -> DeviceFacts:
-        freqs = "\n".join(f"{f} {_read(f).strip()}" for f in sorted(glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/cpuinfo_max_freq")))
+        found = sorted(glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/cpuinfo_max_freq"))
+        freqs = "\n".join(f"{f} {_read(f).strip()}" for f in found)
         total, avail = parse_meminfo(_read("/proc/meminfo"))
         n_cores = parse_cpu_possible(_read("/sys/devices/system/cpu/possible")) or os.cpu_count()
         return DeviceFacts(
@@ -84,7 +85,9 @@ class HostTarget:
             plugged=None,
         )
 
-    def stage(self, *, label_dir: str, pte: Path, tokenizer: Path, prompts: dict[int, Path], runner: Path | None) -> StagedConfig:
+    def stage(
+        self, *, label_dir: str, pte: Path, tokenizer: Path, prompts: dict[int, Path], runner: Path | None
+    ) -> StagedConfig:
         if runner is None:
             runner_words = f"{shlex.quote(sys.executable)} -m android_bench.host_runner"
         else:
@@ -97,11 +100,17 @@ class HostTarget:
             prompt_files={n: str(p.resolve()) for n, p in prompts.items()},
         )
 
-    def stage_runtime(self, *, label_dir: str, runtime, files: dict[str, Path], model_rel: str, prompts: dict[int, Path],
-                      runner: Path | None) -> StagedConfig:
+    def stage_runtime(
+        self,
+        *,
+        label_dir: str,
+        runtime: Runtime,
+        files: dict[str, Path],
+        model_rel: str,
+        prompts: dict[int, Path],
+        runner: Path | None,
+    ) -> StagedConfig:
         """The model's files linked into the work folder (an ONNX folder's genai_config.json is the staged copy)."""
-        from android_bench.runtimes import Runtime
-
         if runner is not None:
             words = shlex.quote(str(Path(runner).resolve()))
         elif runtime is Runtime.ONNXRUNTIME:
@@ -109,7 +118,9 @@ class HostTarget:
         else:
             found = shutil.which("llama-completion")
             if found is None:
-                raise BenchError("llama.cpp's llama-completion is not on PATH (build llama.cpp, or pass --llamacpp-runner FILE)")
+                raise BenchError(
+                    "llama.cpp's llama-completion is not on PATH (build llama.cpp, or pass --llamacpp-runner FILE)"
+                )
             words = shlex.quote(found)
         folder = self.workdir / label_dir
         for rel, src in files.items():
@@ -117,14 +128,17 @@ class HostTarget:
             link.parent.mkdir(parents=True, exist_ok=True)
             link.unlink(missing_ok=True)
             link.symlink_to(Path(src).resolve())
-        return StagedConfig(workdir=str(self.workdir), runner=words, model_path=str(folder / model_rel), tokenizer_path="",
-                            prompt_files={n: str(p.resolve()) for n, p in prompts.items()})
+        return StagedConfig(
+            workdir=str(self.workdir),
+            runner=words,
+            model_path=str(folder / model_rel),
+            tokenizer_path="",
+            prompt_files={n: str(p.resolve()) for n, p in prompts.items()},
+        )
 
-    def runner_build(self, runtime, staged: StagedConfig) -> str:
+    def runner_build(self, runtime: Runtime, staged: StagedConfig) -> str:
         """Package versions for the Python runner; llama.cpp's --version line or the binary's sha256 otherwise."""
         from importlib import metadata
-
-        from android_bench.runtimes import Runtime, llama_build
 
         if "android_bench.host_runner" in staged.runner:
             return f"executorch {metadata.version('executorch')} (Python package)"
@@ -155,7 +169,13 @@ class HostTarget:
         package_root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         proc = subprocess.Popen(
-            ["sh", "-c", script], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace", env=env,
+            ["sh", "-c", script],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+            env=env,
             start_new_session=True,
         )
         try:

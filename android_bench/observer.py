@@ -61,7 +61,8 @@ class ObserverStats:
     @property
     def form(self) -> str:
         """'current' (ExecuTorch 1.3+: rate fields present) or 'old' (1.0-1.2)."""
-        return "current" if (self.reported_prefill_tok_s is not None or self.reported_decode_tok_s is not None) else "old"
+        rates = (self.reported_prefill_tok_s, self.reported_decode_tok_s)
+        return "current" if any(r is not None for r in rates) else "old"
 
     def _seconds(self, start: int, end: int) -> float:
         return (end - start) / self.units_per_second
@@ -123,7 +124,9 @@ def parse_observer(text: str) -> ObserverStats:
     units = int(_number(data, "SCALING_FACTOR_UNITS_PER_SECOND")) if "SCALING_FACTOR_UNITS_PER_SECOND" in data else 1000
     if units <= 0:
         raise ObserverParseError(f"the runner's PyTorchObserver line has SCALING_FACTOR_UNITS_PER_SECOND {units}")
-    optional = {k: (float(_number(data, k)) if k in data else None) for k in ("prefill_token_per_sec", "decode_token_per_sec")}
+    optional = {
+        k: (float(_number(data, k)) if k in data else None) for k in ("prefill_token_per_sec", "decode_token_per_sec")
+    }
     sampling = int(_number(data, "aggregate_sampling_time_ms")) if "aggregate_sampling_time_ms" in data else None
     if ints["prompt_tokens"] < 0 or ints["generated_tokens"] < 0:
         raise ObserverParseError("the runner's PyTorchObserver line has a negative token count")

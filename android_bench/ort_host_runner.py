@@ -20,11 +20,17 @@ import time
 
 def _per_token(label: str, samples_s: list[float], tokens: int) -> str:
     if not samples_s:
-        return f"{label}:\n\tavg (us):       nan\n\tavg (tokens/s): nan\n\tp50 (us):       nan\n\tstddev (us):    nan\n\tn:              0 * {tokens} token(s)\n"
+        return (
+            f"{label}:\n\tavg (us):       nan\n\tavg (tokens/s): nan\n\tp50 (us):       nan\n"
+            f"\tstddev (us):    nan\n\tn:              0 * {tokens} token(s)\n"
+        )
     avg = statistics.fmean(samples_s) * 1e6
     sd = statistics.stdev(samples_s) * 1e6 if len(samples_s) > 1 else 0.0
-    return (f"{label}:\n\tavg (us):       {avg:g}\n\tavg (tokens/s): {1e6 / avg * tokens:g}\n\tp50 (us):       "
-            f"{sorted(samples_s)[len(samples_s) // 2] * 1e6:g}\n\tstddev (us):    {sd:g}\n\tn:              {len(samples_s)} * {tokens} token(s)\n")
+    return (
+        f"{label}:\n\tavg (us):       {avg:g}\n\tavg (tokens/s): {1e6 / avg * tokens:g}\n\tp50 (us):       "
+        f"{sorted(samples_s)[len(samples_s) // 2] * 1e6:g}\n\tstddev (us):    {sd:g}\n"
+        f"\tn:              {len(samples_s)} * {tokens} token(s)\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
 
         model = og.Model(ns.input_folder)
         tokenizer = og.Tokenizer(model)
-        prompt = ns.prompt if ns.prompt is not None else open(ns.prompt_file, encoding="utf-8").read() if ns.prompt_file else "A"
+        if ns.prompt is not None:
+            prompt = ns.prompt
+        else:
+            prompt = open(ns.prompt_file, encoding="utf-8").read() if ns.prompt_file else "A"
         ids = tokenizer.encode(prompt)
     except Exception as e:  # model_benchmark's own catch-all: one line, exit 1
         print(f"Exception: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from android_bench.device import DeviceFacts
 
 # ARM part numbers (MIDR bits 15:4, /proc/cpuinfo "CPU part") that cpuinfo_utils.cpp counts as little.
-LITTLE_PARTS = {0xD03: "Cortex-A53", 0xD05: "Cortex-A55", 0xD07: "Cortex-A57", 0xD46: "Cortex-A510", 0xD80: "Cortex-A520"}
+LITTLE_PARTS = {
+    0xD03: "Cortex-A53",
+    0xD05: "Cortex-A55",
+    0xD07: "Cortex-A57",
+    0xD46: "Cortex-A510",
+    0xD80: "Cortex-A520",
+}
 
 
 @dataclass(frozen=True)

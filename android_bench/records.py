@@ -151,8 +151,8 @@ class RunRecord:
     plugged: bool | None = None
     # how the runner was called and where it ran
     runner_flags: str | None = None  # what its --helpshort listed
-    runtime: str = "executorch"  # executorch | onnxruntime | llama.cpp (android_bench.runtimes.Runtime)
-    runner_build: str | None = None  # the runner's build: package versions, llama.cpp's build line, or the binary's sha256
+    runtime: str = "executorch"  # executorch | onnxruntime | llama.cpp (android_bench.runners.Runtime)
+    runner_build: str | None = None  # the runner's build: package versions, llama.cpp's build line, or its sha256
     length_flag: str | None = None  # LengthFlag value used
     ignore_eos: bool | None = None
     runner_threads: int | None = None  # most threads at once (/proc/<pid>/status Threads)
@@ -266,7 +266,8 @@ def summarize(records: list[RunRecord], *, baseline: str | None) -> list[ConfigS
 def baseline_for(summary: ConfigSummary, summaries: list[ConfigSummary]) -> ConfigSummary | None:
     """The baseline row on the same device with the same prompt length (None if there is none)."""
     for s in summaries:
-        if s.is_baseline and s.target_id == summary.target_id and s.prompt_tokens_requested == summary.prompt_tokens_requested:
+        same = s.target_id == summary.target_id and s.prompt_tokens_requested == summary.prompt_tokens_requested
+        if s.is_baseline and same:
             return s
     return None
 
@@ -295,7 +296,12 @@ class BenchResult:
 
 
 def make_result(
-    *, records: list[RunRecord], baseline: str | None, faults: list[str], started: str, config: dict[str, Any],
+    *,
+    records: list[RunRecord],
+    baseline: str | None,
+    faults: list[str],
+    started: str,
+    config: dict[str, Any],
     devices: dict[str, dict[str, Any]],
 ) -> BenchResult:
     """Records -> BenchResult with its summaries."""

@@ -22,12 +22,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from edge.core.io import write_text_atomic
 from android_bench import HARNESS_VERSION
 from android_bench.config import OutputFormat
 from android_bench.records import CARD_METRICS, BenchResult, ConfigSummary, Metric, baseline_for, ratio
+from edge.core.io import write_text_atomic
 
 WARN = "⚠"
+BACKENDS = {"onnxruntime": "onnxruntime-cpu", "llama.cpp": "ggml-cpu"}  # v3 json backend by runtime (else xnnpack)
 
 
 def fmt_value(metric: Metric, value: float | None) -> str:
@@ -75,11 +76,12 @@ def _facts_line(result: BenchResult, target_id: str) -> str:
     """One line of device facts and run settings under a table's heading."""
     f = result.devices.get(target_id, {})
     freqs = sorted({x for x in f.get("cpu_max_freq_mhz") or () if x is not None})
+    clocks = f" (max {'/'.join(str(x) for x in freqs)} MHz)" if freqs else ""
     parts = [
         f.get("os_version"),
         f.get("soc") or f.get("hardware"),
         f.get("abi"),
-        f"{f['n_cores']} cores" + (f" (max {'/'.join(str(x) for x in freqs)} MHz)" if freqs else "") if f.get("n_cores") else None,
+        f"{f['n_cores']} cores{clocks}" if f.get("n_cores") else None,
         f"{f['mem_total_gb']:.1f} GB RAM" if f.get("mem_total_gb") else None,
     ]
     run = next((r for r in result.records if r.target_id == target_id), None)
@@ -141,9 +143,11 @@ def write_markdown(result: BenchResult, stream: TextIO) -> None:
     if len(devices) > 1:
         _write_side_by_side(result, devices, stream)
     _write_details(result, stream)
-    stream.write("MiB = 2^20 bytes (the model card's \"MB\" are MiB). Model MiB: the .pte, the ONNX model with its external "
-                 "data, or the .gguf. RSS is the runner process's peak (VmHWM); on --host it includes the Python interpreter "
-                 "of the host runners (torch's libraries for ExecuTorch, none for ONNX Runtime).\n")
+    stream.write(
+        'MiB = 2^20 bytes (the model card\'s "MB" are MiB). Model MiB: the .pte, the ONNX model with its '
+        "external data, or the .gguf. RSS is the runner process's peak (VmHWM); on --host it includes the "
+        "Python interpreter of the host runners (torch's libraries for ExecuTorch, none for ONNX Runtime).\n"
+    )
 
 
 def _write_side_by_side(result: BenchResult, devices: list[str], stream: TextIO) -> None:
@@ -158,9 +162,8 @@ def _write_side_by_side(result: BenchResult, devices: list[str], stream: TextIO)
             cells = []
             for d in devices:
                 s = by_key.get((d, label, n))
-                cells.append(
-                    "-" if s is None else " / ".join(fmt_value(m, s.median(m)) for m in (Metric.DECODE, Metric.TTFT, Metric.RSS))
-                )
+                shown = (Metric.DECODE, Metric.TTFT, Metric.RSS)
+                cells.append("-" if s is None else " / ".join(fmt_value(m, s.median(m)) for m in shown))
             stream.write(f"| {label} | " + " | ".join(cells) + " |\n")
         stream.write("\n")
 
@@ -175,10 +178,15 @@ def _range(s: ConfigSummary, m: Metric) -> str:
 def _write_details(result: BenchResult, stream: TextIO) -> None:
     metrics = (Metric.DECODE, Metric.TTFT, Metric.PREFILL, Metric.RSS, Metric.LOAD)
     stream.write("### Details: median [min–max] over the measured runs\n\n")
-    stream.write("| device | model | scheme | prompt / generated tokens | " + " | ".join(m.header for m in metrics) + " | runs ok / failed |\n")
+    stream.write(
+        "| device | model | scheme | prompt / generated tokens | "
+        + " | ".join(m.header for m in metrics)
+        + " | runs ok / failed |\n"
+    )
     stream.write("|---|---|---|---:|" + "---:|" * len(metrics) + "---:|\n")
     for s in result.summaries:
-        tokens = f"{s.prompt_tokens if s.prompt_tokens is not None else '-'} / {s.generated_tokens if s.generated_tokens is not None else '-'}"
+        shown = ["-" if t is None else str(t) for t in (s.prompt_tokens, s.generated_tokens)]
+        tokens = " / ".join(shown)
         stream.write(
             f"| {_device_name(result, s.target_id)} | {_row_label(s)} | {s.scheme} | {tokens} | "
             + " | ".join(_range(s, m) for m in metrics)
@@ -271,9 +279,13 @@ def v3_rows(result: BenchResult) -> list[dict[str, object]]:
                     "model": {
                         "name": s.label,
                         "type": "OSS model",
-                        "backend": {"onnxruntime": "onnxruntime-cpu", "llama.cpp": "ggml-cpu"}.get(s.runtime, "xnnpack"),
-                        "extra_info": {"scheme": s.scheme, "baseline": s.is_baseline, "runtime": s.runtime,
-                                       "runner_build": s.runner_build},
+                        "backend": BACKENDS.get(s.runtime, "xnnpack"),
+                        "extra_info": {
+                            "scheme": s.scheme,
+                            "baseline": s.is_baseline,
+                            "runtime": s.runtime,
+                            "runner_build": s.runner_build,
+                        },
                     },
                     "metric": {
                         "name": m.v3_name,

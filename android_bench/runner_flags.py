@@ -15,11 +15,14 @@ their decode rates are then not comparable.
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 
 from android_bench.config import BenchError, LengthFlag
 
 HELP_PROBES = ("--helpshort", "--help")
+SPLIT = "@@EDGE_SPLIT"  # between the probes' outputs in one shell call
+CANNOT_RUN = ("not executable", "Exec format error", "not found", "Permission denied", "CANNOT LINK EXECUTABLE")
 _FLAG = re.compile(r"^\s+-(\w+) \(", re.M)  # gflags: "    -max_new_tokens (Maximum ...) type: int32 default: -1"
 
 
@@ -38,7 +41,9 @@ class RunnerFlags:
         if not self.known:
             return "flags unknown (its --helpshort and --help list none)"
         have = [f for f in ("max_new_tokens", "seq_len", "prompt_file", "ignore_eos") if f in self.names]
-        return "has --" + ", --".join(have) if have else "has none of --max_new_tokens, --seq_len, --prompt_file, --ignore_eos"
+        if not have:
+            return "has none of --max_new_tokens, --seq_len, --prompt_file, --ignore_eos"
+        return "has --" + ", --".join(have)
 
 
 def parse_gflags_help(text: str) -> frozenset[str]:
@@ -55,6 +60,22 @@ def flags_from_probes(texts: list[str]) -> RunnerFlags:
     return RunnerFlags(names=frozenset(), known=False)
 
 
+def probe_script(*, workdir: str, runner: str) -> str:
+    """Shell line asking RUNNER for its flags with each of HELP_PROBES (gflags exits 1 after help)."""
+    asks = [f"{runner} {probe} 2>&1 < /dev/null" for probe in HELP_PROBES]
+    return f"cd {shlex.quote(workdir)} || exit 97; " + f"; echo {SPLIT}; ".join(asks) + "; true"
+
+
+def flags_from_probe_output(text: str, *, where: str) -> RunnerFlags:
+    """probe_script's output -> RunnerFlags; BenchError when the runner cannot run there at all."""
+    flags = flags_from_probes(text.split(SPLIT))
+    if not flags.known:
+        bad = next((ln.strip() for ln in text.splitlines() if any(s in ln for s in CANNOT_RUN)), None)
+        if bad:
+            raise BenchError(f"the runner cannot run on {where}: {bad[:200]}")
+    return flags
+
+
 @dataclass(frozen=True)
 class RunFlags:
     flags: tuple[tuple[str, str | None], ...]
@@ -63,8 +84,9 @@ class RunFlags:
     length_flag: LengthFlag
 
 
-def run_flags(*, runner: RunnerFlags, length_flag: LengthFlag, prompt_tokens: int, max_new_tokens: int,
-              threads: int | None) -> RunFlags:
+def run_flags(
+    *, runner: RunnerFlags, length_flag: LengthFlag, prompt_tokens: int, max_new_tokens: int, threads: int | None
+) -> RunFlags:
     """The flags after the prompt for one run (BenchError when the runner lacks an asked-for flag)."""
     if length_flag is LengthFlag.AUTO:
         length_flag = LengthFlag.MAX_NEW_TOKENS if runner.has("max_new_tokens") else LengthFlag.SEQ_LEN
@@ -83,5 +105,9 @@ def run_flags(*, runner: RunnerFlags, length_flag: LengthFlag, prompt_tokens: in
         flags.append(("--ignore_eos", None))
     if threads is not None:
         flags.append(("--cpu_threads", str(threads)))
-    return RunFlags(flags=tuple(flags), prompt_as_file=runner.known and runner.has("prompt_file"),
-                    ignore_eos=ignore_eos, length_flag=length_flag)
+    return RunFlags(
+        flags=tuple(flags),
+        prompt_as_file=runner.known and runner.has("prompt_file"),
+        ignore_eos=ignore_eos,
+        length_flag=length_flag,
+    )

@@ -4,7 +4,7 @@ In:  `BenchConfig`, and for a phone an `Adb` and a serial.
 Out: a target with `facts()`, `thermal()`, `stage(...)` (put the runner, .pte, tokenizer and
      prompt where the runner can read them) and `execute(script)`.
 
-One run is one shell script (`android_bench.script.run_script`). On a phone it is the one
+One run is one shell script (`android_bench.device_script.run_script`). On a phone it is the one
 quoted argument of `adb -s SERIAL shell` (Android's mksh runs it); on the host it is `sh -c`.
 So the phone and the host measure the same way. Each runner is asked once for its flags
 (`--helpshort`, see `android_bench.runner_flags`).
@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 from pathlib import Path
 
-from android_bench.adb import Adb, DeviceDisconnected, PushFailed, ShellResult
+from android_bench.adb import Adb, DeviceDisconnected, PushFailed, ShellResult, pick_serials
 from android_bench.config import BenchConfig, BenchError, Target
 from android_bench.device import (
     DeviceFacts,
@@ -37,44 +35,13 @@ from android_bench.device import (
     parse_dumpsys_thermal,
     parse_getprop,
 )
-from android_bench.runner_flags import HELP_PROBES, RunnerFlags, flags_from_probes
-from android_bench.script import LEFTOVER, RunOutput, kill_leftover_command, parse_run_output
+from android_bench.device_script import LEFTOVER, RunOutput, StagedConfig, kill_leftover_command, parse_run_output
+from android_bench.host_target import HostTarget
+from android_bench.runner_flags import SPLIT, RunnerFlags, flags_from_probe_output, probe_script
+from android_bench.runners import Runtime
 from edge.core.io import sha256_file
 
-if TYPE_CHECKING:
-    from android_bench.host_target import HostTarget
-
-SPLIT = "@@EDGE_SPLIT"
-CANNOT_RUN = ("not executable", "Exec format error", "not found", "Permission denied", "CANNOT LINK EXECUTABLE")
-
-
-def probe_script(*, workdir: str, runner: str) -> str:
-    """Shell line asking RUNNER for its flags with each of HELP_PROBES (gflags exits 1 after help)."""
-    asks = [f"{runner} {probe} 2>&1 < /dev/null" for probe in HELP_PROBES]
-    return f"cd {shlex.quote(workdir)} || exit 97; " + f"; echo {SPLIT}; ".join(asks) + "; true"
-
-
-def flags_from_probe_output(text: str, *, where: str) -> RunnerFlags:
-    """probe_script's output -> RunnerFlags; BenchError when the runner cannot run there at all."""
-    flags = flags_from_probes(text.split(SPLIT))
-    if not flags.known:
-        bad = next((ln.strip() for ln in text.splitlines() if any(s in ln for s in CANNOT_RUN)), None)
-        if bad:
-            raise BenchError(f"the runner cannot run on {where}: {bad[:200]}")
-    return flags
-
 FREE_SPACE_MARGIN = 16 * (1 << 20)
-
-
-@dataclass
-class StagedConfig:
-    """Where one configuration's files are, as seen from the work folder."""
-
-    workdir: str
-    runner: str
-    model_path: str
-    tokenizer_path: str
-    prompt_files: dict[int, str] = field(default_factory=dict)  # prompt token count -> path
 
 
 class AndroidTarget:
@@ -98,7 +65,8 @@ class AndroidTarget:
         out = self.adb.check_shell(
             self.serial,
             "getprop; echo @@EDGE_CPU; cat /sys/devices/system/cpu/possible; echo @@EDGE_FREQ;"
-            " for f in /sys/devices/system/cpu/cpu[0-9]*/cpufreq/cpuinfo_max_freq; do echo \"$f $(cat $f 2>/dev/null)\"; done;"
+            " for f in /sys/devices/system/cpu/cpu[0-9]*/cpufreq/cpuinfo_max_freq;"
+            ' do echo "$f $(cat $f 2>/dev/null)"; done;'
             " echo @@EDGE_MEM; cat /proc/meminfo; echo @@EDGE_ONLINE; cat /sys/devices/system/cpu/online;"
             " echo @@EDGE_CPUINFO; cat /proc/cpuinfo",
             what="reading device facts",
@@ -108,15 +76,22 @@ class AndroidTarget:
         freqs, _, rest = rest.partition("@@EDGE_MEM")
         meminfo, _, rest = rest.partition("@@EDGE_ONLINE")
         online, _, cpuinfo = rest.partition("@@EDGE_CPUINFO")
-        return facts_from_android(serial=self.serial, props=parse_getprop(props), possible=possible, freqs=freqs,
-                                  meminfo=meminfo, online=online, cpuinfo=cpuinfo)
+        return facts_from_android(
+            serial=self.serial,
+            props=parse_getprop(props),
+            possible=possible,
+            freqs=freqs,
+            meminfo=meminfo,
+            online=online,
+            cpuinfo=cpuinfo,
+        )
 
     def thermal(self) -> Thermal:
         """dumpsys battery + thermalservice -> Thermal (fields None where the phone does not say)."""
-        r = self.adb.shell(self.serial, "dumpsys battery; echo @@EDGE_SPLIT; dumpsys thermalservice", timeout=60.0)
-        if r.returncode != 0 and "@@EDGE_SPLIT" not in r.stdout:
+        r = self.adb.shell(self.serial, f"dumpsys battery; echo {SPLIT}; dumpsys thermalservice", timeout=60.0)
+        if r.returncode != 0 and SPLIT not in r.stdout:
             self.adb.ensure_connected(self.serial)
-        battery, _, thermal = r.stdout.partition("@@EDGE_SPLIT")
+        battery, _, thermal = r.stdout.partition(SPLIT)
         temp, charging, plugged = parse_dumpsys_battery(battery)
         status, cpu = parse_dumpsys_thermal(thermal)
         return Thermal(thermal_status=status, battery_temp_c=temp, cpu_temp_c=cpu, charging=charging, plugged=plugged)
@@ -131,8 +106,10 @@ class AndroidTarget:
         remote = list(files)
         out = self.adb.check_shell(
             self.serial,
-            " ".join(["mkdir", "-p", *sorted({shlex.quote(p.rsplit('/', 1)[0]) for p in remote})])
-            + "; sha256sum " + " ".join(shlex.quote(p) for p in remote) + " 2>/dev/null; true",
+            " ".join(["mkdir", "-p", *sorted({shlex.quote(p.rsplit("/", 1)[0]) for p in remote})])
+            + "; sha256sum "
+            + " ".join(shlex.quote(p) for p in remote)
+            + " 2>/dev/null; true",
             what="checking files on the device",
         )
         there = {}
@@ -156,7 +133,9 @@ class AndroidTarget:
             self.adb.push(self.serial, p, r)
             self.pushed.append(r)
 
-    def stage(self, *, label_dir: str, pte: Path, tokenizer: Path, prompts: dict[int, Path], runner: Path) -> StagedConfig:
+    def stage(
+        self, *, label_dir: str, pte: Path, tokenizer: Path, prompts: dict[int, Path], runner: Path
+    ) -> StagedConfig:
         """Push what this configuration needs; paths as the runner sees them from the work folder."""
         sub = f"{self.dir}/{label_dir}"
         files = {
@@ -166,7 +145,9 @@ class AndroidTarget:
             **{f"{sub}/prompt_{n}.txt": p for n, p in prompts.items()},
         }
         self.push_files(files)
-        self.adb.check_shell(self.serial, f"chmod 755 {shlex.quote(self.dir)}/llama_main", what="making llama_main executable")
+        self.adb.check_shell(
+            self.serial, f"chmod 755 {shlex.quote(self.dir)}/llama_main", what="making llama_main executable"
+        )
         self._runtime_runner = Path(runner)
         return StagedConfig(
             workdir=self.dir,
@@ -176,20 +157,39 @@ class AndroidTarget:
             prompt_files={n: f"{label_dir}/prompt_{n}.txt" for n in prompts},
         )
 
-    def stage_runtime(self, *, label_dir: str, runtime, files: dict[str, Path], model_rel: str, prompts: dict[int, Path],
-                      runner: Path | None) -> StagedConfig:
+    def stage_runtime(
+        self,
+        *,
+        label_dir: str,
+        runtime: Runtime,
+        files: dict[str, Path],
+        model_rel: str,
+        prompts: dict[int, Path],
+        runner: Path | None,
+    ) -> StagedConfig:
         """Push an ONNX Runtime or llama.cpp runner (with the lib*.so beside it) and the model's files."""
-        from android_bench.runtimes import Runtime
-
         if runner is None:
-            what, flag = (("onnxruntime-genai's model_benchmark", "--onnx-runner") if runtime is Runtime.ONNXRUNTIME
-                          else ("llama.cpp's llama-completion", "--llamacpp-runner"))
+            what, flag = (
+                ("onnxruntime-genai's model_benchmark", "--onnx-runner")
+                if runtime is Runtime.ONNXRUNTIME
+                else ("llama.cpp's llama-completion", "--llamacpp-runner")
+            )
             raise BenchError(f"a phone needs {what} built for arm64-v8a (pass {flag} FILE)")
         sub = f"{self.dir}/{label_dir}"
         libs = {f"{self.dir}/{lib.name}": lib for lib in sorted(Path(runner).parent.glob("lib*.so"))}
-        self.push_files({f"{self.dir}/{runner.name}": runner, **libs, **{f"{sub}/{rel}": p for rel, p in files.items()},
-                         **{f"{sub}/prompt_{n}.txt": p for n, p in prompts.items()}})
-        self.adb.check_shell(self.serial, f"chmod 755 {shlex.quote(self.dir)}/{shlex.quote(runner.name)}", what=f"making {runner.name} executable")
+        self.push_files(
+            {
+                f"{self.dir}/{runner.name}": runner,
+                **libs,
+                **{f"{sub}/{rel}": p for rel, p in files.items()},
+                **{f"{sub}/prompt_{n}.txt": p for n, p in prompts.items()},
+            }
+        )
+        self.adb.check_shell(
+            self.serial,
+            f"chmod 755 {shlex.quote(self.dir)}/{shlex.quote(runner.name)}",
+            what=f"making {runner.name} executable",
+        )
         self._runtime_runner = Path(runner)
         return StagedConfig(
             workdir=self.dir,
@@ -199,7 +199,7 @@ class AndroidTarget:
             prompt_files={n: f"{label_dir}/prompt_{n}.txt" for n in prompts},
         )
 
-    def runner_build(self, runtime, staged: StagedConfig) -> str:
+    def runner_build(self, runtime: Runtime, staged: StagedConfig) -> str:
         """The pushed runner's identity: its file name and sha256."""
         return f"{self._runtime_runner.name} sha256:{self._local_sha(self._runtime_runner)[:16]}"
 
@@ -242,8 +242,10 @@ class AndroidTarget:
                 back = self.adb.wait_online(self.serial, timeout=wait)
                 killed = self.kill_runner() if back else None
                 after = (
-                    f"; it came back and the runner it left running (pid {killed}) was killed" if killed is not None
-                    else "; it came back" if back
+                    f"; it came back and the runner it left running (pid {killed}) was killed"
+                    if killed is not None
+                    else "; it came back"
+                    if back
                     else f"; not back within {wait:g} s (a runner left there is killed before the next run)"
                 )
                 raise DeviceDisconnected(f"device {self.serial} disconnected ({state or 'gone'}){after}")
@@ -252,12 +254,7 @@ class AndroidTarget:
 
 def make_targets(config: BenchConfig) -> list[AndroidTarget | HostTarget]:
     """BenchConfig -> the targets to measure, in order (BenchError for adb and device faults)."""
-    from android_bench.host_target import HostTarget
-
     if config.target is Target.HOST:
         return [HostTarget(config=config)]
-    from android_bench.adb import pick_serials
-
     adb = Adb()
     return [AndroidTarget(adb=adb, serial=s, config=config) for s in pick_serials(adb=adb, requested=config.serial)]
-

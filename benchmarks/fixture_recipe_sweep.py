@@ -42,7 +42,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 SWEEP_DIR = RESULTS / "fixture_recipe_sweep"
 EVAL_TOKENS = 20 * 1024 + 1
 
-H384 = dict(hidden_size=384, intermediate_size=1024, num_heads=6, num_kv_heads=2)  # the previous fixture: 12.6M parameters
+H384 = dict(
+    hidden_size=384, intermediate_size=1024, num_heads=6, num_kv_heads=2
+)  # the previous fixture: 12.6M parameters
 H256 = dict(hidden_size=256, intermediate_size=768, num_heads=4, num_kv_heads=2)
 H192 = dict(hidden_size=192, intermediate_size=512, num_heads=3, num_kv_heads=1)
 H128 = dict(hidden_size=128, intermediate_size=384, num_heads=2, num_kv_heads=1)  # the shipped fixture
@@ -55,7 +57,9 @@ VARIANTS: dict[str, dict] = {
     "h384_b16": dict(shape=H384, batch_size=16, max_steps=1100),
     "h384_b16_x4_steps": dict(shape=H384, batch_size=16, max_steps=4400),  # 4x the CPU budget: a diagnostic
     "h384_b16_bos": dict(shape=H384, batch_size=16, max_steps=1100, bos_start=True),
-    "h384_b16_wd0_eps1e-10_b2.99": dict(shape=H384, batch_size=16, max_steps=1300, weight_decay=0.0, betas=(0.9, 0.99), adam_eps=1e-10),
+    "h384_b16_wd0_eps1e-10_b2.99": dict(
+        shape=H384, batch_size=16, max_steps=1300, weight_decay=0.0, betas=(0.9, 0.99), adam_eps=1e-10
+    ),
     "h384_b8": dict(shape=H384, batch_size=8, max_steps=2220),
     "h256_b16": dict(shape=H256, batch_size=16, max_steps=1770),
     "h256L8_b16": dict(shape={**H256, "num_layers": 8}, batch_size=16, max_steps=1440),
@@ -66,21 +70,27 @@ VARIANTS: dict[str, dict] = {
     "h192_b16_seed1": dict(shape=H192, batch_size=16, max_steps=2550, seed=1),
     "h192_b16_wd0": dict(shape=H192, batch_size=16, max_steps=2550, weight_decay=0.0),
     "h192_b16_lr4e-3": dict(shape=H192, batch_size=16, max_steps=2550, peak_lr=4e-3),
-    "h192_b16_wd0_eps1e-10_b2.99_bos": dict(shape=H192, batch_size=16, max_steps=2550, weight_decay=0.0, betas=(0.9, 0.99), adam_eps=1e-10, bos_start=True),
+    "h192_b16_wd0_eps1e-10_b2.99_bos": dict(
+        shape=H192, batch_size=16, max_steps=2550, weight_decay=0.0, betas=(0.9, 0.99), adam_eps=1e-10, bos_start=True
+    ),
     "h192L4_b16": dict(shape={**H192, "num_layers": 4}, batch_size=16, max_steps=3060),
     "h192v4096_b16": dict(shape={**H192, "vocab_size": 4096}, batch_size=16, max_steps=3240),
     "h192_b8": dict(shape=H192, batch_size=8, max_steps=4850),
     "h192_b4": dict(shape=H192, batch_size=4, max_steps=9500),
     "h128_b16": dict(shape=H128, batch_size=16, max_steps=3300),
     "h128_b16_lr4e-3_wd0": dict(shape=H128, batch_size=16, max_steps=3300, peak_lr=4e-3, weight_decay=0.0),
-    "h128_b16_lr4e-3_wd0_seed1": dict(shape=H128, batch_size=16, max_steps=3300, peak_lr=4e-3, weight_decay=0.0, seed=1),
+    "h128_b16_lr4e-3_wd0_seed1": dict(
+        shape=H128, batch_size=16, max_steps=3300, peak_lr=4e-3, weight_decay=0.0, seed=1
+    ),
     "h128_b8": dict(shape=H128, batch_size=8, max_steps=6200),  # the shipped recipe
     "h128_b8_seed1": dict(shape=H128, batch_size=8, max_steps=6200, seed=1),
     "h128_b8_lr3e-3_wd0": dict(shape=H128, batch_size=8, max_steps=6200, peak_lr=3e-3, weight_decay=0.0),
     "h128_b8_lr4e-3_wd0": dict(shape=H128, batch_size=8, max_steps=6200, peak_lr=4e-3, weight_decay=0.0),
     "h128_b8_lr4e-3_wd0_seed1": dict(shape=H128, batch_size=8, max_steps=6200, peak_lr=4e-3, weight_decay=0.0, seed=1),
     "h128_b8_lr6e-3_wd0": dict(shape=H128, batch_size=8, max_steps=6200, peak_lr=6e-3, weight_decay=0.0),
-    "h128_b8_lr4e-3_wd0_bos": dict(shape=H128, batch_size=8, max_steps=6200, peak_lr=4e-3, weight_decay=0.0, bos_start=True),
+    "h128_b8_lr4e-3_wd0_bos": dict(
+        shape=H128, batch_size=8, max_steps=6200, peak_lr=4e-3, weight_decay=0.0, bos_start=True
+    ),
     "h128_b4": dict(shape=H128, batch_size=4, max_steps=12300),
 }
 
@@ -130,7 +140,9 @@ def compare(ref: torch.nn.Module, q: torch.nn.Module, ids: torch.Tensor, *, seq_
     inp = torch.stack([ids[i * seq_len : (i + 1) * seq_len] for i in range(n)])
     tgt = torch.stack([ids[i * seq_len + 1 : (i + 1) * seq_len + 1] for i in range(n)]).reshape(-1)
     vocab = ref.config.vocab_size
-    c = compare_logits(ref(input_ids=inp).logits.float().reshape(-1, vocab), q(input_ids=inp).logits.float().reshape(-1, vocab), tgt)
+    c = compare_logits(
+        ref(input_ids=inp).logits.float().reshape(-1, vocab), q(input_ids=inp).logits.float().reshape(-1, vocab), tgt
+    )
     ppl, ppl_q = math.exp(c.nll_ref / len(tgt)), math.exp(c.nll_got / len(tgt))
     return {
         "ppl": round(ppl, 3),
@@ -170,12 +182,20 @@ def run_variant(name: str, *, device: str, corpus_dir: Path) -> dict:
     from edge.core.machine import cpu_name
 
     where = torch.cuda.get_device_name() if device == "cuda" else f"{device} ({cpu_name()})"
-    result = {"variant": name, "provenance": f"{date.today().isoformat()}, this script on {where}, torch {torch.__version__}, "
-              f"transformers {transformers.__version__}", "config": VARIANTS[name], "params": r.log["parameters"],
-              "steps": r.log["steps"], "tokens_seen": r.log["tokens_seen"]}
+    result = {
+        "variant": name,
+        "provenance": f"{date.today().isoformat()}, this script on {where}, torch {torch.__version__}, "
+        f"transformers {transformers.__version__}",
+        "config": VARIANTS[name],
+        "params": r.log["parameters"],
+        "steps": r.log["steps"],
+        "tokens_seen": r.log["tokens_seen"],
+    }
     for tag, (w, a) in {"w4a8": (True, True), "w4": (True, False), "a8": (False, True)}.items():
         result[tag] = compare(m, simulated_8da4w(m, weights=w, activations=a), ids)
-    result["max_ratio"] = {k: max(row[f"{k}_ratio"] for row in r.log["outliers_trained"]) for k in ("qkv", "o", "gate_up", "down")}
+    result["max_ratio"] = {
+        k: max(row[f"{k}_ratio"] for row in r.log["outliers_trained"]) for k in ("qkv", "o", "gate_up", "down")
+    }
     result["down_absmax"] = max(row["down_absmax"] for row in r.log["outliers_trained"])
     prompt = torch.tensor([r.tokenizer.encode("The :mod:`json` module").ids], device=device)
     result["sample"] = r.tokenizer.decode(m.generate(input_ids=prompt, max_new_tokens=60, do_sample=False)[0].tolist())
@@ -204,7 +224,9 @@ def cpu_step_times(*, threads: int = 2, steps: int = 11) -> dict:
         key = _step_time_key(name)
         if key in seen:
             continue
-        config = TrainConfig(out_dir=Path("unused"), shape=ModelShape(**cfg["shape"]), batch_size=cfg["batch_size"], threads=threads)
+        config = TrainConfig(
+            out_dir=Path("unused"), shape=ModelShape(**cfg["shape"]), batch_size=cfg["batch_size"], threads=threads
+        )
         model = build_model(shape=config.shape, seed=0)
         opt = build_optimizer(model, config=config)
         x = torch.randint(0, config.shape.vocab_size, (config.batch_size, config.seq_len + 1))
@@ -237,10 +259,14 @@ def write_table() -> Path:
         ratio = relative.get(_step_time_key(name))
         return shipped_steps / ratio if ratio else None
 
-    over = [f"{r['variant']} (+{100 * (r['steps'] / b - 1):.0f}%)" for r in rows
-            if (b := budget_steps(r["variant"])) and r["steps"] > 1.05 * b and r["variant"] not in DIAGNOSTIC]
+    over = [
+        f"{r['variant']} (+{100 * (r['steps'] / b - 1):.0f}%)"
+        for r in rows
+        if (b := budget_steps(r["variant"])) and r["steps"] > 1.05 * b and r["variant"] not in DIAGNOSTIC
+    ]
     lines = [
-        "# Fixture recipe sweep: what plain 8da4w PTQ costs models trained in the same 2-core CPU budget", "",
+        "# Fixture recipe sweep: what plain 8da4w PTQ costs models trained in the same 2-core CPU budget",
+        "",
         "Each variant was trained with the fixture trainer for about the steps that the shipped recipe's CPU budget",
         f"({shipped_steps} steps on the 2-core machine) allows at that variant's step time (`budget steps`), on a",
         "GPU (`--device cuda`). Perplexity is eager, over the first 20,480 held-out tokens in windows of 256;",
@@ -252,11 +278,14 @@ def write_table() -> Path:
         "from CPU step times measured in one run (`--cpu-step-times`, as ratios to the shipped recipe's).",
     ]
     if over:
-        lines.append("Trained more steps than their budget (sized from an earlier, noisier timing), which if anything raises "
-                     "their PTQ cost and lowers their perplexity: " + ", ".join(over) + ".")
+        lines.append(
+            "Trained more steps than their budget (sized from an earlier, noisier timing), which if anything raises "
+            "their PTQ cost and lowers their perplexity: " + ", ".join(over) + "."
+        )
     lines += [
         "",
-        "| variant | params | steps | budget steps | tokens/param | ppl | 8da4w ppl | Δ% | W4 only Δ% | A8 only Δ% | top-1 % | KL | down outlier ratio |",
+        "| variant | params | steps | budget steps | tokens/param | ppl | 8da4w ppl | Δ% | W4 only Δ% | A8 only Δ% "
+        "| top-1 % | KL | down outlier ratio |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -264,11 +293,19 @@ def write_table() -> Path:
         lines.append(
             f"| {r['variant']} | {r['params'] / 1e6:.2f}M | {r['steps']} | {'?' if b is None else f'{b:.0f}'} | "
             f"{r['tokens_seen'] / r['params']:.1f} | {q['ppl']:.2f} | {q['ppl_q']:.2f} | {q['pct']:+.2f} | "
-            f"{r['w4']['pct']:+.2f} | {r['a8']['pct']:+.2f} | {q['top1']:.1f} | {q['kl']:.4f} | {r['max_ratio']['down']:.1f} |"
+            f"{r['w4']['pct']:+.2f} | {r['a8']['pct']:+.2f} | {q['top1']:.1f} | {q['kl']:.4f} | "
+            f"{r['max_ratio']['down']:.1f} |"
         )
-    lines += ["", "Reproduce: `python benchmarks/fixture_recipe_sweep.py --device cuda --parallel 8` then `--table`.", "",
-              "Where the rows come from:", ""]
-    lines += [f"- {prov}: {n} rows" for prov, n in sorted(Counter(r.get("provenance", "unknown") for r in rows).items())]
+    lines += [
+        "",
+        "Reproduce: `python benchmarks/fixture_recipe_sweep.py --device cuda --parallel 8` then `--table`.",
+        "",
+        "Where the rows come from:",
+        "",
+    ]
+    lines += [
+        f"- {prov}: {n} rows" for prov, n in sorted(Counter(r.get("provenance", "unknown") for r in rows).items())
+    ]
     out = RESULTS / "fixture_recipe_sweep.md"
     out.write_text("\n".join(lines) + "\n")
     return out
@@ -302,8 +339,11 @@ def main() -> int:
     ns = ap.parse_args()
     if ns.cpu_step_times or ns.shipped:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        name, data = (("fixture_recipe_cpu_step_times.json", cpu_step_times()) if ns.cpu_step_times
-                      else ("fixture_ptq_breakdown.json", shipped_breakdown()))
+        name, data = (
+            ("fixture_recipe_cpu_step_times.json", cpu_step_times())
+            if ns.cpu_step_times
+            else ("fixture_ptq_breakdown.json", shipped_breakdown())
+        )
         (RESULTS / name).write_text(json.dumps(data, indent=1) + "\n")
         print(RESULTS / name)
         return 0
@@ -319,9 +359,20 @@ def main() -> int:
     while pending or running:
         while pending and len(running) < ns.parallel:
             name = pending.pop(0)
-            cmd = [sys.executable, __file__, "--variant", name, "--device", ns.device, "--corpus-dir", str(ns.corpus_dir)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--variant",
+                name,
+                "--device",
+                ns.device,
+                "--corpus-dir",
+                str(ns.corpus_dir),
+            ]
             with open(f"/tmp/fixture_sweep_{name}.log", "w") as log:
-                running[name] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, "OMP_NUM_THREADS": "2"})
+                running[name] = subprocess.Popen(
+                    cmd, stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, "OMP_NUM_THREADS": "2"}
+                )
         time.sleep(2)
         for name, proc in list(running.items()):
             if proc.poll() is not None:

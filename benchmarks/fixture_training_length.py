@@ -37,16 +37,20 @@ def measure(checkpoint: Path) -> dict:
     import math
 
     import torch
+    from top1_vs_kl import eager_logits, quantized_logits
 
     from edge.checkpoint import load_model, open_checkpoint
     from edge.checkpoint.tokenizer import load_tokenizer
     from edge.evaluate.core import tokenize_windows
     from edge.evaluate.metrics import compare_logits, gap_recovered
-    from top1_vs_kl import eager_logits, quantized_logits
 
     ckpt = open_checkpoint(checkpoint)
-    windows = tokenize_windows((checkpoint / "heldout.txt").read_text(encoding="utf-8"),
-                               tokenizer=load_tokenizer(ckpt.tokenizer), bos_id=ckpt.bos_id, context=256)
+    windows = tokenize_windows(
+        (checkpoint / "heldout.txt").read_text(encoding="utf-8"),
+        tokenizer=load_tokenizer(ckpt.tokenizer),
+        bos_id=ckpt.bos_id,
+        context=256,
+    )
     ref = eager_logits(load_model(ckpt, max_context=512, dtype=torch.float32, full_logits=True), windows)  # [N, V]
     targets = torch.cat([torch.tensor(w[1:]) for w in windows])
     n = len(ref)
@@ -55,8 +59,15 @@ def measure(checkpoint: Path) -> dict:
         t0 = time.monotonic()
         c = compare_logits(ref, quantized_logits(config, extra | {"checkpoint": str(checkpoint)}, windows), targets)
         out["float32_perplexity"] = math.exp(c.nll_ref / n)
-        out["rows"].append({"row": name, "mean_kl": c.kl / n, "top1_agreement": c.agree / n,
-                            "perplexity": math.exp(c.nll_got / n), "seconds": round(time.monotonic() - t0, 1)})
+        out["rows"].append(
+            {
+                "row": name,
+                "mean_kl": c.kl / n,
+                "top1_agreement": c.agree / n,
+                "perplexity": math.exp(c.nll_got / n),
+                "seconds": round(time.monotonic() - t0, 1),
+            }
+        )
         print(json.dumps(out["rows"][-1]), flush=True)
     b, p = out["rows"][0], out["rows"][1]
     for r in out["rows"][2:]:
@@ -71,10 +82,11 @@ def main() -> int:
     from edge.core.quiet import quiet_libraries
 
     quiet_libraries()
+    from top1_vs_kl import machine
+
     from edge.checkpoint import FIXTURE_CHECKPOINT
     from edge.fixture.recipe import TrainConfig
     from edge.fixture.train import train_fixture
-    from top1_vs_kl import machine
 
     results = []
     with tempfile.TemporaryDirectory(prefix="fixture_length_") as tmp:
@@ -83,11 +95,26 @@ def main() -> int:
             t0 = time.monotonic()
             train_fixture(config, command=f"benchmarks/fixture_training_length.py ({steps} steps)")
             log = json.loads((config.out_dir / "train_log.json").read_text())
-            results.append({"steps": steps, "tokens_seen": log["tokens_seen"], "parameters": log["parameters"],
-                            "train_s": round(time.monotonic() - t0, 1)} | measure(config.out_dir))
+            results.append(
+                {
+                    "steps": steps,
+                    "tokens_seen": log["tokens_seen"],
+                    "parameters": log["parameters"],
+                    "train_s": round(time.monotonic() - t0, 1),
+                }
+                | measure(config.out_dir)
+            )
         log = json.loads((FIXTURE_CHECKPOINT / "train_log.json").read_text())
-        results.append({"steps": log["steps"], "tokens_seen": log["tokens_seen"], "parameters": log["parameters"],
-                        "train_s": None, "shipped": True} | measure(FIXTURE_CHECKPOINT))
+        results.append(
+            {
+                "steps": log["steps"],
+                "tokens_seen": log["tokens_seen"],
+                "parameters": log["parameters"],
+                "train_s": None,
+                "shipped": True,
+            }
+            | measure(FIXTURE_CHECKPOINT)
+        )
     meta = {"measured": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine()}
     RESULTS.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
     RESULTS.with_suffix(".md").write_text(render(meta, results))
@@ -98,20 +125,25 @@ def main() -> int:
 def render(meta: dict, results: list[dict]) -> str:
     names = [name for name, _, _ in ROWS[2:]]
     lines = [
-        "# Plain PTQ's damage and what SpinQuant's parts recover, against the fixture's training length", "",
+        "# Plain PTQ's damage and what SpinQuant's parts recover, against the fixture's training length",
+        "",
         f"Measured {meta['measured']} on {meta['machine']}. Each row is the fixture recipe with its cosine schedule "
         "planned over that many steps (the 4400-step row is the shipped fixture), evaluated eagerly after edge's own "
-        "quantization on every window of heldout.txt (256 tokens each), against the same model in float32.", "",
+        "quantization on every window of heldout.txt (256 tokens each), against the same model in float32.",
+        "",
         "| steps | tokens per parameter | float32 perplexity | PTQ mean KL | PTQ top-1 | "
-        + " | ".join(f"{n}: gap recovered (KL / top-1)" for n in names) + " |",
+        + " | ".join(f"{n}: gap recovered (KL / top-1)" for n in names)
+        + " |",
         "|---|---|---|---|---|" + "---|" * len(names),
     ]
     for r in results:
         ptq = r["rows"][1]
         cells = [f"{x['kl_gap_recovered']:.0%} / {x['top1_gap_recovered']:.0%}" for x in r["rows"][2:]]
         steps = f"{r['steps']} (shipped)" if r.get("shipped") else str(r["steps"])
-        lines.append(f"| {steps} | {r['tokens_seen'] / r['parameters']:.1f} | {r['float32_perplexity']:.2f} | "
-                     f"{ptq['mean_kl']:.5f} | {ptq['top1_agreement']:.2%} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {steps} | {r['tokens_seen'] / r['parameters']:.1f} | {r['float32_perplexity']:.2f} | "
+            f"{ptq['mean_kl']:.5f} | {ptq['top1_agreement']:.2%} | " + " | ".join(cells) + " |"
+        )
     lines += ["", "Reproduce: `python benchmarks/fixture_training_length.py`"]
     return "\n".join(lines) + "\n"
 

@@ -1,7 +1,7 @@
 """GPTQ on one Llama 3.2 1B-shaped transformer block on this CPU: wall time, and where it goes.
 
 In:  nothing (a random block: dim 2048, FFN 8192, 32/8 heads, weights N(0, 0.02), inputs N(0, 1)).
-Out: stdout: `edge.gptq.gptq_block`'s wall time for --windows x --seq-len calibration tokens (the 1B
+Out: stdout: `edge.quant.gptq.gptq_block`'s wall time for --windows x --seq-len calibration tokens (the 1B
      SpinQuant benchmark's 8 x 512 by default), then cProfile's top entries (--profile).
 
     python benchmarks/gptq_block_1b.py --profile
@@ -32,14 +32,20 @@ def main() -> int:
     quiet_libraries()
     import torch
 
-    import edge.gptq as G
-    from edge.checkpoint import open_checkpoint
-    from edge.checkpoint import FIXTURE_CHECKPOINT
+    import edge.quant.gptq as G
+    from edge.checkpoint import FIXTURE_CHECKPOINT, open_checkpoint
     from edge.model import AttentionPath, TransformerBlock, rope_tables
 
     torch.manual_seed(0)
-    args = dataclasses.replace(open_checkpoint(FIXTURE_CHECKPOINT).args, dim=2048, hidden_dim=8192, n_heads=32,
-                               n_kv_heads=8, head_dim=64, n_layers=1)
+    args = dataclasses.replace(
+        open_checkpoint(FIXTURE_CHECKPOINT).args,
+        dim=2048,
+        hidden_dim=8192,
+        n_heads=32,
+        n_kv_heads=8,
+        head_dim=64,
+        n_layers=1,
+    )
     block = TransformerBlock(args, ns.seq_len)
     block.self_attn.path = AttentionPath.SEQUENCE
     for m in block.modules():
@@ -54,8 +60,11 @@ def main() -> int:
     G.gptq_block(block, x, cos=cos, sin=sin, group_size=32, damp=0.01, batch=1)
     if prof:
         prof.disable()
-    print(f"GPTQ, one 1B-shaped block, {ns.windows} x {ns.seq_len} tokens, {torch.get_num_threads()} threads: "
-          f"{time.monotonic() - t0:.1f} s", flush=True)
+    print(
+        f"GPTQ, one 1B-shaped block, {ns.windows} x {ns.seq_len} tokens, {torch.get_num_threads()} threads: "
+        f"{time.monotonic() - t0:.1f} s",
+        flush=True,
+    )
     if prof:
         pstats.Stats(prof).sort_stats("cumulative").print_stats(15)
     return 0

@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from export_benchmark import PARAMS, ROOT, RESULTS, machine, write_random_meta_checkpoint  # noqa: E402
+from export_benchmark import PARAMS, RESULTS, ROOT, machine, write_random_meta_checkpoint  # noqa: E402
 
 HADAMARD = "llama::fast_hadamard_transform.out"
 GROUPS = {  # event name prefix -> what the table calls it
@@ -44,11 +44,14 @@ GROUPS = {  # event name prefix -> what the table calls it
 def export_row(row: str, work: Path) -> Path:
     """'fixture' or '1b' -> the folder of its Hadamard + R4 + round-to-nearest SpinQuant export."""
     from edge.config import load_config
-    from edge.export.pipeline import run_export
     from edge.core.progress import Progress
+    from edge.export.pipeline import run_export
 
-    overrides: dict = {"output": str(work / f"hadamard_share_{row}"), "force": True,
-                       "rotation": {"kind": "hadamard", "online_hadamard": True}}
+    overrides: dict = {
+        "output": str(work / f"hadamard_share_{row}"),
+        "force": True,
+        "rotation": {"kind": "hadamard", "online_hadamard": True},
+    }
     if row == "fixture":
         config = "fixture_spinquant"
         overrides["quantization"] = {"rounding": "rtn"}
@@ -66,9 +69,8 @@ def export_row(row: str, work: Path) -> Path:
 
 def profile(pte: Path, *, prompt: int, decode: int, repetitions: int) -> dict:
     """A .pte -> per-call times (ms) of prefill and decode, by operator group, from ExecuTorch's ETDump."""
-    import torch
-
     import executorch.kernels.quantized  # noqa: F401  (registers the quantized kernels)
+    import torch
     from executorch.devtools import Inspector
     from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  (llama:: ops)
     from executorch.extension.pybindings.portable_lib import _load_for_executorch, _threadpool_get_thread_count
@@ -88,7 +90,9 @@ def profile(pte: Path, *, prompt: int, decode: int, repetitions: int) -> dict:
                 wall.append((time.perf_counter() - t0) * 1e3)
                 kinds.append(None if rep == 0 else ("prefill" if step == 0 else "decode"))
         module.write_etdump_result_to_file(str(dump))
-    per_call: dict[str, dict[str, list[float]]] = {k: defaultdict(lambda: [0.0] * len(kinds)) for k in ("prefill", "decode")}
+    per_call: dict[str, dict[str, list[float]]] = {
+        k: defaultdict(lambda: [0.0] * len(kinds)) for k in ("prefill", "decode")
+    }
     for block in Inspector(etdump_path=str(dump)).event_blocks:
         if block.name != "Execute":
             continue
@@ -96,8 +100,11 @@ def profile(pte: Path, *, prompt: int, decode: int, repetitions: int) -> dict:
             if event.perf_data is None:
                 continue
             raw = event.perf_data.raw
-            name = "Method::execute" if event.name == "Method::execute" else next(
-                (g for g in GROUPS if event.name.startswith(g)), None)
+            name = (
+                "Method::execute"
+                if event.name == "Method::execute"
+                else next((g for g in GROUPS if event.name.startswith(g)), None)
+            )
             if name is None:
                 continue
             assert len(raw) == len(kinds), (event.name, len(raw), len(kinds))  # one time per forward call
@@ -105,19 +112,29 @@ def profile(pte: Path, *, prompt: int, decode: int, repetitions: int) -> dict:
                 if kind is not None:
                     per_call[kind][name][i] += ms
     dump.unlink()
-    out = {"threads": _threadpool_get_thread_count(), "prompt": prompt, "decode_steps": decode, "repetitions": repetitions}
+    out = {
+        "threads": _threadpool_get_thread_count(),
+        "prompt": prompt,
+        "decode_steps": decode,
+        "repetitions": repetitions,
+    }
     for kind in ("prefill", "decode"):
         idx = [i for i, k in enumerate(kinds) if k == kind]
         mean = {name: sum(v[i] for i in idx) / len(idx) for name, v in per_call[kind].items()}
         total = mean["Method::execute"]
-        out[kind] = {"calls": len(idx), "execute_ms": total, "wall_ms": sum(wall[i] for i in idx) / len(idx),
-                     "hadamard_ms": mean.get(HADAMARD, 0.0),
-                     "shares": {GROUPS[g]: mean.get(g, 0.0) / total for g in GROUPS}}
+        out[kind] = {
+            "calls": len(idx),
+            "execute_ms": total,
+            "wall_ms": sum(wall[i] for i in idx) / len(idx),
+            "hadamard_ms": mean.get(HADAMARD, 0.0),
+            "shares": {GROUPS[g]: mean.get(g, 0.0) / total for g in GROUPS},
+        }
     return out
 
 
 def measure(ptes: dict[str, Path], *, prompt: int, decode: int, repetitions: int) -> tuple[dict, dict]:
-    """{row name: .pte} -> (meta, {row name: profile}), each .pte profiled in turn (benchmarks/host_tables.py uses it too)."""
+    """{row name: .pte} -> (meta, {row name: profile}), each .pte profiled in turn (benchmarks/host_tables.py uses
+    it too)."""
     from importlib.metadata import version
 
     rows = {}
@@ -125,31 +142,46 @@ def measure(ptes: dict[str, Path], *, prompt: int, decode: int, repetitions: int
         print(f"profiling {pte}", file=sys.stderr, flush=True)
         rows[row] = profile(pte, prompt=prompt, decode=decode, repetitions=repetitions)
         print(json.dumps({row: rows[row]}), flush=True)
-    meta = {"measured": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-            "executorch": version("executorch"), "prompt": prompt, "decode": decode, "repetitions": repetitions}
+    meta = {
+        "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "executorch": version("executorch"),
+        "prompt": prompt,
+        "decode": decode,
+        "repetitions": repetitions,
+    }
     return meta, rows
 
 
-ROWS_NOTE = ("Each row is random Hadamard R1/R2 + online R4 + round-to-nearest (`fixture`: the shipped fixture with "
-             "`fixture_spinquant`'s settings; `1b`: random weights at the Llama 3.2 1B shape, `llama3_2_1b_8da4w` with "
-             "`--rotation-kind hadamard`). The optimized rotations and GPTQ change values, not operators: they cost the same.")
+ROWS_NOTE = (
+    "Each row is random Hadamard R1/R2 + online R4 + round-to-nearest (`fixture`: the shipped fixture with "
+    "`fixture_spinquant`'s settings; `1b`: random weights at the Llama 3.2 1B shape, `llama3_2_1b_8da4w` with "
+    "`--rotation-kind hadamard`). The optimized rotations and GPTQ change values, not operators: they cost the same."
+)
 
 
 def render(meta: dict, rows: dict, *, rows_note: str = ROWS_NOTE, command: str | None = None) -> str:
     """Measured rows -> the markdown report; `rows_note` says what the rows are, `command` how to reproduce them."""
-    lines = ["# What the online Hadamard (R4) costs in ExecuTorch's runtime", "",
-             f"Measured {meta['measured']} on {meta['machine']['cpu']} ({meta['machine']['cores']} cores), ExecuTorch "
-             f"{meta['executorch']} pip wheel, {meta['prompt']}-token prompt then {meta['decode']} decode steps, "
-             f"{meta['repetitions']} repetitions after one warm-up; times per call, from the runtime's ETDump "
-             "(Python's wall clock around the call beside it).", "",
-             "| model | phase | ms per call (runtime / wall) | R4 ms | R4 share | XNNPACK delegate | attention | KV cache update |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# What the online Hadamard (R4) costs in ExecuTorch's runtime",
+        "",
+        f"Measured {meta['measured']} on {meta['machine']['cpu']} ({meta['machine']['cores']} cores), ExecuTorch "
+        f"{meta['executorch']} pip wheel, {meta['prompt']}-token prompt then {meta['decode']} decode steps, "
+        f"{meta['repetitions']} repetitions after one warm-up; times per call, from the runtime's ETDump "
+        "(Python's wall clock around the call beside it).",
+        "",
+        "| model | phase | ms per call (runtime / wall) | R4 ms | R4 share | XNNPACK delegate | attention "
+        "| KV cache update |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row, r in rows.items():
         for kind in ("prefill", "decode"):
             p, s = r[kind], r[kind]["shares"]
-            lines.append(f"| {row} | {kind} | {p['execute_ms']:.2f} / {p['wall_ms']:.2f} | {p['hadamard_ms']:.3f} | "
-                         f"**{s[GROUPS[HADAMARD]]:.2%}** | {s[GROUPS['DELEGATE_CALL']]:.1%} | "
-                         f"{s[GROUPS['llama::custom_sdpa']]:.1%} | {s[GROUPS['llama::update_cache']]:.1%} |")
+            lines.append(
+                f"| {row} | {kind} | {p['execute_ms']:.2f} / {p['wall_ms']:.2f} | {p['hadamard_ms']:.3f} | "
+                f"**{s[GROUPS[HADAMARD]]:.2%}** | {s[GROUPS['DELEGATE_CALL']]:.1%} | "
+                f"{s[GROUPS['llama::custom_sdpa']]:.1%} | {s[GROUPS['llama::update_cache']]:.1%} |"
+            )
     command = command or f"python benchmarks/hadamard_share.py --rows {' '.join(rows)}"
     lines += ["", rows_note, "", f"Reproduce: `{command}`", ""]
     return "\n".join(lines)

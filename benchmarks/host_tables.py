@@ -36,8 +36,11 @@ EXPORTS = (
     ("fixture_spinquant", "fixture_spinquant", {}),
     # The same rotations without R4: what the online Hadamard costs at decode. The SpinQuant row's rotations
     # are reused and the weights rounded to nearest: size and speed do not depend on which integers GPTQ picks.
-    ("fixture_spinquant_no_r4", "fixture_spinquant",
-     {"rotation": {"online_hadamard": False, "file": "SPINQUANT_ROTATIONS"}, "quantization": {"rounding": "rtn"}}),
+    (
+        "fixture_spinquant_no_r4",
+        "fixture_spinquant",
+        {"rotation": {"online_hadamard": False, "file": "SPINQUANT_ROTATIONS"}, "quantization": {"rounding": "rtn"}},
+    ),
     # QAT + LoRA: fine-tuned first with edge.finetune (10 + 10 steps: size and speed do not depend on how long it
     # trained; the quality table trains the full recipe), float adapters kept in the program.
     ("fixture_qat_lora", "fixture_qat_lora", {"checkpoint": "FINETUNED"}),
@@ -45,31 +48,46 @@ EXPORTS = (
 
 
 def export(folder: str, config: str, overrides: dict, work: Path) -> Path:
-    """Shipped config name (+ overrides) -> its export folder (re-exported every time: the table must match the code)."""
+    """Shipped config name (+ overrides) -> its export folder (re-exported every time: the table must match the
+    code)."""
     from edge.config import load_config
-    from edge.export.pipeline import run_export
     from edge.core.progress import Progress
+    from edge.export.pipeline import run_export
 
     out = work / folder
     if overrides.get("rotation", {}).get("file") == "SPINQUANT_ROTATIONS":
-        overrides = overrides | {"rotation": overrides["rotation"] | {"file": str(work / "fixture_spinquant" / "rotations.safetensors")}}
+        overrides = overrides | {
+            "rotation": overrides["rotation"] | {"file": str(work / "fixture_spinquant" / "rotations.safetensors")}
+        }
     if overrides.get("checkpoint") == "FINETUNED":
         from edge.finetune.run import run_finetune
 
         tuned = work / f"{folder}_finetuned"
         print(f"fine-tuning {config} -> {tuned}", file=sys.stderr, flush=True)
         short = {"output": str(tuned), "qat": {"steps": 10}, "lora": {"steps": 10}}
-        run_finetune(load_config(config=config, overrides={"finetune": short}), checkpoint=None,
-                     resume=False, force=True, progress=Progress(quiet=True))
+        run_finetune(
+            load_config(config=config, overrides={"finetune": short}),
+            checkpoint=None,
+            resume=False,
+            force=True,
+            progress=Progress(quiet=True),
+        )
         overrides = overrides | {"checkpoint": str(tuned)}
     print(f"exporting {folder} -> {out}", file=sys.stderr, flush=True)
-    run_export(load_config(config=config, overrides={"output": str(out), "force": True} | overrides), progress=Progress(quiet=True))
+    run_export(
+        load_config(config=config, overrides={"output": str(out), "force": True} | overrides),
+        progress=Progress(quiet=True),
+    )
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Export the fixture model (bf16, 8da4w, SpinQuant) and write its host benchmark tables.")
-    p.add_argument("--work", type=Path, default=ROOT / "out" / "host_tables", help="export folder (default out/host_tables)")
+    p = argparse.ArgumentParser(
+        description="Export the fixture model (bf16, 8da4w, SpinQuant) and write its host benchmark tables."
+    )
+    p.add_argument(
+        "--work", type=Path, default=ROOT / "out" / "host_tables", help="export folder (default out/host_tables)"
+    )
     p.add_argument("--artifacts", type=Path, default=ROOT / "artifacts", help="where the tables go (default artifacts)")
     p.add_argument("--repetitions", type=int, default=5, help="measured runs per export (default 5)")
     ns = p.parse_args(argv)
@@ -84,15 +102,25 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
-    command = [sys.executable, "-m", "android_bench", "--host", "--repetitions", str(ns.repetitions),
-               "--output", str(ns.artifacts / "host_table")]
+    command = [
+        sys.executable,
+        "-m",
+        "android_bench",
+        "--host",
+        "--repetitions",
+        str(ns.repetitions),
+        "--output",
+        str(ns.artifacts / "host_table"),
+    ]
     import shutil
 
     for folder in folders:
         command += ["--pte", str(folder / "model.pte")]
         if (folder / "onnx").is_dir():
             command += ["--pte", str(folder / "onnx")]
-        if (folder / "model.gguf").is_file() and shutil.which("llama-completion"):  # not in CI: llama.cpp is built by hand
+        if (folder / "model.gguf").is_file() and shutil.which(
+            "llama-completion"
+        ):  # not in CI: llama.cpp is built by hand
             command += ["--pte", str(folder / "model.gguf")]
     print("$ python -m android_bench " + " ".join(command[3:]), file=sys.stderr, flush=True)
     code = subprocess.run(command, cwd=ROOT).returncode
@@ -103,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
 
     meta, rows = measure({"fixture": ns.work / "fixture_spinquant" / "model.pte"}, prompt=64, decode=32, repetitions=3)
     note = "The row is the `fixture_spinquant` export of this run (optimized R1/R2, online R4, GPTQ)."
-    (ns.artifacts / "host_hadamard_share.md").write_text(render(meta, rows, rows_note=note, command="python benchmarks/host_tables.py"))
+    (ns.artifacts / "host_hadamard_share.md").write_text(
+        render(meta, rows, rows_note=note, command="python benchmarks/host_tables.py")
+    )
     return code
 
 

@@ -31,7 +31,12 @@ ROWS = [
     ("QAT only (stage 1)", {"lora": {"steps": 0}}, "fixture_qat_lora", {}),
     ("QAT + LoRA (`fixture_qat_lora`)", {}, "fixture_qat_lora", {}),
     ("QAT + LoRA, adapters merged", {}, "fixture_qat_lora", {"finetune": {"adapters": "merge"}}),
-    ("control: the same fine-tune without fake quantization, then 8da4w", {"fake_quant": False}, "fixture_qat_lora", {}),
+    (
+        "control: the same fine-tune without fake quantization, then 8da4w",
+        {"fake_quant": False},
+        "fixture_qat_lora",
+        {},
+    ),
 ]
 
 
@@ -42,15 +47,15 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=ROOT / "out" / "quality_qat")
     ns = ap.parse_args()
 
-    from edge.config import load_config
-    from edge.evaluate import evaluate
-    from edge.core.quiet import quiet_libraries
     from edge.checkpoint import FIXTURE_CHECKPOINT
+    from edge.config import load_config
+    from edge.core.machine import cpu_name
+    from edge.core.progress import Progress
+    from edge.core.quiet import quiet_libraries
+    from edge.evaluate import evaluate
+    from edge.evaluate.metrics import gap_recovered
     from edge.export.pipeline import run_export
     from edge.finetune.run import run_finetune
-    from edge.evaluate.metrics import gap_recovered
-    from edge.core.progress import Progress
-    from edge.core.machine import cpu_name
 
     quiet_libraries()
     progress = Progress()
@@ -67,41 +72,77 @@ def main() -> int:
                 tuned[key] = (out, time.monotonic() - t0)
             checkpoint, ft_s = tuned[key]
         out = ns.work / f"row{i}"
-        overrides = {"output": str(out), "force": True, "full_logits": True, "max_context": 2 * ns.context,
-                     "checkpoint": str(checkpoint)} | ex_over
+        overrides = {
+            "output": str(out),
+            "force": True,
+            "full_logits": True,
+            "max_context": 2 * ns.context,
+            "checkpoint": str(checkpoint),
+        } | ex_over
         if "finetune" in ex_over or ft_over is not None:
             overrides["finetune"] = (ft_over or {}) | ex_over.get("finetune", {})
         t0 = time.monotonic()
         run_export(load_config(config=config_name, overrides=overrides), progress=progress)
         export_s = time.monotonic() - t0
         with progress.stage("evaluate", label):
-            r = evaluate(pte_path=out / "model.pte", reference=FIXTURE_CHECKPOINT, text_path=FIXTURE_CHECKPOINT / "heldout.txt",
-                         context=ns.context, max_windows=ns.windows, on_window=lambda d, t: progress.step(d, t, label="windows"))
+            r = evaluate(
+                pte_path=out / "model.pte",
+                reference=FIXTURE_CHECKPOINT,
+                text_path=FIXTURE_CHECKPOINT / "heldout.txt",
+                context=ns.context,
+                max_windows=ns.windows,
+                on_window=lambda d, t: progress.step(d, t, label="windows"),
+            )
         manifest = json.loads((out / "manifest.json").read_text())
-        results.append({"row": label, "finetune_overrides": ft_over, "export_config": config_name, "export_overrides": ex_over,
-                        "finetune_s": None if ft_s is None else round(ft_s, 1), "export_s": round(export_s, 1),
-                        "pte_mib": round((out / "model.pte").stat().st_size / 2**20, 2),
-                        "adapter_mib": round(manifest["size_bytes"]["by_tensor_kind"].get("lora_adapters (float)", 0) / 2**20, 2)}
-                       | r.to_dict())
+        results.append(
+            {
+                "row": label,
+                "finetune_overrides": ft_over,
+                "export_config": config_name,
+                "export_overrides": ex_over,
+                "finetune_s": None if ft_s is None else round(ft_s, 1),
+                "export_s": round(export_s, 1),
+                "pte_mib": round((out / "model.pte").stat().st_size / 2**20, 2),
+                "adapter_mib": round(
+                    manifest["size_bytes"]["by_tensor_kind"].get("lora_adapters (float)", 0) / 2**20, 2
+                ),
+            }
+            | r.to_dict()
+        )
     base, ptq = results[0], results[1]
     for r in results:
         for key, field in (("kl", "mean_kl"), ("top1", "top1_agreement"), ("ppl", "pte_perplexity")):
             r[f"{key}_gap_recovered"] = gap_recovered(r[field], ptq=ptq[field], base=base[field])
     lines = [
-        "# QAT + LoRA on the fixture model (held-out text; each .pte run in ExecuTorch's runtime)", "",
-        f"Measured {datetime.now(timezone.utc).isoformat(timespec='seconds')} on {cpu_name()} ({os.cpu_count()} cores), "
-        f"{results[0]['predicted_tokens']} predicted tokens per row in windows of {ns.context}. Fine-tune data: the fixture's "
-        "held-in calibration.txt (41k tokens); loss: KL to the unquantized fixture (`finetune.loss: distill`).", "",
-        "| export | perplexity | Δ vs bf16 | top-1 agreement | mean KL | PTQ gap recovered (ppl / KL / top-1) | .pte MiB (adapters) | fine-tune s (CPU) |",
+        "# QAT + LoRA on the fixture model (held-out text; each .pte run in ExecuTorch's runtime)",
+        "",
+        f"Measured {datetime.now(timezone.utc).isoformat(timespec='seconds')} on {cpu_name()} "
+        f"({os.cpu_count()} cores), "
+        f"{results[0]['predicted_tokens']} predicted tokens per row in windows of {ns.context}. "
+        "Fine-tune data: the fixture's "
+        "held-in calibration.txt (41k tokens); loss: KL to the unquantized fixture (`finetune.loss: distill`).",
+        "",
+        "| export | perplexity | Δ vs bf16 | top-1 agreement | mean KL | PTQ gap recovered (ppl / KL / top-1) "
+        "| .pte MiB (adapters) | fine-tune s (CPU) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(results):
-        gap = "—" if i < 2 else f"{r['ppl_gap_recovered']:.0%} / {r['kl_gap_recovered']:.0%} / {r['top1_gap_recovered']:.0%}"
-        lines.append(f"| {r['row']} | {r['pte_perplexity']:.3f} | {r['pte_perplexity'] - base['pte_perplexity']:+.3f} | "
-                     f"{r['top1_agreement']:.2%} | {r['mean_kl']:.4f} | {gap} | {r['pte_mib']} ({r['adapter_mib']}) | "
-                     f"{r['finetune_s'] if r['finetune_s'] is not None else '—'} |")
-    lines += ["", f"Eager float32 reference perplexity: {base['reference_perplexity']:.3f}.", "",
-              f"Reproduce: `python benchmarks/qat_quality_table.py --windows {ns.windows}`"]
+        gap = (
+            "—"
+            if i < 2
+            else f"{r['ppl_gap_recovered']:.0%} / {r['kl_gap_recovered']:.0%} / {r['top1_gap_recovered']:.0%}"
+        )
+        lines.append(
+            f"| {r['row']} | {r['pte_perplexity']:.3f} | {r['pte_perplexity'] - base['pte_perplexity']:+.3f} | "
+            f"{r['top1_agreement']:.2%} | {r['mean_kl']:.4f} | {gap} | {r['pte_mib']} ({r['adapter_mib']}) | "
+            f"{r['finetune_s'] if r['finetune_s'] is not None else '—'} |"
+        )
+    lines += [
+        "",
+        f"Eager float32 reference perplexity: {base['reference_perplexity']:.3f}.",
+        "",
+        f"Reproduce: `python benchmarks/qat_quality_table.py --windows {ns.windows}`",
+    ]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "quality_qat_fixture.json").write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS / "quality_qat_fixture.md").write_text("\n".join(lines) + "\n")

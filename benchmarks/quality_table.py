@@ -27,13 +27,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 # (label, shipped config, overrides)
-SPINQUANT_GPTQ = {"float_targets": False, "samples": 128, "damp": 0.01}  # SpinQuant's own GPTQ (eval_utils/gptq_utils.py)
+SPINQUANT_GPTQ = {
+    "float_targets": False,
+    "samples": 128,
+    "damp": 0.01,
+}  # SpinQuant's own GPTQ (eval_utils/gptq_utils.py)
 ROWS = [
     ("bf16", "fixture_bf16", {}),
     ("8da4w PTQ (vanilla)", "fixture_8da4w", {}),
-    ("SpinQuant parts: random Hadamard + RTN", "fixture_spinquant", {"rotation": {"kind": "hadamard"}, "quantization": {"rounding": "rtn"}}),
+    (
+        "SpinQuant parts: random Hadamard + RTN",
+        "fixture_spinquant",
+        {"rotation": {"kind": "hadamard"}, "quantization": {"rounding": "rtn"}},
+    ),
     ("SpinQuant parts: optimized rotations + RTN", "fixture_spinquant", {"quantization": {"rounding": "rtn"}}),
-    ("SpinQuant parts: GPTQ as SpinQuant runs it, no rotation", "fixture_spinquant", {"rotation": {"kind": "none"}, "gptq": SPINQUANT_GPTQ}),
+    (
+        "SpinQuant parts: GPTQ as SpinQuant runs it, no rotation",
+        "fixture_spinquant",
+        {"rotation": {"kind": "none"}, "gptq": SPINQUANT_GPTQ},
+    ),
     ("SpinQuant parts: edge's GPTQ (float targets), no rotation", "fixture_spinquant", {"rotation": {"kind": "none"}}),
     ("SpinQuant, GPTQ as SpinQuant runs it", "fixture_spinquant", {"gptq": SPINQUANT_GPTQ}),
     ("SpinQuant (optimized rotations + edge's GPTQ), shipped config", "fixture_spinquant", {}),
@@ -47,13 +59,13 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=ROOT / "out" / "quality")
     ns = ap.parse_args()
 
-    from edge.config import load_config
-    from edge.evaluate import evaluate
     from edge.checkpoint import FIXTURE_CHECKPOINT
-    from edge.export.pipeline import run_export
-    from edge.evaluate.metrics import gap_recovered
-    from edge.core.progress import Progress
+    from edge.config import load_config
     from edge.core.machine import cpu_name
+    from edge.core.progress import Progress
+    from edge.evaluate import evaluate
+    from edge.evaluate.metrics import gap_recovered
+    from edge.export.pipeline import run_export
 
     progress = Progress()
     text = FIXTURE_CHECKPOINT / "heldout.txt"
@@ -67,30 +79,63 @@ def main() -> int:
         run_export(load_config(config=config_name, overrides=overrides), progress=progress)
         export_s = time.monotonic() - t0
         with progress.stage("evaluate", label):
-            r = evaluate(pte_path=out / "model.pte", reference=FIXTURE_CHECKPOINT, text_path=text, context=ns.context,
-                         max_windows=ns.windows, on_window=lambda d, t: progress.step(d, t, label="windows"))
+            r = evaluate(
+                pte_path=out / "model.pte",
+                reference=FIXTURE_CHECKPOINT,
+                text_path=text,
+                context=ns.context,
+                max_windows=ns.windows,
+                on_window=lambda d, t: progress.step(d, t, label="windows"),
+            )
         size = (out / "model.pte").stat().st_size
-        results.append({"row": label, "config": config_name, "overrides": extra, "export_s": round(export_s, 1),
-                        "pte_mib": round(size / 2**20, 2)} | r.to_dict())
+        results.append(
+            {
+                "row": label,
+                "config": config_name,
+                "overrides": extra,
+                "export_s": round(export_s, 1),
+                "pte_mib": round(size / 2**20, 2),
+            }
+            | r.to_dict()
+        )
     base, ptq = results[0], results[1]
     for r in results:
         r["kl_gap_recovered"] = gap_recovered(r["mean_kl"], ptq=ptq["mean_kl"], base=base["mean_kl"])
-        r["top1_gap_recovered"] = gap_recovered(r["top1_agreement"], ptq=ptq["top1_agreement"], base=base["top1_agreement"])
-        r["ppl_gap_recovered"] = gap_recovered(r["pte_perplexity"], ptq=ptq["pte_perplexity"], base=base["pte_perplexity"])
+        r["top1_gap_recovered"] = gap_recovered(
+            r["top1_agreement"], ptq=ptq["top1_agreement"], base=base["top1_agreement"]
+        )
+        r["ppl_gap_recovered"] = gap_recovered(
+            r["pte_perplexity"], ptq=ptq["pte_perplexity"], base=base["pte_perplexity"]
+        )
     base = results[0]["pte_perplexity"]
     lines = [
-        "# Quality on the fixture model (held-out text, perplexity of the .pte run in ExecuTorch's runtime)", "",
-        f"Measured {datetime.now(timezone.utc).isoformat(timespec='seconds')} on {cpu_name()} ({os.cpu_count()} cores), "
-        f"{results[0]['predicted_tokens']} predicted tokens per row in windows of {ns.context}.", "",
-        "| export | perplexity | Δ vs bf16 | top-1 agreement with fp32 reference | mean KL | PTQ gap recovered (KL / top-1 / ppl) | .pte MiB | export s |",
+        "# Quality on the fixture model (held-out text, perplexity of the .pte run in ExecuTorch's runtime)",
+        "",
+        f"Measured {datetime.now(timezone.utc).isoformat(timespec='seconds')} on {cpu_name()} "
+        f"({os.cpu_count()} cores), "
+        f"{results[0]['predicted_tokens']} predicted tokens per row in windows of {ns.context}.",
+        "",
+        "| export | perplexity | Δ vs bf16 | top-1 agreement with fp32 reference | mean KL "
+        "| PTQ gap recovered (KL / top-1 / ppl) | .pte MiB | export s |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(results):
-        gap = "—" if i < 2 else f"{r['kl_gap_recovered']:.0%} / {r['top1_gap_recovered']:.0%} / {r['ppl_gap_recovered']:.0%}"
-        lines.append(f"| {r['row']} | {r['pte_perplexity']:.3f} | {r['pte_perplexity'] - base:+.3f} | {r['top1_agreement']:.2%} | "
-                     f"{r['mean_kl']:.4f} | {gap} | {r['pte_mib']} | {r['export_s']} |")
-    lines += ["", f"Eager float32 reference perplexity: {results[0]['reference_perplexity']:.3f}.", "",
-              "Reproduce: `python benchmarks/quality_table.py" + (f" --windows {ns.windows}" if ns.windows else "") + "`"]
+        gap = (
+            "—"
+            if i < 2
+            else f"{r['kl_gap_recovered']:.0%} / {r['top1_gap_recovered']:.0%} / {r['ppl_gap_recovered']:.0%}"
+        )
+        lines.append(
+            f"| {r['row']} | {r['pte_perplexity']:.3f} | {r['pte_perplexity'] - base:+.3f} | "
+            f"{r['top1_agreement']:.2%} | "
+            f"{r['mean_kl']:.4f} | {gap} | {r['pte_mib']} | {r['export_s']} |"
+        )
+    lines += [
+        "",
+        f"Eager float32 reference perplexity: {results[0]['reference_perplexity']:.3f}.",
+        "",
+        "Reproduce: `python benchmarks/quality_table.py" + (f" --windows {ns.windows}" if ns.windows else "") + "`",
+    ]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "quality_fixture.json").write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS / "quality_fixture.md").write_text("\n".join(lines) + "\n")

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from export_benchmark import PARAMS, ROOT, RESULTS, machine, measure, write_random_meta_checkpoint  # noqa: E402
+from export_benchmark import PARAMS, RESULTS, ROOT, machine, measure, write_random_meta_checkpoint  # noqa: E402
 
 
 def main() -> int:
@@ -38,8 +38,14 @@ def main() -> int:
     ap.add_argument("--gptq-samples", type=int, default=8)
     ap.add_argument("--gptq-seq-len", type=int, default=512)
     ap.add_argument("--skip", nargs="*", default=[], help="row names to skip (plain, hadamard, gptq)")
-    ap.add_argument("--from-logs", action="store_true",
-                    help="no new runs: rebuild the results from the logs in --work (a run stopped early keeps its last progress line)")
+    ap.add_argument(
+        "--from-logs",
+        action="store_true",
+        help=(
+            "no new runs: rebuild the results from the logs in --work "
+            "(a run stopped early keeps its last progress line)"
+        ),
+    )
     ap.add_argument("--note", default="", help="a sentence about the conditions, printed under the table")
     ns = ap.parse_args()
     ckpt = ns.work / f"llama3_2_{ns.size}_random"
@@ -51,9 +57,21 @@ def main() -> int:
     runs = {
         "plain": ("8da4w, round-to-nearest (baseline)", []),
         "hadamard": ("random Hadamard R1/R2 + online R4, round-to-nearest", ["--rotation-kind", "hadamard"]),
-        "gptq": (f"random Hadamard + R4 + GPTQ ({ns.gptq_samples} x {ns.gptq_seq_len} calibration tokens)",
-                 ["--rotation-kind", "hadamard", "--rounding", "gptq", "--gptq-samples", str(ns.gptq_samples),
-                  "--calibration-text", str(calib), "--calibration-seq-len", str(ns.gptq_seq_len)]),
+        "gptq": (
+            f"random Hadamard + R4 + GPTQ ({ns.gptq_samples} x {ns.gptq_seq_len} calibration tokens)",
+            [
+                "--rotation-kind",
+                "hadamard",
+                "--rounding",
+                "gptq",
+                "--gptq-samples",
+                str(ns.gptq_samples),
+                "--calibration-text",
+                str(calib),
+                "--calibration-seq-len",
+                str(ns.gptq_seq_len),
+            ],
+        ),
     }
     rows = []
     for key, (label, extra) in runs.items():
@@ -72,17 +90,27 @@ def main() -> int:
         r |= {"row": key, "label": label, "command": "python " + " ".join(cmd[1:])}
         if r["returncode"] == 0:
             m = json.loads((out / "manifest.json").read_text())
-            r |= {"pte_bytes": m["size_bytes"]["pte"], "stage_seconds": m["stage_seconds"],
-                  "stage_peak_rss_mb": m["stage_peak_rss_mb"]}
+            r |= {
+                "pte_bytes": m["size_bytes"]["pte"],
+                "stage_seconds": m["stage_seconds"],
+                "stage_peak_rss_mb": m["stage_peak_rss_mb"],
+            }
         else:
             progress = [line for line in log.read_text(errors="replace").splitlines() if "blocks (" in line]
             r["last_progress"] = progress[-1].split("\r")[-1].strip() if progress else None
         rows.append(r)
     if not rows:
-        print(f"error: no runs{' logged in ' + str(ns.work) if ns.from_logs else ''}: nothing to write", file=sys.stderr)
+        print(
+            f"error: no runs{' logged in ' + str(ns.work) if ns.from_logs else ''}: nothing to write", file=sys.stderr
+        )
         return 2
-    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(), "runs": rows,
-              "note": ns.note, "size": ns.size}
+    result = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "runs": rows,
+        "note": ns.note,
+        "size": ns.size,
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"spinquant_{ns.size}.json").write_text(json.dumps(result, indent=2) + "\n")
     md = render(result)
@@ -102,16 +130,25 @@ def from_log(log: Path) -> dict:
     if not (wall and rss and code):
         return {"wall_s": None, "peak_rss_mb": None, "returncode": "stopped before the end (no GNU time summary)"}
     h, m, sec = wall.groups()
-    return {"wall_s": round(int(h or 0) * 3600 + int(m) * 60 + float(sec), 1), "peak_rss_mb": round(int(rss.group(1)) / 1024, 1),
-            "returncode": int(code.group(1))}
+    return {
+        "wall_s": round(int(h or 0) * 3600 + int(m) * 60 + float(sec), 1),
+        "peak_rss_mb": round(int(rss.group(1)) / 1024, 1),
+        "returncode": int(code.group(1)),
+    }
 
 
 def render(result: dict) -> str:
     mc = result["machine"]
     size = result.get("size", "1b")
-    lines = [f"# SpinQuant at the Llama 3.2 {size.upper()} shape (random weights), max context 2048", "",
-             f"Measured {result['date']} on {mc['cpu']}, {mc['cores']} cores, {mc['memory']}; one run each, one after the other.", "",
-             "| export | wall time | peak RSS (GNU time) | .pte | rotate+quantize stage | vs plain wall time |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"# SpinQuant at the Llama 3.2 {size.upper()} shape (random weights), max context 2048",
+        "",
+        f"Measured {result['date']} on {mc['cpu']}, {mc['cores']} cores, {mc['memory']}; "
+        "one run each, one after the other.",
+        "",
+        "| export | wall time | peak RSS (GNU time) | .pte | rotate+quantize stage | vs plain wall time |",
+        "|---|---|---|---|---|---|",
+    ]
     plain = next((r for r in result["runs"] if r["row"] == "plain" and r["returncode"] == 0), None)
     for r in result["runs"]:
         if r["returncode"] != 0:
@@ -119,17 +156,27 @@ def render(result: dict) -> str:
             continue
         q = r["stage_seconds"].get("quantize", 0) + r["stage_seconds"].get("rotations", 0)
         ratio = f"{r['wall_s'] / plain['wall_s']:.2f}x" if plain else "-"
-        lines.append(f"| {r['label']} | {r['wall_s'] / 60:.1f} min | {r['peak_rss_mb'] / 1024:.2f} GiB | "
-                     f"{r['pte_bytes'] / 2**20:.0f} MiB | {q:.0f} s | {ratio} |")
+        lines.append(
+            f"| {r['label']} | {r['wall_s'] / 60:.1f} min | {r['peak_rss_mb'] / 1024:.2f} GiB | "
+            f"{r['pte_bytes'] / 2**20:.0f} MiB | {q:.0f} s | {ratio} |"
+        )
     if result.get("note"):
         lines += ["", result["note"]]
     lines += ["", "Stage times (s):", ""]
-    lines += [f"- {r['row']}: " + ", ".join(f"{k} {v}" for k, v in r.get("stage_seconds", {}).items()) for r in result["runs"]
-              if r.get("stage_seconds")]
+    lines += [
+        f"- {r['row']}: " + ", ".join(f"{k} {v}" for k, v in r.get("stage_seconds", {}).items())
+        for r in result["runs"]
+        if r.get("stage_seconds")
+    ]
     lines += ["", "Commands:", ""] + [f"- `{r['command']}`" for r in result["runs"]]
     skipped = [k for k in ("plain", "hadamard", "gptq") if k not in {r["row"] for r in result["runs"]}]
-    lines += ["", "Reproduce: `python benchmarks/spinquant_1b.py" + ("" if size == "1b" else f" --size {size}")
-              + (f" --skip {' '.join(skipped)}" if skipped else "") + "`"]
+    lines += [
+        "",
+        "Reproduce: `python benchmarks/spinquant_1b.py"
+        + ("" if size == "1b" else f" --size {size}")
+        + (f" --skip {' '.join(skipped)}" if skipped else "")
+        + "`",
+    ]
     return "\n".join(lines) + "\n"
 
 

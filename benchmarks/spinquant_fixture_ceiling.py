@@ -60,8 +60,9 @@ def coordinate_descent(w, hessian, q, scales, *, group_size: int, damp: float, p
 
 
 def with_coordinate_descent(run, *, passes: int):
-    """Run `run()` with edge.gptq.gptq_quantize followed by `coordinate_descent`; -> (result, objective ratios)."""
-    import edge.gptq as G
+    """Run `run()` with edge.quant.gptq.gptq_quantize followed by `coordinate_descent`; -> (result, objective
+    ratios)."""
+    import edge.quant.gptq as G
 
     original, ratios = G.gptq_quantize, []
 
@@ -127,8 +128,10 @@ def tune_scales(model, reference, windows, *, steps: int, lr: float, batch: int)
         losses.append(float(loss))
     for parent, name, m in swapped:
         if m.theta.requires_grad:
-            m.linear.weight = nn.Parameter(intx_tensor_from_integers(m.linear.weight.qdata, m.scale().detach(),
-                                                                     bits=WeightBits.INT4), requires_grad=False)
+            m.linear.weight = nn.Parameter(
+                intx_tensor_from_integers(m.linear.weight.qdata, m.scale().detach(), bits=WeightBits.INT4),
+                requires_grad=False,
+            )
         setattr(parent, name, m.linear)
     return losses
 
@@ -141,18 +144,20 @@ def weight_table(rotation_file: Path) -> list[dict]:
 
     import torch
 
-    from edge.checkpoint import load_model, open_checkpoint
-    from edge.checkpoint import FIXTURE_CHECKPOINT
-    from edge.quant.gptq import QMAX, QMIN, choose_scales
+    from edge.checkpoint import FIXTURE_CHECKPOINT, load_model, open_checkpoint
     from edge.model import BLOCK_LINEARS
+    from edge.quant.gptq import QMAX, QMIN, choose_scales
     from edge.quant.scheme import sqnr_db
     from edge.spinquant.fold import prepare_block, rotate_block
     from edge.spinquant.rotations import hadamard_rotations, load_rotations
 
     ckpt = open_checkpoint(FIXTURE_CHECKPOINT)
     model = load_model(ckpt, max_context=64, dtype=torch.float32)
-    variants = {"fused norms": None, "random Hadamard": hadamard_rotations(ckpt.args, seed=0),
-                "optimized (shipped)": load_rotations(rotation_file, ckpt.args)}
+    variants = {
+        "fused norms": None,
+        "random Hadamard": hadamard_rotations(ckpt.args, seed=0),
+        "optimized (shipped)": load_rotations(rotation_file, ckpt.args),
+    }
 
     def rtn(w):
         g = w.reshape(-1, 32)
@@ -195,19 +200,18 @@ def main() -> int:
     quiet_libraries()
     import torch
     import torch.nn.functional as F
-
-    from edge.checkpoint import load_model, open_checkpoint
-    from edge.config import load_config
-    from edge.checkpoint.tokenizer import load_tokenizer
-    from edge.evaluate.core import tokenize_windows
-    from edge.checkpoint import FIXTURE_CHECKPOINT
-    from edge.export.pipeline import prepare, quantized_model
-    from edge.evaluate.metrics import gap_recovered
-    from edge.model import AttentionPath
-    from edge.core.progress import Progress
-    from edge.core.machine import cpu_name
-    from edge.spinquant.rotations import save_rotations
     from top1_vs_kl import eager_logits  # this folder is on sys.path when the script runs
+
+    from edge.checkpoint import FIXTURE_CHECKPOINT, load_model, open_checkpoint
+    from edge.checkpoint.tokenizer import load_tokenizer
+    from edge.config import load_config
+    from edge.core.machine import cpu_name
+    from edge.core.progress import Progress
+    from edge.evaluate.core import tokenize_windows
+    from edge.evaluate.metrics import gap_recovered
+    from edge.export.pipeline import prepare, quantized_model
+    from edge.model import AttentionPath
+    from edge.spinquant.rotations import save_rotations
 
     work = Path(tempfile.mkdtemp(prefix="sq_ceiling_"))
     calibration = larger_calibration(work)  # first: an absent corpus fails before the long work
@@ -217,15 +221,20 @@ def main() -> int:
     def windows(path: Path) -> list[list[int]]:
         return tokenize_windows(path.read_text(encoding="utf-8"), tokenizer=tok, bos_id=ckpt.bos_id, context=256)
 
-    texts = {"held-out": windows(FIXTURE_CHECKPOINT / "heldout.txt"), "held-in": windows(FIXTURE_CHECKPOINT / "calibration.txt")[:40]}
+    texts = {
+        "held-out": windows(FIXTURE_CHECKPOINT / "heldout.txt"),
+        "held-in": windows(FIXTURE_CHECKPOINT / "calibration.txt")[:40],
+    }
     reference = load_model(ckpt, max_context=512, dtype=torch.float32, full_logits=True)
     reference.set_attention_path(AttentionPath.SEQUENCE)
 
     ref = {k: F.log_softmax(eager_logits(reference, ws), -1) for k, ws in texts.items()}
 
     def export(config: str, extra: dict):
-        cfg = load_config(config=config, overrides={"output": str(work / "out"), "force": True, "full_logits": True,
-                                                    "max_context": 512} | extra)
+        cfg = load_config(
+            config=config,
+            overrides={"output": str(work / "out"), "force": True, "full_logits": True, "max_context": 512} | extra,
+        )
         return quantized_model(cfg, prepare(cfg), progress=Progress(quiet=True))
 
     rows: list[dict] = []
@@ -234,13 +243,19 @@ def main() -> int:
         row = {"row": name, "seconds": round(seconds, 1), **extra}
         for k, ws in texts.items():
             got = F.log_softmax(eager_logits(model, ws), -1)
-            row[k] = {"mean_kl": float(F.kl_div(got, ref[k], log_target=True, reduction="sum")) / len(got),
-                      "top1": float((got.argmax(-1) == ref[k].argmax(-1)).float().mean())}
+            row[k] = {
+                "mean_kl": float(F.kl_div(got, ref[k], log_target=True, reduction="sum")) / len(got),
+                "top1": float((got.argmax(-1) == ref[k].argmax(-1)).float().mean()),
+            }
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
 
     rotation_file = work / "rotations.safetensors"
-    for name, config in (("bf16", "fixture_bf16"), ("8da4w PTQ (vanilla)", "fixture_8da4w"), ("SpinQuant, shipped config", "fixture_spinquant")):
+    for name, config in (
+        ("bf16", "fixture_bf16"),
+        ("8da4w PTQ (vanilla)", "fixture_8da4w"),
+        ("SpinQuant, shipped config", "fixture_spinquant"),
+    ):
         t0 = time.monotonic()
         model, _, rot = export(config, {})
         score(name, model, time.monotonic() - t0)
@@ -248,12 +263,19 @@ def main() -> int:
             save_rotations(rot, rotation_file)
     reuse = {"rotation": {"file": str(rotation_file)}}  # the same rotation in every row below
     t0 = time.monotonic()
-    model, _, _ = export("fixture_spinquant", reuse | {"gptq": {"samples": 800}, "calibration": {"text": str(calibration)}})
+    model, _, _ = export(
+        "fixture_spinquant", reuse | {"gptq": {"samples": 800}, "calibration": {"text": str(calibration)}}
+    )
     score("+ GPTQ on 5.5x the calibration tokens (800 windows)", model, time.monotonic() - t0)
     t0 = time.monotonic()
     (model, _, _), ratios = with_coordinate_descent(lambda: export("fixture_spinquant", reuse), passes=3)
-    score("+ 3 passes of coordinate descent after GPTQ", model, time.monotonic() - t0,
-          objective_ratio_median=sorted(ratios)[len(ratios) // 2], objective_ratio_min=min(ratios))
+    score(
+        "+ 3 passes of coordinate descent after GPTQ",
+        model,
+        time.monotonic() - t0,
+        objective_ratio_median=sorted(ratios)[len(ratios) // 2],
+        objective_ratio_min=min(ratios),
+    )
     t0 = time.monotonic()
     model, _, _ = export("fixture_spinquant", reuse)
     model.set_attention_path(AttentionPath.SEQUENCE)  # batches of windows, with a backward
@@ -261,18 +283,31 @@ def main() -> int:
     losses = tune_scales(model, reference, cal, steps=100, lr=1e-3, batch=8)
     for p in model.parameters():
         p.requires_grad_(False)
-    score("+ end-to-end tuning of the int4 scales (KL, 100 steps)", model, time.monotonic() - t0,
-          first_loss=losses[0], last_loss=losses[-1])
+    score(
+        "+ end-to-end tuning of the int4 scales (KL, 100 steps)",
+        model,
+        time.monotonic() - t0,
+        first_loss=losses[0],
+        last_loss=losses[-1],
+    )
     for r in rows[2:]:
         for k in texts:
-            r[k]["kl_gap_recovered"] = gap_recovered(r[k]["mean_kl"], ptq=rows[1][k]["mean_kl"], base=rows[0][k]["mean_kl"])
+            r[k]["kl_gap_recovered"] = gap_recovered(
+                r[k]["mean_kl"], ptq=rows[1][k]["mean_kl"], base=rows[0][k]["mean_kl"]
+            )
             r[k]["top1_gap_recovered"] = gap_recovered(r[k]["top1"], ptq=rows[1][k]["top1"], base=rows[0][k]["top1"])
     weights = weight_table(rotation_file)
     import os
 
-    meta = {"measured": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": f"{cpu_name()} ({os.cpu_count()} cores)",
-            "windows": {k: len(v) for k, v in texts.items()}, "calibration_bytes": calibration.stat().st_size}
-    RESULTS.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "weights": weights}, indent=1) + "\n")
+    meta = {
+        "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{cpu_name()} ({os.cpu_count()} cores)",
+        "windows": {k: len(v) for k, v in texts.items()},
+        "calibration_bytes": calibration.stat().st_size,
+    }
+    RESULTS.with_suffix(".json").write_text(
+        json.dumps({"meta": meta, "rows": rows, "weights": weights}, indent=1) + "\n"
+    )
     RESULTS.with_suffix(".md").write_text(render(meta, rows, weights))
     print(render(meta, rows, weights))
     return 0
@@ -280,33 +315,61 @@ def main() -> int:
 
 def render(meta: dict, rows: list[dict], weights: list[dict]) -> str:
     def rec(r: dict, k: str) -> str:
-        return f"{r[k]['kl_gap_recovered']:.0%} / {r[k]['top1_gap_recovered']:.0%}" if "kl_gap_recovered" in r[k] else "—"
+        return (
+            f"{r[k]['kl_gap_recovered']:.0%} / {r[k]['top1_gap_recovered']:.0%}" if "kl_gap_recovered" in r[k] else "—"
+        )
 
-    lines = ["# SpinQuant's ceiling on the fixture", "",
-             f"Measured {meta['measured']} on {meta['machine']}, eagerly after edge's own quantization, against the float32 "
-             f"model: {meta['windows']['held-out']} held-out windows of 256 tokens and the first {meta['windows']['held-in']} "
-             "windows of calibration.txt (held-in).", "",
-             "## 1. What rotation does to the int4 weight error", "",
-             "Weight SQNR (dB) of round-to-nearest int4 in groups of 32 with the clip search, mean over the 6 layers; kurtosis of "
-             "the fused weights (a Gaussian has 3). A rotation makes a heavy-tailed weight more Gaussian; it cannot do better "
-             "than a Gaussian (last column).", "",
-             "| linear | kurtosis | fused norms | + random Hadamard | + optimized (shipped) | Gaussian, same shape |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "# SpinQuant's ceiling on the fixture",
+        "",
+        f"Measured {meta['measured']} on {meta['machine']}, eagerly after edge's own quantization, against the float32 "
+        f"model: {meta['windows']['held-out']} held-out windows of 256 tokens and the first "
+        f"{meta['windows']['held-in']} "
+        "windows of calibration.txt (held-in).",
+        "",
+        "## 1. What rotation does to the int4 weight error",
+        "",
+        "Weight SQNR (dB) of round-to-nearest int4 in groups of 32 with the clip search, mean over the 6 layers; "
+        "kurtosis of "
+        "the fused weights (a Gaussian has 3). A rotation makes a heavy-tailed weight more Gaussian; "
+        "it cannot do better "
+        "than a Gaussian (last column).",
+        "",
+        "| linear | kurtosis | fused norms | + random Hadamard | + optimized (shipped) | Gaussian, same shape |",
+        "|---|---|---|---|---|---|",
+    ]
     for w in weights:
-        lines.append(f"| {w['linear']} | {w['kurtosis']:.2f} | {w['fused norms']:.2f} | {w['random Hadamard']:.2f} | "
-                     f"{w['optimized (shipped)']:.2f} | {w['Gaussian']:.2f} |")
-    lines += ["", "## 2. Levers beyond the shipped recipe", "",
-              "| export | held-out KL | held-out top-1 | PTQ gap recovered, held-out (KL / top-1) | held-in (KL / top-1) | s |",
-              "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {w['linear']} | {w['kurtosis']:.2f} | {w['fused norms']:.2f} | {w['random Hadamard']:.2f} | "
+            f"{w['optimized (shipped)']:.2f} | {w['Gaussian']:.2f} |"
+        )
+    lines += [
+        "",
+        "## 2. Levers beyond the shipped recipe",
+        "",
+        "| export | held-out KL | held-out top-1 | PTQ gap recovered, held-out (KL / top-1) "
+        "| held-in (KL / top-1) | s |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         h = r["held-out"]
-        lines.append(f"| {r['row']} | {h['mean_kl']:.5f} | {h['top1']:.2%} | {rec(r, 'held-out')} | {rec(r, 'held-in')} | {r['seconds']} |")
+        lines.append(
+            f"| {r['row']} | {h['mean_kl']:.5f} | {h['top1']:.2%} | {rec(r, 'held-out')} | "
+            f"{rec(r, 'held-in')} | {r['seconds']} |"
+        )
     cd = next(r for r in rows if "objective_ratio_median" in r)
     e2e = next(r for r in rows if "first_loss" in r)
-    lines += ["", f"Coordinate descent lowered GPTQ's layer objective to {cd['objective_ratio_median']:.2f}x (median over linears; "
-              f"best {cd['objective_ratio_min']:.2f}x). Scale tuning's training KL went {e2e['first_loss']:.5f} -> {e2e['last_loss']:.5f} "
-              f"(one batch of 8 windows each). The larger calibration text is {meta['calibration_bytes']:,} bytes.", "",
-              "Reproduce: `python benchmarks/spinquant_fixture_ceiling.py` (needs `apt-get install python3.11-doc` for the corpus)"]
+    lines += [
+        "",
+        f"Coordinate descent lowered GPTQ's layer objective to {cd['objective_ratio_median']:.2f}x "
+        "(median over linears; "
+        f"best {cd['objective_ratio_min']:.2f}x). Scale tuning's training KL went "
+        f"{e2e['first_loss']:.5f} -> {e2e['last_loss']:.5f} "
+        f"(one batch of 8 windows each). The larger calibration text is {meta['calibration_bytes']:,} bytes.",
+        "",
+        "Reproduce: `python benchmarks/spinquant_fixture_ceiling.py` "
+        "(needs `apt-get install python3.11-doc` for the corpus)",
+    ]
     return "\n".join(lines) + "\n"
 
 

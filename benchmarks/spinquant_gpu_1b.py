@@ -8,7 +8,7 @@ In:  --device (cuda; cpu runs the same code, for a smoke run with --size tiny), 
      window per forward/backward (`rotation.micro_batch: 1`).
 Out: <--results>/spinquant_gpu_1b.{md,json} (default benchmarks/results), rewritten after each
      stage, so a run cut short keeps what it finished:
-       gptq       `edge.quantize.quantize_model` with GPTQ rounding after random-Hadamard R1/R2
+       gptq       `edge.quant.ptq.quantize_model` with GPTQ rounding after random-Hadamard R1/R2
                   and the online R4 folded in, as `python -m edge.export` runs it: blocks moved to the
                   device one at a time, the output layer and embedding rounded on the host;
        rotations  `edge.spinquant.optimize.optimize_rotations` on the float32 model, as
@@ -34,8 +34,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from export_benchmark import PARAMS, RESULTS, write_random_meta_checkpoint  # noqa: E402
 
-TINY = {"dim": 256, "ffn_dim_multiplier": 1.5, "multiple_of": 256, "n_heads": 4, "n_kv_heads": 2, "n_layers": 2,
-        "norm_eps": 1e-05, "rope_theta": 500000.0, "use_scaled_rope": True, "vocab_size": 4096}
+TINY = {
+    "dim": 256,
+    "ffn_dim_multiplier": 1.5,
+    "multiple_of": 256,
+    "n_heads": 4,
+    "n_kv_heads": 2,
+    "n_layers": 2,
+    "norm_eps": 1e-05,
+    "rope_theta": 500000.0,
+    "use_scaled_rope": True,
+    "vocab_size": 4096,
+}
 
 
 def where(device: str) -> str:
@@ -84,8 +94,13 @@ def run_gptq(ckpt, config, tokens, *, device: str, limit_s: float) -> dict:
 
     model = load_model(ckpt, max_context=config.max_context, dtype=None)
     rot = hadamard_rotations(ckpt.args, seed=config.rotation.seed)
-    gptq = GPTQInputs(tokens=tokens, damp=config.gptq.damp, act_order=config.gptq.act_order,
-                      float_targets=config.gptq.float_targets, device=device)
+    gptq = GPTQInputs(
+        tokens=tokens,
+        damp=config.gptq.damp,
+        act_order=config.gptq.act_order,
+        float_targets=config.gptq.float_targets,
+        device=device,
+    )
     marks: list[float] = []
     reset_peak(device)
     t0 = time.monotonic()
@@ -98,28 +113,45 @@ def run_gptq(ckpt, config, tokens, *, device: str, limit_s: float) -> dict:
 
     report = None
     try:
-        report = quantize_model(model, config.quantization, dtype=torch.float32, rotations=rot, online_hadamard=True,
-                                gptq=gptq, on_step=show)
+        report = quantize_model(
+            model,
+            config.quantization,
+            dtype=torch.float32,
+            rotations=rot,
+            online_hadamard=True,
+            gptq=gptq,
+            on_step=show,
+        )
     except _Stop:
         pass
     wall = time.monotonic() - t0
     n = ckpt.args.n_layers
     return gptq_row(marks_s=[round(m - t0, 1) for m in marks], n_layers=n, finished=report is not None) | {
-            "wall_s": round(wall, 1),
-            "samples": int(tokens.shape[0]), "seq_len": int(tokens.shape[1]), "float_targets": config.gptq.float_targets,
-            "peak_device_mib": peak_device_mib(device), "peak_host_rss_mib": round(peak_rss_mb()),
-            "min_sqnr_db": {k: round(report.min_sqnr(k), 2) for k in ("self_attn", "mlp")} if report is not None else None}
+        "wall_s": round(wall, 1),
+        "samples": int(tokens.shape[0]),
+        "seq_len": int(tokens.shape[1]),
+        "float_targets": config.gptq.float_targets,
+        "peak_device_mib": peak_device_mib(device),
+        "peak_host_rss_mib": round(peak_rss_mb()),
+        "min_sqnr_db": {k: round(report.min_sqnr(k), 2) for k in ("self_attn", "mlp")} if report is not None else None,
+    }
 
 
 def gptq_row(*, marks_s: list[float], n_layers: int, finished: bool) -> dict:
     """Seconds from the start at each progress step (blocks, then output layer, then embedding) -> the row's times."""
     n = n_layers
     block_s = [b - a for a, b in zip([0.0, *marks_s[: n - 1]], marks_s[:n])]
-    return {"marks_s": marks_s, "blocks_done": min(len(marks_s), n), "blocks": n, "finished": finished,
-            "blocks_s": marks_s[n - 1] if len(marks_s) >= n else None,
-            "block_s_median": round(statistics.median(block_s), 2), "first_block_s": round(block_s[0], 2),
-            "output_layer_s": round(marks_s[n] - marks_s[n - 1], 1) if len(marks_s) > n else None,
-            "embedding_s": round(marks_s[n + 1] - marks_s[n], 1) if len(marks_s) > n + 1 else None}
+    return {
+        "marks_s": marks_s,
+        "blocks_done": min(len(marks_s), n),
+        "blocks": n,
+        "finished": finished,
+        "blocks_s": marks_s[n - 1] if len(marks_s) >= n else None,
+        "block_s_median": round(statistics.median(block_s), 2),
+        "first_block_s": round(block_s[0], 2),
+        "output_layer_s": round(marks_s[n] - marks_s[n - 1], 1) if len(marks_s) > n else None,
+        "embedding_s": round(marks_s[n + 1] - marks_s[n], 1) if len(marks_s) > n + 1 else None,
+    }
 
 
 def run_rotations(ckpt, config, tokens, *, device: str, steps: int, batch: int, limit_s: float) -> dict:
@@ -132,7 +164,9 @@ def run_rotations(ckpt, config, tokens, *, device: str, steps: int, batch: int, 
     from edge.spinquant.rotations import hadamard_rotations
 
     rot = config.rotation
-    micro = rot.micro_batch if rot.micro_batch and batch % rot.micro_batch == 0 else batch  # the config's, when it divides
+    micro = (
+        rot.micro_batch if rot.micro_batch and batch % rot.micro_batch == 0 else batch
+    )  # the config's, when it divides
     model = load_model(ckpt, max_context=tokens.shape[1], dtype=torch.float32)
     prepare_for_optimization(model, online_hadamard=rot.online_hadamard)
     marks: list[float] = []
@@ -147,55 +181,108 @@ def run_rotations(ckpt, config, tokens, *, device: str, steps: int, batch: int, 
     t0 = time.monotonic()
     result = None
     try:
-        result = optimize_rotations(model, tokens, init=hadamard_rotations(ckpt.args, seed=rot.seed), steps=steps,
-                                    learning_rate=rot.learning_rate, batch_size=batch, micro_batch=micro, weight_bits=rot.weight_bits, loss=rot.loss,
-                                    group_size=config.quantization.group_size, device=device, on_step=show)
+        result = optimize_rotations(
+            model,
+            tokens,
+            init=hadamard_rotations(ckpt.args, seed=rot.seed),
+            steps=steps,
+            learning_rate=rot.learning_rate,
+            batch_size=batch,
+            micro_batch=micro,
+            weight_bits=rot.weight_bits,
+            loss=rot.loss,
+            group_size=config.quantization.group_size,
+            device=device,
+            on_step=show,
+        )
     except _Stop:
         pass
     wall = time.monotonic() - t0
     step_s = [b - a for a, b in zip(marks, marks[1:])]  # from the second step on (the first includes the warm-up)
     med = statistics.median(step_s) if step_s else wall
     p = result.provenance if result is not None else {}
-    return {"wall_s": round(wall, 1), "steps": steps, "steps_done": len(marks), "finished": result is not None,
-            "batch": batch, "micro_batch": micro, "seq_len": int(tokens.shape[1]),
-            "step_s_median": round(med, 3), "tokens_per_s": round(batch * tokens.shape[1] / med),
-            "peak_device_mib": peak_device_mib(device), "peak_host_rss_mib": round(peak_rss_mb()),
-            "loss_before": p.get("loss_before"), "loss_after": p.get("loss_after"), "loss_windows": p.get("loss_windows"),
-            "losses": p.get("losses")}
+    return {
+        "wall_s": round(wall, 1),
+        "steps": steps,
+        "steps_done": len(marks),
+        "finished": result is not None,
+        "batch": batch,
+        "micro_batch": micro,
+        "seq_len": int(tokens.shape[1]),
+        "step_s_median": round(med, 3),
+        "tokens_per_s": round(batch * tokens.shape[1] / med),
+        "peak_device_mib": peak_device_mib(device),
+        "peak_host_rss_mib": round(peak_rss_mb()),
+        "loss_before": p.get("loss_before"),
+        "loss_after": p.get("loss_after"),
+        "loss_windows": p.get("loss_windows"),
+        "losses": p.get("losses"),
+    }
 
 
 def render(result: dict) -> str:
     mem = "peak GPU memory allocated" if result["device"] == "cuda" else "peak GPU memory"
-    lines = [f"# SpinQuant's GPU stages at the Llama 3.2 {result['size'].upper()} shape (random weights)", "",
-             f"Measured {result['date']} on {result['where']}; one run of each stage, one after the other in one process.", "",
-             f"| stage | settings | wall time | per unit | {mem} | host peak RSS so far |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"# SpinQuant's GPU stages at the Llama 3.2 {result['size'].upper()} shape (random weights)",
+        "",
+        f"Measured {result['date']} on {result['where']}; one run of each stage, one after the other in one process.",
+        "",
+        f"| stage | settings | wall time | per unit | {mem} | host peak RSS so far |",
+        "|---|---|---|---|---|---|",
+    ]
     if g := result["stages"].get("gptq"):
-        parts = [f"{g['blocks_s']} s for all {g['blocks']} blocks" if g["blocks_s"] is not None
-                 else f"{g['blocks_done']} of {g['blocks']} blocks"]
+        parts = [
+            f"{g['blocks_s']} s for all {g['blocks']} blocks"
+            if g["blocks_s"] is not None
+            else f"{g['blocks_done']} of {g['blocks']} blocks"
+        ]
         parts += [f"output layer {g['output_layer_s']} s"] if g["output_layer_s"] is not None else []
         parts += [f"embedding {g['embedding_s']} s" if g["embedding_s"] is not None else "stopped before the embedding"]
-        lines.append(f"| GPTQ (after Hadamard R1/R2 + R4) | {g['samples']} x {g['seq_len']} tokens, float targets "
-                     f"{'on' if g['float_targets'] else 'off'} | {'; '.join(parts)} | {g['block_s_median']} s per block "
-                     f"(first {g['first_block_s']} s) | {g['peak_device_mib']} MiB | {g['peak_host_rss_mib']} MiB |")
+        lines.append(
+            f"| GPTQ (after Hadamard R1/R2 + R4) | {g['samples']} x {g['seq_len']} tokens, float targets "
+            f"{'on' if g['float_targets'] else 'off'} | {'; '.join(parts)} | {g['block_s_median']} s per block "
+            f"(first {g['first_block_s']} s) | {g['peak_device_mib']} MiB | {g['peak_host_rss_mib']} MiB |"
+        )
     if r := result["stages"].get("rotations"):
         done = "" if r["finished"] else f" (stopped at the time limit after {r['steps_done']} of {r['steps']} steps)"
-        lines.append(f"| rotation optimization (Cayley SGD, R1 + R2) | {r['steps']} steps x {r['batch']} x {r['seq_len']} tokens"
-                     f"{', one window per pass' if r.get('micro_batch', r['batch']) < r['batch'] else ''} | "
-                     f"{r['wall_s']} s{done} | {r['step_s_median']} s per step, {r['tokens_per_s']:,} tok/s | "
-                     f"{r['peak_device_mib']} MiB | {r['peak_host_rss_mib']} MiB |")
+        lines.append(
+            f"| rotation optimization (Cayley SGD, R1 + R2) | {r['steps']} steps x {r['batch']} x {r['seq_len']} tokens"
+            f"{', one window per pass' if r.get('micro_batch', r['batch']) < r['batch'] else ''} | "
+            f"{r['wall_s']} s{done} | {r['step_s_median']} s per step, {r['tokens_per_s']:,} tok/s | "
+            f"{r['peak_device_mib']} MiB | {r['peak_host_rss_mib']} MiB |"
+        )
     if oom := result.get("rotations_out_of_memory"):
-        lines += ["", f"Rotation optimization with {oom['batch']} windows of {oom['seq_len']} tokens in one pass ran out of the GPU's "
-                  f"{oom['gpu_mib']} MiB; the row above is one window per step, the per-GPU batch of Meta's 8-GPU recipe "
-                  "(the shipped configs now pass one window at a time and sum the gradients: `rotation.micro_batch: 1`)."]
+        lines += [
+            "",
+            f"Rotation optimization with {oom['batch']} windows of {oom['seq_len']} tokens in one pass "
+            "ran out of the GPU's "
+            f"{oom['gpu_mib']} MiB; the row above is one window per step, the per-GPU batch of Meta's 8-GPU recipe "
+            "(the shipped configs now pass one window at a time and sum the gradients: `rotation.micro_batch: 1`).",
+        ]
     if g and g["min_sqnr_db"]:
-        lines += ["", f"GPTQ's lowest weight SQNR: attention {g['min_sqnr_db']['self_attn']} dB, FFN {g['min_sqnr_db']['mlp']} dB."]
+        lines += [
+            "",
+            f"GPTQ's lowest weight SQNR: attention {g['min_sqnr_db']['self_attn']} dB, "
+            f"FFN {g['min_sqnr_db']['mlp']} dB.",
+        ]
     if r and r["finished"]:
-        lines += ["", f"Rotation loss (cross-entropy with 8-bit activations, {r['loss_windows']} fixed windows of random tokens): "
-                  f"{r['loss_before']} before, {r['loss_after']} after. Random weights and tokens: this shows the optimizer ran, not quality."]
-    lines += ["", "float32 matmuls as torch does them by default (no TF32). The wall times include the host-side work of each stage (folding rotations in float64 block by block, "
-              "moving blocks to the GPU, rounding the output layer and embedding on the host) but not loading the checkpoint.",
-              *(["", result["note"]] if result.get("note") else []),
-              "", f"Reproduce: `{result['command']}`"]
+        lines += [
+            "",
+            f"Rotation loss (cross-entropy with 8-bit activations, {r['loss_windows']} fixed windows "
+            "of random tokens): "
+            f"{r['loss_before']} before, {r['loss_after']} after. "
+            "Random weights and tokens: this shows the optimizer ran, not quality.",
+        ]
+    lines += [
+        "",
+        "float32 matmuls as torch does them by default (no TF32). "
+        "The wall times include the host-side work of each stage (folding rotations in float64 block by block, "
+        "moving blocks to the GPU, rounding the output layer and embedding on the host) "
+        "but not loading the checkpoint.",
+        *(["", result["note"]] if result.get("note") else []),
+        "",
+        f"Reproduce: `{result['command']}`",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -209,10 +296,19 @@ def main() -> int:
     ap.add_argument("--gptq-samples", type=int, help="default: the config's (128)")
     ap.add_argument("--rotation-steps", type=int, help="default: the config's (100)")
     ap.add_argument("--rotation-batch", type=int, help="default: the config's (8)")
-    ap.add_argument("--rotation-micro-batch", type=int, default=1, help="windows per forward/backward (the config's: 1; 0: the whole batch)")
+    ap.add_argument(
+        "--rotation-micro-batch",
+        type=int,
+        default=1,
+        help="windows per forward/backward (the config's: 1; 0: the whole batch)",
+    )
     ap.add_argument("--seq-len", type=int, help="default: the config's calibration.seq_len (2048)")
-    ap.add_argument("--time-limit", type=float, default=240.0,
-                    help="seconds per stage: a stage past it stops after its current block or step and reports what it measured")
+    ap.add_argument(
+        "--time-limit",
+        type=float,
+        default=240.0,
+        help="seconds per stage: a stage past it stops after its current block or step and reports what it measured",
+    )
     ns = ap.parse_args()
 
     import torch
@@ -224,8 +320,10 @@ def main() -> int:
     quiet_libraries()
     if ns.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: --device cuda: no CUDA GPU is visible to torch here")
-    config = load_config(config="llama3_2_1b_spinquant", overrides={"device": ns.device,
-                                                                    "rotation": {"micro_batch": ns.rotation_micro_batch}})
+    config = load_config(
+        config="llama3_2_1b_spinquant",
+        overrides={"device": ns.device, "rotation": {"micro_batch": ns.rotation_micro_batch}},
+    )
     seq = ns.seq_len or config.calibration.seq_len
     steps = ns.rotation_steps or config.rotation.steps
     batch = ns.rotation_batch or config.rotation.batch_size
@@ -238,9 +336,15 @@ def main() -> int:
     tokens = torch.randint(0, ckpt.args.vocab_size, (max(n_gptq, steps * batch), seq), generator=gen)
 
     argv = " ".join(sys.argv[1:])
-    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "size": ns.size, "device": ns.device,
-              "where": where(ns.device), "python": platform.python_version(), "stages": {},
-              "command": f"python benchmarks/spinquant_gpu_1b.py {argv}".strip()}
+    result = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "size": ns.size,
+        "device": ns.device,
+        "where": where(ns.device),
+        "python": platform.python_version(),
+        "stages": {},
+        "command": f"python benchmarks/spinquant_gpu_1b.py {argv}".strip(),
+    }
     ns.results.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
@@ -253,15 +357,26 @@ def main() -> int:
             result["stages"]["gptq"] = run_gptq(ckpt, config, tokens[:n_gptq], device=ns.device, limit_s=ns.time_limit)
         else:
             try:
-                row = run_rotations(ckpt, config, tokens[: steps * batch], device=ns.device, steps=steps, batch=batch,
-                                    limit_s=ns.time_limit)
-            except torch.cuda.OutOfMemoryError:  # the GPU's own limit, recorded; then the per-GPU batch of Meta's 8-GPU recipe
+                row = run_rotations(
+                    ckpt,
+                    config,
+                    tokens[: steps * batch],
+                    device=ns.device,
+                    steps=steps,
+                    batch=batch,
+                    limit_s=ns.time_limit,
+                )
+            except (
+                torch.cuda.OutOfMemoryError
+            ):  # the GPU's own limit, recorded; then the per-GPU batch of Meta's 8-GPU recipe
                 result["rotations_out_of_memory"] = {"batch": batch, "seq_len": seq, "gpu_mib": where_mib()}
                 row = None
             if row is None:  # outside the except: the failed attempt's tensors are freed with its traceback
                 print(f"  out of memory at batch {batch}: again with batch 1", file=sys.stderr, flush=True)
                 torch.cuda.empty_cache()
-                row = run_rotations(ckpt, config, tokens[:steps], device=ns.device, steps=steps, batch=1, limit_s=ns.time_limit)
+                row = run_rotations(
+                    ckpt, config, tokens[:steps], device=ns.device, steps=steps, batch=1, limit_s=ns.time_limit
+                )
             result["stages"]["rotations"] = row
         print(json.dumps(result["stages"][stage]), file=sys.stderr, flush=True)
         save()

@@ -55,14 +55,31 @@ ROWS = [
 def table() -> str:
     order = [name for name, _, _ in ROWS]
     rows = sorted((json.loads(line) for line in RESULTS.read_text().splitlines()), key=lambda r: order.index(r["name"]))
-    lines = ["# SpinQuant variants on the fixture (20 held-out windows of 256 tokens, .pte in ExecuTorch's runtime)", "",
-             "| row | perplexity | top-1 agreement | mean KL | PTQ gap recovered (KL / top-1 / ppl) | export + eval s |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "# SpinQuant variants on the fixture (20 held-out windows of 256 tokens, .pte in ExecuTorch's runtime)",
+        "",
+        "| row | perplexity | top-1 agreement | mean KL | PTQ gap recovered (KL / top-1 / ppl) | export + eval s |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         gap = "—" if r.get("kl_rec") is None else f"{r['kl_rec']:.0%} / {r['top1_rec']:.0%} / {r['ppl_rec']:.0%}"
-        lines.append(f"| {r['name']} | {r['pte_perplexity']:.3f} | {r['top1_agreement']:.2%} | {r['mean_kl']:.5f} | {gap} | {r['export_s']:.0f} |")
-    return "\n".join(lines + ["", "Each row's time includes whatever else ran on this 2-core machine; compare the quality columns.",
-                              "", "Reproduce: `python benchmarks/spinquant_variants.py && python benchmarks/spinquant_variants.py --table`"]) + "\n"
+        lines.append(
+            f"| {r['name']} | {r['pte_perplexity']:.3f} | {r['top1_agreement']:.2%} | {r['mean_kl']:.5f} | "
+            f"{gap} | {r['export_s']:.0f} |"
+        )
+    return (
+        "\n".join(
+            lines
+            + [
+                "",
+                "Each row's time includes whatever else ran on this 2-core machine; compare the quality columns.",
+                "",
+                "Reproduce: `python benchmarks/spinquant_variants.py && "
+                "python benchmarks/spinquant_variants.py --table`",
+            ]
+        )
+        + "\n"
+    )
 
 
 def main() -> int:
@@ -72,12 +89,12 @@ def main() -> int:
         print(text)
         return 0
     sys.path.insert(0, str(ROOT))
-    from edge.config import load_config
-    from edge.evaluate import evaluate
     from edge.checkpoint import FIXTURE_CHECKPOINT
-    from edge.export.pipeline import run_export
-    from edge.evaluate.metrics import gap_recovered
+    from edge.config import load_config
     from edge.core.progress import Progress
+    from edge.evaluate import evaluate
+    from edge.evaluate.metrics import gap_recovered
+    from edge.export.pipeline import run_export
 
     only = sys.argv[1:]
     res: dict[str, dict] = {}
@@ -90,10 +107,20 @@ def main() -> int:
             continue
         out = ROOT / "out" / "spinquant_variants" / name
         t0 = time.monotonic()
-        run_export(load_config(config=cfg, overrides={"output": str(out), "force": True, "full_logits": True,
-                                                      "max_context": 512} | extra), progress=Progress())
-        r = evaluate(pte_path=out / "model.pte", reference=FIXTURE_CHECKPOINT, text_path=FIXTURE_CHECKPOINT / "heldout.txt",
-                     context=256, max_windows=W)
+        run_export(
+            load_config(
+                config=cfg,
+                overrides={"output": str(out), "force": True, "full_logits": True, "max_context": 512} | extra,
+            ),
+            progress=Progress(),
+        )
+        r = evaluate(
+            pte_path=out / "model.pte",
+            reference=FIXTURE_CHECKPOINT,
+            text_path=FIXTURE_CHECKPOINT / "heldout.txt",
+            context=256,
+            max_windows=W,
+        )
         d = r.to_dict() | {"name": name, "export_s": time.monotonic() - t0}
         res[name] = d
         if name not in ("bf16", "ptq"):

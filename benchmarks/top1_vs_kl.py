@@ -30,21 +30,29 @@ ROWS = [
     ("GPTQ with float targets, no rotation", "fixture_spinquant", {"rotation": {"kind": "none"}}),
     ("SpinQuant, shipped config", "fixture_spinquant", {}),
     # Diagnostics, not shippable schemes: how much of each row's error the 8-bit embedding and output layer make.
-    ("8da4w PTQ, embedding and output layer left float", "fixture_8da4w",
-     {"quantization": {"embedding": "none", "output": "none"}}),
-    ("SpinQuant, embedding and output layer left float", "fixture_spinquant",
-     {"quantization": {"embedding": "none", "output": "none"}}),
+    (
+        "8da4w PTQ, embedding and output layer left float",
+        "fixture_8da4w",
+        {"quantization": {"embedding": "none", "output": "none"}},
+    ),
+    (
+        "SpinQuant, embedding and output layer left float",
+        "fixture_spinquant",
+        {"quantization": {"embedding": "none", "output": "none"}},
+    ),
 ]
 
 
 def quantized_logits(config: str, extra: dict, windows: list[list[int]]):
     """A shipped config (+ overrides) -> the fixture as that export quantizes it, logits [N, V] over `windows`."""
     from edge.config import load_config
-    from edge.export.pipeline import prepare, quantized_model
     from edge.core.progress import Progress
+    from edge.export.pipeline import prepare, quantized_model
 
-    cfg = load_config(config=config, overrides={"output": "/tmp/top1_vs_kl", "force": True, "full_logits": True,
-                                                "max_context": 512} | extra)
+    cfg = load_config(
+        config=config,
+        overrides={"output": "/tmp/top1_vs_kl", "force": True, "full_logits": True, "max_context": 512} | extra,
+    )
     model, _, _ = quantized_model(cfg, prepare(cfg), progress=Progress(quiet=True))
     return eager_logits(model, windows)
 
@@ -68,15 +76,18 @@ def main() -> int:
     import torch
     import torch.nn.functional as F
 
-    from edge.checkpoint import load_model, open_checkpoint
+    from edge.checkpoint import FIXTURE_CHECKPOINT, load_model, open_checkpoint
     from edge.checkpoint.tokenizer import load_tokenizer
     from edge.evaluate.core import tokenize_windows
-    from edge.checkpoint import FIXTURE_CHECKPOINT
     from edge.evaluate.metrics import compare_logits, gap_recovered
 
     ckpt = open_checkpoint(FIXTURE_CHECKPOINT)
-    windows = tokenize_windows((FIXTURE_CHECKPOINT / "heldout.txt").read_text(encoding="utf-8"),
-                               tokenizer=load_tokenizer(ckpt.tokenizer), bos_id=ckpt.bos_id, context=256)
+    windows = tokenize_windows(
+        (FIXTURE_CHECKPOINT / "heldout.txt").read_text(encoding="utf-8"),
+        tokenizer=load_tokenizer(ckpt.tokenizer),
+        bos_id=ckpt.bos_id,
+        context=256,
+    )
     ref = eager_logits(load_model(ckpt, max_context=512, dtype=torch.float32, full_logits=True), windows)  # [N, V]
     targets = torch.cat([torch.tensor(w[1:]) for w in windows])  # [N]
     top2 = ref.topk(2, dim=-1)
@@ -89,22 +100,33 @@ def main() -> int:
         got_logp = F.log_softmax(got, -1)
         err = (got_logp - ref_logp).gather(1, top2.indices)  # [N, 2]: error at the reference's top-1 and top-2
         c = compare_logits(ref, got, targets)
-        rows.append({
-            "row": name, "config": config, "overrides": extra,
-            "mean_kl": c.kl / len(ref),
-            "top1_agreement": c.agree / len(ref),
-            "flips": len(ref) - c.agree,
-            "margin_error_std": float((err[:, 0] - err[:, 1]).std()),
-            "seconds": round(time.monotonic() - t0, 1),
-        })
+        rows.append(
+            {
+                "row": name,
+                "config": config,
+                "overrides": extra,
+                "mean_kl": c.kl / len(ref),
+                "top1_agreement": c.agree / len(ref),
+                "flips": len(ref) - c.agree,
+                "margin_error_std": float((err[:, 0] - err[:, 1]).std()),
+                "seconds": round(time.monotonic() - t0, 1),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     b, p = rows[0], rows[1]
     for r in rows[2:]:
         r["kl_gap_recovered"] = gap_recovered(r["mean_kl"], ptq=p["mean_kl"], base=b["mean_kl"])
         r["top1_gap_recovered"] = gap_recovered(r["top1_agreement"], ptq=p["top1_agreement"], base=b["top1_agreement"])
-        r["amplitude_gap_recovered"] = gap_recovered(r["margin_error_std"], ptq=p["margin_error_std"], base=b["margin_error_std"])
-    meta = {"measured": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-            "windows": len(windows), "tokens": len(ref), "near_ties": float((margin < 0.1).float().mean())}
+        r["amplitude_gap_recovered"] = gap_recovered(
+            r["margin_error_std"], ptq=p["margin_error_std"], base=b["margin_error_std"]
+        )
+    meta = {
+        "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "windows": len(windows),
+        "tokens": len(ref),
+        "near_ties": float((margin < 0.1).float().mean()),
+    }
     RESULTS.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     RESULTS.with_suffix(".md").write_text(render(meta, rows))
     print(render(meta, rows))
@@ -124,21 +146,30 @@ def render(meta: dict, rows: list[dict]) -> str:
         return f"{r[key]:.0%}" if key in r else "—"
 
     lines = [
-        "# Top-1 agreement against KL on every held-out window of the fixture", "",
+        "# Top-1 agreement against KL on every held-out window of the fixture",
+        "",
         f"Measured {meta['measured']} on {meta['machine']}: {meta['windows']} windows of 256 tokens, "
         f"{meta['tokens']} predicted tokens, each export run eagerly after edge's own quantization, against the "
-        f"float32 reference. {meta['near_ties']:.1%} of positions have a top-1/top-2 logit margin under 0.1.", "",
-        "| export | mean KL | top-1 agreement | tokens flipped | std of the margin's error | PTQ gap recovered: KL / top-1 / error amplitude |",
+        f"float32 reference. {meta['near_ties']:.1%} of positions have a top-1/top-2 logit margin under 0.1.",
+        "",
+        "| export | mean KL | top-1 agreement | tokens flipped | std of the margin's error "
+        "| PTQ gap recovered: KL / top-1 / error amplitude |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
         gap = f"{rec(r, 'kl_gap_recovered')} / {rec(r, 'top1_gap_recovered')} / {rec(r, 'amplitude_gap_recovered')}"
-        lines.append(f"| {r['row']} | {r['mean_kl']:.5f} | {r['top1_agreement']:.2%} | {r['flips']} | "
-                     f"{r['margin_error_std']:.3f} | {gap} |")
-    lines += ["", "Flips grow roughly in proportion to the error's amplitude (its std), KL with its square: top-1 recovers "
-              "about what the amplitude does, not what KL does. Two thirds of the top-1 gap then asks for the amplitude "
-              "cut to a third of PTQ's distance, about 1 - (1/3)^2 = 89% of the KL gap.", "",
-              "Reproduce: `python benchmarks/top1_vs_kl.py`"]
+        lines.append(
+            f"| {r['row']} | {r['mean_kl']:.5f} | {r['top1_agreement']:.2%} | {r['flips']} | "
+            f"{r['margin_error_std']:.3f} | {gap} |"
+        )
+    lines += [
+        "",
+        "Flips grow roughly in proportion to the error's amplitude (its std), KL with its square: top-1 recovers "
+        "about what the amplitude does, not what KL does. Two thirds of the top-1 gap then asks for the amplitude "
+        "cut to a third of PTQ's distance, about 1 - (1/3)^2 = 89% of the KL gap.",
+        "",
+        "Reproduce: `python benchmarks/top1_vs_kl.py`",
+    ]
     return "\n".join(lines) + "\n"
 
 

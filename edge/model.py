@@ -212,26 +212,29 @@ class Attention(nn.Module):
         return self.o_proj(y.reshape(b, -1, self.n_heads * self.head_dim))  # [B, S, D]
 
 
-def hadamard_transform(x: torch.Tensor) -> torch.Tensor:
-    """x [..., F] -> x @ M, M the matrix of `llama::fast_hadamard_transform`, in plain torch.
+def hadamard_transform(x: torch.Tensor, mix: torch.Tensor | None = None) -> torch.Tensor:
+    """x [..., F], mix (see `OnlineHadamard`) -> x @ M, M the online R4's matrix, in plain torch.
 
-    F = 2^k: M is the orthonormal Sylvester matrix (a butterfly, O(F log F)).
-    F = 28 * 2^k: M = kron(H28, Sylvester(2^k)), H28 the op's own +-1 matrix of order 28
-    (the op normalises only the 2^k part, so M M^T = 28 I). Differentiable, any device.
+    mix None, F = 2^k: M = S, the orthonormal Sylvester matrix (a butterfly, O(F log F)).
+    mix None, F = 28 * 2^k: M = kron(H28, S), H28 the op's own +-1 matrix (M M^T = 28 I: the op
+    normalises only the 2^k part). mix [m, m], F = m * 2^k: M = kron(mix^T, S), orthogonal when mix is.
+    Differentiable, any device.
     """
-    n = x.shape[-1]
-    if not online_hadamard_accepts(n):
-        raise ValueError(f"the Hadamard transform takes widths 2^k or 28*2^k, not {n}")
-    k = 1 if is_pow2(n) else 28
-    m = n // k
-    y = x.reshape(-1, k, m)
+    n, m = x.shape[-1], 1 if mix is None else mix.shape[0]
+    if not (fast_hadamard_accepts(n) if mix is None else n % m == 0 and is_pow2(n // m)):
+        raise ValueError(f"the Hadamard transform takes widths 2^k or 28*2^k (m*2^k with an m x m mix), not {n}")
+    k = m if mix is not None or is_pow2(n) else 28
+    p = n // k
+    y = x.reshape(-1, k, p)
     h = 1
-    while h < m:  # butterfly stages of the Sylvester matrix, natural order
-        y = y.view(-1, k, m // (2 * h), 2, h)
+    while h < p:  # butterfly stages of the Sylvester matrix, natural order
+        y = y.view(-1, k, p // (2 * h), 2, h)
         y = torch.stack((y[:, :, :, 0] + y[:, :, :, 1], y[:, :, :, 0] - y[:, :, :, 1]), dim=3)
         h *= 2
-    y = y.reshape(-1, k, m) / math.sqrt(m)
-    if k > 1:
+    y = y.reshape(-1, k, p) / math.sqrt(p)
+    if mix is not None:
+        y = torch.einsum("nap,ba->nbp", y, mix.to(device=y.device, dtype=y.dtype))
+    elif k > 1:
         h28 = torch.ops.llama.fast_hadamard_transform(torch.eye(28, dtype=torch.float64))  # [28, 28], +-1
         y = torch.einsum("nbm,ba->nam", y, h28.to(device=y.device, dtype=y.dtype))
     return y.reshape(x.shape)
@@ -241,28 +244,49 @@ def is_pow2(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
 
-def online_hadamard_accepts(n: int) -> bool:
-    """Does `llama::fast_hadamard_transform` take a last dimension of n (2^k or 28 * 2^k)?"""
+HADAMARD_ORDERS = (12, 20, 28, 36, 44, 60, 108, 140)  # the m x m (Paley) orders edge.spinquant.hadamard builds
+
+
+def hadamard_factor(n: int) -> int | None:
+    """n -> the m with n = m * 2^k, m 1 (powers of two) or in HADAMARD_ORDERS, or None."""
+    if is_pow2(n):
+        return 1
+    return next((m for m in HADAMARD_ORDERS if n % m == 0 and is_pow2(n // m)), None)
+
+
+def fast_hadamard_accepts(n: int) -> bool:
+    """Does `llama::fast_hadamard_transform` alone take a last dimension of n (2^k or 28 * 2^k)?"""
     return is_pow2(n) or (n % 28 == 0 and is_pow2(n // 28))
 
 
-class OnlineHadamard(nn.Module):
-    """x [..., F] -> x @ M, M the Hadamard matrix of `llama::fast_hadamard_transform`.
+def online_hadamard_accepts(n: int) -> bool:
+    """Can R4 run online on FFN width n: m * 2^k, m 1 or in HADAMARD_ORDERS (28: the op alone)?"""
+    return hadamard_factor(n) is not None
 
-    SpinQuant's R4, run at inference by ExecuTorch's op (O(F log F), no F x F matrix
-    in the program; F must be 2^k or 28 * 2^k); M's inverse is folded into down_proj
-    (`edge.spinquant.fold`). On the SEQUENCE path the same matrix runs as
-    `hadamard_transform`, which has a backward and runs on any device.
+
+class OnlineHadamard(nn.Module):
+    """x [B, S, F] -> x @ M: SpinQuant's R4, M^-T folded into down_proj (`edge.spinquant.fold`).
+
+    mix None (F = 2^k or 28 * 2^k): ExecuTorch's `llama::fast_hadamard_transform` alone. mix [m, m]
+    (F = m * 2^k): x viewed [B, S, m, 2^k], the op on the 2^k part, then the m x m mix over the m
+    part as a constant linear (transpose, linear, transpose). O(F (log F + m)), no F x F matrix in
+    the program. On the SEQUENCE path the same M runs as `hadamard_transform` (backward, any device).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, mix: torch.Tensor | None = None) -> None:
         super().__init__()
         self.path = AttentionPath.KV_CACHE
+        self.register_buffer("mix", mix, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.path is AttentionPath.SEQUENCE:
-            return hadamard_transform(x)
-        return torch.ops.llama.fast_hadamard_transform(x)
+            return hadamard_transform(x, self.mix)
+        if self.mix is None:
+            return torch.ops.llama.fast_hadamard_transform(x)
+        b, n, m = x.shape[0], x.shape[-1], self.mix.shape[0]
+        y = torch.ops.llama.fast_hadamard_transform(x.view(b, -1, m, n // m))  # [B, S, m, 2^k]
+        y = F.linear(y.transpose(2, 3), self.mix).transpose(2, 3)  # y[..., a, :] -> sum_c mix[a, c] y[..., c, :]
+        return y.contiguous().view(b, -1, n)  # [B, S, F]; not reshape: its view would get a symbolic size
 
 
 class FeedForward(nn.Module):
@@ -296,8 +320,13 @@ class TransformerBlock(nn.Module):
 
 
 BLOCK_LINEARS = (  # every projection in a block, by its name inside the block
-    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-    "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
 )
 
 
@@ -342,8 +371,10 @@ class Transformer(nn.Module):
         torch._check(start_pos >= 0)
         torch._check(start_pos + seq_len <= self.max_context)
         if EXECUTORCH_OPS_ERROR is not None and self.attention_path is AttentionPath.KV_CACHE:
-            raise RuntimeError(f"the KV_CACHE path needs ExecuTorch's llama ops, which did not load ({EXECUTORCH_OPS_ERROR}); "
-                               "only AttentionPath.SEQUENCE runs here")
+            raise RuntimeError(
+                f"the KV_CACHE path needs ExecuTorch's llama ops, which did not load ({EXECUTORCH_OPS_ERROR}); "
+                "only AttentionPath.SEQUENCE runs here"
+            )
         cos = self.rope_cos.narrow(0, start_pos, seq_len)  # [S, 1, Dh]
         sin = self.rope_sin.narrow(0, start_pos, seq_len)
         x = self.embed_tokens(tokens)  # [B, S, D]

@@ -99,10 +99,12 @@ MAX_CONTEXT = 128
 def export_tiny(ckpt: Path, out: Path, config: str, **overrides) -> Path:
     """Export `ckpt` with a shipped config (context MAX_CONTEXT unless overridden) -> the output folder."""
     from edge.config import load_config
-    from edge.export.pipeline import run_export
     from edge.core.progress import Progress
+    from edge.export.pipeline import run_export
 
-    cfg = load_config(config=config, overrides={"checkpoint": str(ckpt), "output": str(out), "max_context": MAX_CONTEXT, **overrides})
+    cfg = load_config(
+        config=config, overrides={"checkpoint": str(ckpt), "output": str(out), "max_context": MAX_CONTEXT, **overrides}
+    )
     run_export(cfg, progress=Progress(quiet=True))
     return out
 
@@ -110,7 +112,9 @@ def export_tiny(ckpt: Path, out: Path, config: str, **overrides) -> Path:
 @pytest.fixture(scope="session")
 def fp32_export(tiny_hf, tmp_path_factory) -> Path:
     """tiny_hf exported unquantized in fp32, with logits for every position."""
-    return export_tiny(tiny_hf, tmp_path_factory.mktemp("fp32") / "out", "llama3_2_1b_bf16", dtype="fp32", full_logits=True)
+    return export_tiny(
+        tiny_hf, tmp_path_factory.mktemp("fp32") / "out", "llama3_2_1b_bf16", dtype="fp32", full_logits=True
+    )
 
 
 @pytest.fixture(scope="session")
@@ -120,7 +124,8 @@ def q_export(tiny_hf, tmp_path_factory) -> Path:
 
 
 def assert_pte_matches_transformers(ckpt: Path, pte_path: Path, *, atol: float = 1e-4) -> None:
-    """The .pte (full logits) against transformers' LlamaForCausalLM on `ckpt`: 24-token prefill, then 16 decode steps."""
+    """The .pte (full logits) against transformers' LlamaForCausalLM on `ckpt`: 24-token prefill, then 16 decode
+    steps."""
     from transformers import LlamaForCausalLM
 
     from edge.evaluate.pte_model import load_pte
@@ -144,6 +149,8 @@ def assert_runner_generates(folder: Path, *, max_new_tokens: int = 8) -> None:
     load_kernels()  # the runner needs the quantized and LLM kernels registered in this process
     stats = []
     TextLLMRunner(str(folder / "model.pte"), str(folder / "tokenizer.json")).generate(
-        "The quick brown fox", GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0, echo=False),
-        stats_callback=stats.append)
+        "The quick brown fox",
+        GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0, echo=False),
+        stats_callback=stats.append,
+    )
     assert 1 <= json.loads(stats[0].to_json_string())["generated_tokens"] <= max_new_tokens

@@ -86,7 +86,7 @@ def find_cycles(g: dict[str, set[str]]) -> list[list[str]]:
         stack.append(m)
         for n in sorted(g[m]):
             if state.get(n) == 1:
-                cycles.append(stack[stack.index(n):] + [n])
+                cycles.append(stack[stack.index(n) :] + [n])
             elif n not in state:
                 visit(n)
         stack.pop()
@@ -124,9 +124,12 @@ def test_no_layer_imports_upward():
 
 def test_no_private_names_across_modules():
     files = ALL | modules("tests", "benchmarks")
-    bad = [f"{p.relative_to(ROOT)}:{line} imports {name} from {target}"
-           for m, p in files.items() for target, name, line in imports(p, m)
-           if name.startswith("_") and not name.startswith("__") and target != m]
+    bad = [
+        f"{p.relative_to(ROOT)}:{line} imports {name} from {target}"
+        for m, p in files.items()
+        for target, name, line in imports(p, m)
+        if name.startswith("_") and not name.startswith("__") and target != m
+    ]
     assert not bad, "\n".join(bad)
 
 
@@ -142,3 +145,38 @@ def test_the_checks_can_fail():
     g["edge.quant.scheme"] = g["edge.quant.scheme"] | {"edge.export.pipeline"}
     assert "edge.quant.scheme -> edge.export.pipeline" in upward_imports(g)
     assert any(c[0] == "edge.quant.scheme" or "edge.quant.scheme" in c for c in find_cycles(g))
+
+
+def test_readme_layout_and_architecture_doc_match_the_tree():
+    """Every path the README's layout table names exists, and every package of edge is in it and in the doc."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout") :]
+    layout = layout[: layout.find("\n## ", 3)] if "\n## " in layout[3:] else layout
+    named = re.findall(r"^\| `([^`]+)` \|", layout, re.M)
+    assert named and all((ROOT / p).exists() for p in named), [p for p in named if not (ROOT / p).exists()]
+    packages = sorted(p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "edge").glob("*/__init__.py"))
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    assert all(f"{pkg}/" in named for pkg in packages), [pkg for pkg in packages if f"{pkg}/" not in named]
+    assert all(pkg.replace("/", ".") in doc for pkg in packages), [
+        pkg for pkg in packages if pkg.replace("/", ".") not in doc
+    ]
+    assert {layer for group in LAYERS for layer in group} == {pkg.replace("/", ".") for pkg in packages} | {
+        "edge.model",
+        "android_bench",
+    }
+
+
+@pytest.mark.parametrize("script", sorted((ROOT / "benchmarks").glob("*.py")), ids=lambda p: p.name)
+def test_benchmark_scripts_import_names_that_exist(script):
+    """A benchmark imports edge's modules inside its functions, so a moved or renamed name fails only when it runs:
+    every `from edge... import name` in it must resolve now."""
+    import importlib
+
+    missing = []
+    for target, name, line in imports(script, "benchmarks." + script.stem):
+        module = importlib.import_module(target)
+        if name and not hasattr(module, name) and f"{target}.{name}" not in ALL:
+            missing.append(f"{script.name}:{line} {target}.{name}")
+    assert not missing, missing

@@ -29,8 +29,13 @@ def test_hf_reads_shape_and_ids_from_config(tiny_hf):
     cfg = json.loads((tiny_hf / "config.json").read_text())
     a = ckpt.args
     assert (a.dim, a.n_layers, a.n_heads, a.n_kv_heads, a.hidden_dim, a.vocab_size) == (
-        cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"], cfg["num_key_value_heads"],
-        cfg["intermediate_size"], cfg["vocab_size"])
+        cfg["hidden_size"],
+        cfg["num_hidden_layers"],
+        cfg["num_attention_heads"],
+        cfg["num_key_value_heads"],
+        cfg["intermediate_size"],
+        cfg["vocab_size"],
+    )
     assert a.tie_word_embeddings and a.rope_scaling.factor == 32.0
     assert ckpt.tokenizer.name == "tokenizer.json" and ckpt.bos_id == 0 and ckpt.eos_ids == (1,)
 
@@ -59,9 +64,17 @@ def _write_meta(hf_folder, out):
         o, i = w.shape
         return w.view(heads, 2, o // heads // 2, i).transpose(1, 2).reshape(o, i)
 
-    names = {"self_attn.q_proj": "attention.wq", "self_attn.k_proj": "attention.wk", "self_attn.v_proj": "attention.wv",
-             "self_attn.o_proj": "attention.wo", "mlp.gate_proj": "feed_forward.w1", "mlp.down_proj": "feed_forward.w2",
-             "mlp.up_proj": "feed_forward.w3", "input_layernorm": "attention_norm", "post_attention_layernorm": "ffn_norm"}
+    names = {
+        "self_attn.q_proj": "attention.wq",
+        "self_attn.k_proj": "attention.wk",
+        "self_attn.v_proj": "attention.wv",
+        "self_attn.o_proj": "attention.wo",
+        "mlp.gate_proj": "feed_forward.w1",
+        "mlp.down_proj": "feed_forward.w2",
+        "mlp.up_proj": "feed_forward.w3",
+        "input_layernorm": "attention_norm",
+        "post_attention_layernorm": "ffn_norm",
+    }
     meta = {}
     for k, v in sd.items():
         k = k.removeprefix("model.").replace("embed_tokens", "tok_embeddings")
@@ -76,8 +89,18 @@ def _write_meta(hf_folder, out):
     out.mkdir()
     torch.save(meta, out / "consolidated.00.pth")
     # ffn: int(2*4*64/3)=170 -> int(0.75*170)=127 -> rounded up to a multiple of 128 = 128.
-    params = {"dim": d, "n_layers": cfg["num_hidden_layers"], "n_heads": h, "n_kv_heads": kvh, "vocab_size": cfg["vocab_size"],
-              "ffn_dim_multiplier": 0.75, "multiple_of": 128, "norm_eps": 1e-5, "rope_theta": 500000.0, "use_scaled_rope": True}
+    params = {
+        "dim": d,
+        "n_layers": cfg["num_hidden_layers"],
+        "n_heads": h,
+        "n_kv_heads": kvh,
+        "vocab_size": cfg["vocab_size"],
+        "ffn_dim_multiplier": 0.75,
+        "multiple_of": 128,
+        "norm_eps": 1e-5,
+        "rope_theta": 500000.0,
+        "use_scaled_rope": True,
+    }
     (out / "params.json").write_text(json.dumps(params))
     shutil.copyfile(hf_folder / "tokenizer.json", out / "tokenizer.json")
     return out
@@ -114,7 +137,9 @@ def test_shape_disagrees_with_config(tiny_hf, tmp_path):
     cfg = json.loads((c / "config.json").read_text())
     cfg["intermediate_size"] = 256
     (c / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(EdgeError, match=r"mlp\.(down|gate|up)_proj\.weight has shape .* but the checkpoint's config implies"):
+    with pytest.raises(
+        EdgeError, match=r"mlp\.(down|gate|up)_proj\.weight has shape .* but the checkpoint's config implies"
+    ):
         open_checkpoint(c)
 
 

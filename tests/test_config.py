@@ -21,27 +21,45 @@ def test_every_shipped_config_validates(path):
     assert config.output.name == path.stem
     if path.stem.endswith("8da4w"):
         q = config.quantization
-        assert (q.linear, q.group_size, q.output, q.embedding) == (WeightBits.INT4, 32, WeightBits.INT8, WeightBits.INT8)
+        assert (q.linear, q.group_size, q.output, q.embedding) == (
+            WeightBits.INT4,
+            32,
+            WeightBits.INT8,
+            WeightBits.INT8,
+        )
         assert config.dtype is DType.FP32
     if path.stem.endswith("bf16"):
         assert not config.quantization.is_quantized and config.dtype is DType.BF16
 
 
 def test_all_problems_reported_together():
-    raw = {"output": "x", "colour": "red", "max_context": "long", "dtype": "fp8",
-           "quantization": {"linear": "int3", "group_size": 33, "bogus": 1}}
+    raw = {
+        "output": "x",
+        "colour": "red",
+        "max_context": "long",
+        "dtype": "fp8",
+        "quantization": {"linear": "int3", "group_size": 33, "bogus": 1},
+    }
     with pytest.raises(EdgeError) as e:
         parse_config(raw, source="t.yaml")
     msg = str(e.value)
-    for fragment in ("unknown key 'colour'", "max_context: 'long'", "dtype: 'fp8'", "quantization.linear: 'int3'",
-                     "group_size: 33 is not a power of two", "unknown key 'quantization.bogus'"):
+    for fragment in (
+        "unknown key 'colour'",
+        "max_context: 'long'",
+        "dtype: 'fp8'",
+        "quantization.linear: 'int3'",
+        "group_size: 33 is not a power of two",
+        "unknown key 'quantization.bogus'",
+    ):
         assert fragment in msg
     assert "\n" not in msg
 
 
 def test_cli_overrides_merge_onto_yaml(tmp_path):
-    config = load_config(config="llama3_2_1b_8da4w", overrides={"output": str(tmp_path / "o"), "max_context": 512,
-                                                                  "quantization": {"group_size": 64}})
+    config = load_config(
+        config="llama3_2_1b_8da4w",
+        overrides={"output": str(tmp_path / "o"), "max_context": 512, "quantization": {"group_size": 64}},
+    )
     assert config.max_context == 512 and config.output == tmp_path / "o"
     assert config.quantization.group_size == 64 and config.quantization.linear is WeightBits.INT4
 
@@ -57,16 +75,35 @@ def test_roundtrip_to_dict():
 
 
 def test_spinquant_sections_validate_together():
-    raw = {"output": "x", "quantization": {"linear": "none", "rounding": "gptq"},
-           "rotation": {"kind": "spin", "file": "r.safetensors", "steps": -1, "learning_rate": "fast", "colour": 1,
-                        "micro_batch": 3},
-           "gptq": {"damp": 2.0}, "calibration": {"seq_len": 1}, "device": "tpu"}
+    raw = {
+        "output": "x",
+        "quantization": {"linear": "none", "rounding": "gptq"},
+        "rotation": {
+            "kind": "spin",
+            "file": "r.safetensors",
+            "steps": -1,
+            "learning_rate": "fast",
+            "colour": 1,
+            "micro_batch": 3,
+        },
+        "gptq": {"damp": 2.0},
+        "calibration": {"seq_len": 1},
+        "device": "tpu",
+    }
     with pytest.raises(EdgeError) as e:
         parse_config(raw, source="t.yaml")
     msg = str(e.value)
-    for fragment in ("quantization.rounding: gptq needs int4", "rotation.kind: 'spin'", "rotation.steps: -1 is less than 0",
-                     "rotation.learning_rate: 'fast' is not a number", "unknown key 'rotation.colour'",
-                     "gptq.damp: 2.0 is outside [0.0, 1.0]", "rotation.micro_batch: 3 does not divide rotation.batch_size 8", "calibration.seq_len: 1 is less than 2", "device: 'tpu'"):
+    for fragment in (
+        "quantization.rounding: gptq needs int4",
+        "rotation.kind: 'spin'",
+        "rotation.steps: -1 is less than 0",
+        "rotation.learning_rate: 'fast' is not a number",
+        "unknown key 'rotation.colour'",
+        "gptq.damp: 2.0 is outside [0.0, 1.0]",
+        "rotation.micro_batch: 3 does not divide rotation.batch_size 8",
+        "calibration.seq_len: 1 is less than 2",
+        "device: 'tpu'",
+    ):
         assert fragment in msg, fragment
     with pytest.raises(EdgeError, match="rotation.file: given, but rotation.kind is none"):
         parse_config({"output": "x", "rotation": {"file": "r.safetensors"}}, source="t.yaml")
@@ -75,7 +112,7 @@ def test_spinquant_sections_validate_together():
 
 
 def test_spinquant_configs_are_the_recipe():
-    from edge.config import Rounding, RotationKind
+    from edge.config import RotationKind, Rounding
 
     for name in ("llama3_2_1b_spinquant", "llama3_2_3b_spinquant", "fixture_spinquant"):
         c = load_config(config=name, overrides={})
@@ -102,11 +139,30 @@ def test_cli_flags_map_one_to_one_onto_config_keys(tmp_path):
     for section in ("rotation", "gptq", "calibration"):
         for f in dataclasses.fields(cfg._SECTIONS[section]):
             assert f"--{section}-{f.name}".replace("_", "-") in flags
-    ns = p.parse_args(["--config", "fixture_spinquant", "--rotation-kind", "hadamard", "--rotation-learning-rate", "0.5",
-                       "--no-rotation-online-hadamard", "--gptq-samples", "7", "--calibration-text", "c.txt", "--rounding", "rtn"])
+    ns = p.parse_args(
+        [
+            "--config",
+            "fixture_spinquant",
+            "--rotation-kind",
+            "hadamard",
+            "--rotation-learning-rate",
+            "0.5",
+            "--no-rotation-online-hadamard",
+            "--gptq-samples",
+            "7",
+            "--calibration-text",
+            "c.txt",
+            "--rounding",
+            "rtn",
+        ]
+    )
     o = overrides_from_args(ns)
     assert o["rotation"] == {"kind": "hadamard", "learning_rate": 0.5, "online_hadamard": False}
-    assert o["gptq"] == {"samples": 7} and o["calibration"] == {"text": "c.txt"} and o["quantization"] == {"rounding": "rtn"}
+    assert (
+        o["gptq"] == {"samples": 7}
+        and o["calibration"] == {"text": "c.txt"}
+        and o["quantization"] == {"rounding": "rtn"}
+    )
     c = load_config(config=ns.config_flag, overrides=o | {"output": str(tmp_path / "o")})
     assert c.rotation.learning_rate == 0.5 and c.rotation.steps == 100 and c.calibration.text.name == "c.txt"
 

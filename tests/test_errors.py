@@ -1,4 +1,4 @@
-"""edge.errors' signal handling: a signal is remembered, errors after it become the interrupt, and a
+"""edge.core.errors' signal handling: a signal is remembered, errors after it become the interrupt, and a
 cleanup is not cut short by a second Ctrl-C."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import signal
 
 import pytest
 
-import edge.errors as errors
-import edge.io as io
+import edge.core.errors as errors
+import edge.core.io as io
 from edge.core.errors import interrupt_on_termination, interrupts_win, raise_if_interrupted, signals_deferred
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

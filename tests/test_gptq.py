@@ -1,4 +1,5 @@
-"""edge.gptq: GPTQ's integers beat round-to-nearest on the outputs it is calibrated for, and land in torchao's tensor."""
+"""edge.quant.gptq: GPTQ's integers beat round-to-nearest on the outputs it is calibrated for, and land in
+torchao's tensor."""
 
 from __future__ import annotations
 
@@ -8,10 +9,9 @@ from torch import nn
 
 from edge.checkpoint import load_model, open_checkpoint
 from edge.config import WeightBits
-from edge.quant.gptq import QMAX, QMIN, HessianHook, RefHook, choose_scales, gptq_block, gptq_quantize
 from edge.model import AttentionPath
-from edge.quant.ptq import linear_config
-from edge.quant.scheme import intx_tensor_from_integers, sqnr_db
+from edge.quant.gptq import QMAX, QMIN, HessianHook, RefHook, choose_scales, gptq_block, gptq_quantize
+from edge.quant.scheme import intx_tensor_from_integers, linear_config, sqnr_db
 
 
 def _correlated_inputs(n: int, d: int, seed: int, rank: int = 32) -> torch.Tensor:
@@ -70,11 +70,20 @@ def test_gptq_block_quantizes_every_linear_and_keeps_outputs_close(tiny_hf):
     with torch.no_grad():
         ref = block(x, 0, cos, sin)
     sqnr = {}
-    out, none = gptq_block(block, x, cos=cos, sin=sin, group_size=32, damp=0.01,
-                           on_linear=lambda n, r, q: sqnr.setdefault(n, sqnr_db(r, q)))
+    out, none = gptq_block(
+        block,
+        x,
+        cos=cos,
+        sin=sin,
+        group_size=32,
+        damp=0.01,
+        on_linear=lambda n, r, q: sqnr.setdefault(n, sqnr_db(r, q)),
+    )
     assert none is None
     assert len(sqnr) == 7 and min(sqnr.values()) > 10
-    assert all(type(m.weight).__name__ == "IntxUnpackedToInt8Tensor" for m in block.modules() if isinstance(m, nn.Linear))
+    assert all(
+        type(m.weight).__name__ == "IntxUnpackedToInt8Tensor" for m in block.modules() if isinstance(m, nn.Linear)
+    )
     assert sqnr_db(ref, out) > 15
 
 
@@ -98,7 +107,8 @@ def test_float_target_is_the_least_squares_fit_to_the_float_outputs():
 
 
 def _block_inputs(ckpt, *, windows: int, noise: float):
-    """-> (model on the SEQUENCE path, float inputs xf [windows, 32, D], xf plus `noise` x its std of noise, cos, sin)."""
+    """-> (model on the SEQUENCE path, float inputs xf [windows, 32, D], xf plus `noise` x its std of noise, cos,
+    sin)."""
     model = load_model(open_checkpoint(ckpt), max_context=64, dtype=torch.float32)
     model.set_attention_path(AttentionPath.SEQUENCE)
     tokens = torch.randint(0, model.args.vocab_size, (windows, 32), generator=torch.Generator().manual_seed(0))
@@ -125,6 +135,7 @@ def test_gptq_block_with_float_targets_tracks_the_float_block(tiny_hf):
 
 def test_clip_search_matches_the_all_candidates_argmin_bit_for_bit():
     """The running-minimum search picks what argmin over every candidate at once picks (first of equal errors)."""
+
     def all_at_once(w, grid=100, max_shrink=0.8, norm=2.4):
         amax = w.abs().amax(dim=1).clamp(min=1e-12)
         ratios = 1.0 - torch.arange(int(max_shrink * grid), dtype=w.dtype) / grid
@@ -147,7 +158,7 @@ def test_gptq_block_stops_each_calibration_pass_after_the_last_linear_it_reads(t
     block, this hook with it) for the first group, whose outputs are kept, and for its own group."""
     import copy
 
-    import edge.gptq as gptq_module
+    import edge.quant.gptq as gptq_module
 
     model, xf, x, cos, sin = _block_inputs(tiny_hf, windows=4, noise=0.1)
 
@@ -155,10 +166,15 @@ def test_gptq_block_stops_each_calibration_pass_after_the_last_linear_it_reads(t
         calls = []
         block.mlp.down_proj.register_forward_pre_hook(lambda _m, _a: calls.append(1))
         out, out_float = gptq_block(block, x, cos=cos, sin=sin, group_size=32, damp=0.01, batch=4, float_inputs=xf)
-        return out, out_float, len(calls), [m.weight.qdata for _n, m in sorted(block.named_modules()) if isinstance(m, nn.Linear)]
+        return (
+            out,
+            out_float,
+            len(calls),
+            [m.weight.qdata for _n, m in sorted(block.named_modules()) if isinstance(m, nn.Linear)],
+        )
 
     stopped = run(copy.deepcopy(model.layers[0]))
-    monkeypatch.setattr(gptq_module._StopWhenSeen, "hook", lambda self, name: (lambda _m, _a: None))
+    monkeypatch.setattr(gptq_module._StopWhenSeen, "hook", lambda self, name: lambda _m, _a: None)
     full = run(copy.deepcopy(model.layers[0]))
     assert (stopped[2], full[2]) == (4, 9)
     assert torch.equal(stopped[0], full[0]) and torch.equal(stopped[1], full[1])

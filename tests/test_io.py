@@ -1,4 +1,4 @@
-"""edge.io's hashing helpers: digests computed off the main thread or while writing equal hashlib's of the file."""
+"""edge.core.io's hashing helpers: digests computed off the main thread or while writing equal hashlib's of the file."""
 
 from __future__ import annotations
 

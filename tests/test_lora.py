@@ -1,4 +1,5 @@
-"""edge.lora: adapters beside a linear compute base(x) + (alpha/r) B(A(x)), merge exactly, and refuse misfits."""
+"""edge.finetune.lora: adapters beside a linear compute base(x) + (alpha/r) B(A(x)), merge exactly, and refuse
+misfits."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import pytest
 import torch
 
 from edge.checkpoint import load_model, open_checkpoint
-from edge.core.errors import EdgeError
 from edge.config.finetune import LORA_TARGETS
+from edge.core.errors import EdgeError
 from edge.finetune.lora import LoRALinear, LoraSpec, adapter_tensors, attach_lora, load_adapters, merge_lora
 
 torch.set_num_threads(1)
@@ -73,7 +74,9 @@ def test_load_adapters_refuses_shapes_that_do_not_fit(tiny_hf):
     assert load_adapters(ok, tensors, LoraSpec(rank=4, alpha=8.0), source="t") == len(LORA_TARGETS) * 2
     bad = dict(tensors)
     bad["layers.0.mlp.up_proj.adaptor.B.weight"] = torch.zeros(7, 4)
-    with pytest.raises(EdgeError, match=r"layers.0.mlp.up_proj.adaptor.B.weight has shape \[7, 4\]; this model needs \[128, 4\]"):
+    with pytest.raises(
+        EdgeError, match=r"layers.0.mlp.up_proj.adaptor.B.weight has shape \[7, 4\]; this model needs \[128, 4\]"
+    ):
         load_adapters(_model(tiny_hf), bad, LoraSpec(rank=4, alpha=8.0), source="t")
     with pytest.raises(EdgeError, match="has shape"):
         load_adapters(_model(tiny_hf), tensors, LoraSpec(rank=8, alpha=8.0), source="t")  # another rank

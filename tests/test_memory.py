@@ -1,4 +1,5 @@
-"""edge.memory: copying a file-mapped checkpoint tensor leaves only the copy resident, and the heap can be trimmed."""
+"""edge.core.memory: copying a file-mapped checkpoint tensor leaves only the copy resident, and the heap can be
+trimmed."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from edge import memory
+from edge.core import memory
 
 
 def _rss_file_mib() -> float:
@@ -42,7 +43,8 @@ TRIM_SCRIPT = """
 import re, pathlib, torch
 from edge.core.memory import trim_heap
 anon = lambda: int(re.search(r"RssAnon:\\s+(\\d+)", pathlib.Path("/proc/self/status").read_text()).group(1)) / 1024
-x = torch.ones(4 * 2**20); del x  # a freed 16 MiB mapped chunk raises glibc's mmap threshold: 1 MiB tensors now go on the heap
+# a freed 16 MiB mapped chunk raises glibc's mmap threshold: 1 MiB tensors now go on the heap
+x = torch.ones(4 * 2**20); del x
 big, small = [], []
 for _ in range(300):  # 1 MiB tensors, each followed by a small long-lived one (the quantized weight's place)
     big.append(torch.ones(2**18))
@@ -59,7 +61,12 @@ def test_trim_heap_returns_the_holes_between_live_allocations():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", TRIM_SCRIPT], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parent.parent).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", TRIM_SCRIPT],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    ).stdout
     held, trimmed = map(float, out.split()[-2:])
     assert held - trimmed > 250, (held, trimmed)

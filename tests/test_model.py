@@ -81,7 +81,9 @@ def test_sequence_path_trains(tiny_hf):
     losses = []
     for _ in range(5):
         logits = model(tokens)
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
+        loss = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1)
+        )
         opt.zero_grad()
         loss.backward()
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
@@ -111,7 +113,8 @@ import torch
 from edge.model import AttentionPath, ModelArgs, Transformer, EXECUTORCH_OPS_ERROR
 assert EXECUTORCH_OPS_ERROR is not None and "executorch" in EXECUTORCH_OPS_ERROR, EXECUTORCH_OPS_ERROR
 args = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, hidden_dim=128, vocab_size=97,
-                 norm_eps=1e-5, rope_theta=10000.0, rope_scaling=None, max_position_embeddings=64, tie_word_embeddings=True)
+                 norm_eps=1e-5, rope_theta=10000.0, rope_scaling=None, max_position_embeddings=64,
+                 tie_word_embeddings=True)
 torch.manual_seed(0)
 m = Transformer(args, max_context=16, full_logits=True)
 tokens = torch.randint(0, 97, (2, 8))

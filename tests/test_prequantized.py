@@ -1,4 +1,4 @@
-"""edge.prequantized: Meta's pre-quantized SpinQuant layout loads with its integers unchanged, runs
+"""edge.checkpoint.prequantized: Meta's pre-quantized SpinQuant layout loads with its integers unchanged, runs
 SpinQuant's online Hadamard, lowers to a .pte that keeps it, and every unsupported variant is refused."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import torch
 from torch import nn
 
 from edge.checkpoint import load_model, open_checkpoint
-from edge.core.errors import EdgeError
-from edge.model import OnlineHadamard
-from edge.export.prequantized import load_prequantized_model, prequantized_report
 from edge.checkpoint.prequantized import prequantized_group_size
+from edge.core.errors import EdgeError
+from edge.export.prequantized import load_prequantized_model, prequantized_report
+from edge.model import OnlineHadamard
 from edge.quant.scheme import sqnr_db
 from tests.conftest import make_hf_checkpoint
 
@@ -25,9 +25,17 @@ torch.set_num_threads(1)
 GROUP = 32
 TOKENS = torch.tensor([[5, 17, 3, 250, 42, 99, 7, 8, 123, 64, 1, 200]])
 # edge.model (HF) name -> Meta's name, per block.
-META = {"self_attn.q_proj": "attention.wq", "self_attn.k_proj": "attention.wk", "self_attn.v_proj": "attention.wv",
-        "self_attn.o_proj": "attention.wo", "mlp.gate_proj": "feed_forward.w1", "mlp.down_proj": "feed_forward.w2",
-        "mlp.up_proj": "feed_forward.w3", "input_layernorm": "attention_norm", "post_attention_layernorm": "ffn_norm"}
+META = {
+    "self_attn.q_proj": "attention.wq",
+    "self_attn.k_proj": "attention.wk",
+    "self_attn.v_proj": "attention.wv",
+    "self_attn.o_proj": "attention.wo",
+    "mlp.gate_proj": "feed_forward.w1",
+    "mlp.down_proj": "feed_forward.w2",
+    "mlp.up_proj": "feed_forward.w3",
+    "input_layernorm": "attention_norm",
+    "post_attention_layernorm": "ffn_norm",
+}
 
 
 def sylvester(n: int) -> torch.Tensor:
@@ -53,7 +61,7 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 
 def to_meta_rope(w: torch.Tensor, heads: int) -> torch.Tensor:
-    """HF's rope row layout -> Meta's (the inverse of edge.checkpoint._meta_to_hf_rope_layout)."""
+    """HF's rope row layout -> Meta's (the inverse of edge.checkpoint.meta_to_hf_rope_layout)."""
     o, i = w.shape
     return w.view(heads, 2, o // heads // 2, i).transpose(1, 2).reshape(o, i)
 
@@ -93,10 +101,23 @@ def write_spinquant(hf: Path, out: Path, *, rotate: bool = True) -> dict[str, tu
     out.mkdir(parents=True)
     torch.save(meta, out / "consolidated.00.pth")
     # Meta's FFN rule: int(2*4*64/3)=170 -> int(0.75*170)=127 -> multiple of 128 = 128 (a power of two, as R4 needs).
-    params = {"dim": args.dim, "n_layers": args.n_layers, "n_heads": args.n_heads, "n_kv_heads": args.n_kv_heads,
-              "vocab_size": args.vocab_size, "ffn_dim_multiplier": 0.75, "multiple_of": 128, "norm_eps": 1e-5,
-              "rope_theta": 500000.0, "use_scaled_rope": True,
-              "quantization_args": {"group_size": GROUP, "scheme": "int4_weight_int8_dynamic_activation", "spinquant": rotate}}
+    params = {
+        "dim": args.dim,
+        "n_layers": args.n_layers,
+        "n_heads": args.n_heads,
+        "n_kv_heads": args.n_kv_heads,
+        "vocab_size": args.vocab_size,
+        "ffn_dim_multiplier": 0.75,
+        "multiple_of": 128,
+        "norm_eps": 1e-5,
+        "rope_theta": 500000.0,
+        "use_scaled_rope": True,
+        "quantization_args": {
+            "group_size": GROUP,
+            "scheme": "int4_weight_int8_dynamic_activation",
+            "spinquant": rotate,
+        },
+    }
     (out / "params.json").write_text(json.dumps(params))
     shutil.copyfile(hf / "tokenizer.json", out / "tokenizer.json")
     return quantized
@@ -253,11 +274,21 @@ def test_scales_of_the_wrong_shape(spinquant, tmp_path):
     def regroup(sd):
         sd["layers.0.attention.wv.scales"] = sd["layers.0.attention.wv.scales"][:, :1]  # as if per channel
 
-    with pytest.raises(EdgeError, match=r"v_proj\.scales has shape \[32, 1\] but the checkpoint's config implies \[32, 2\]"):
+    with pytest.raises(
+        EdgeError, match=r"v_proj\.scales has shape \[32, 1\] but the checkpoint's config implies \[32, 2\]"
+    ):
         open_checkpoint(_edit(spinquant[1], tmp_path / "c", tensors=regroup))
 
 
-BASE = {"dim": 64, "n_layers": 1, "n_heads": 4, "n_kv_heads": 2, "vocab_size": 300, "ffn_dim_multiplier": 0.75, "multiple_of": 128}
+BASE = {
+    "dim": 64,
+    "n_layers": 1,
+    "n_heads": 4,
+    "n_kv_heads": 2,
+    "vocab_size": 300,
+    "ffn_dim_multiplier": 0.75,
+    "multiple_of": 128,
+}
 
 
 @pytest.mark.parametrize(
@@ -288,23 +319,36 @@ def test_pte_keeps_the_hadamard_and_matches_eager(spinquant, tmp_path):
     import executorch.kernels.quantized  # noqa: F401
     from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401
 
-    from edge.export.lower import RunnerMetadata, export_program, lower_program, write_pte
     from edge.evaluate.pte_model import load_pte
+    from edge.export.lower import RunnerMetadata, export_program, lower_program, write_pte
 
     ckpt = open_checkpoint(spinquant[1])
     eager = load_prequantized_model(ckpt, max_context=32)
-    meta = RunnerMetadata(max_seq_len=32, max_context_len=32, vocab_size=ckpt.args.vocab_size,
-                          n_layers=ckpt.args.n_layers, bos_id=ckpt.bos_id, eos_ids=ckpt.eos_ids)
+    meta = RunnerMetadata(
+        max_seq_len=32,
+        max_context_len=32,
+        vocab_size=ckpt.args.vocab_size,
+        n_layers=ckpt.args.n_layers,
+        bos_id=ckpt.bos_id,
+        eos_ids=ckpt.eos_ids,
+    )
     program = lower_program(export_program(eager), meta)
     plan = program.executorch_program.execution_plan[0]
     names = [f"{op.name}.{op.overload}" for op in plan.operators]
-    calls = [names[i.instr_args.op_index] for chain in plan.chains for i in chain.instructions if hasattr(i.instr_args, "op_index")]
+    calls = [
+        names[i.instr_args.op_index]
+        for chain in plan.chains
+        for i in chain.instructions
+        if hasattr(i.instr_args, "op_index")
+    ]
     assert sum(n.startswith("llama::fast_hadamard_transform") for n in calls) == ckpt.args.n_layers
     write_pte(program, tmp_path / "model.pte")
     pte = load_pte(tmp_path / "model.pte")
     eager.reset_cache()
     with torch.no_grad():
-        ref = [eager(TOKENS[:, :8], torch.tensor([0]))] + [eager(TOKENS[:, i : i + 1], torch.tensor([i])) for i in range(8, 12)]
+        ref = [eager(TOKENS[:, :8], torch.tensor([0]))] + [
+            eager(TOKENS[:, i : i + 1], torch.tensor([i])) for i in range(8, 12)
+        ]
     got = [pte.forward(TOKENS[:, :8], 0)] + [pte.forward(TOKENS[:, i : i + 1], i) for i in range(8, 12)]
     assert sqnr_db(torch.cat(ref), torch.cat(got)) > 30
 
@@ -318,13 +362,30 @@ def test_edge_export_ships_it_as_it_is(spinquant, tmp_path, capsys):
     from edge.export.__main__ import main
 
     out = tmp_path / "o"
-    assert main(["llama3_2_1b_spinquant", "--checkpoint", str(spinquant[1]), "--output", str(out), "--max-context", "64", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "llama3_2_1b_spinquant",
+                "--checkpoint",
+                str(spinquant[1]),
+                "--output",
+                str(out),
+                "--max-context",
+                "64",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     m = json.loads((out / "manifest.json").read_text())
     assert m["quantization"]["spinquant"]["weight_rounding"] == "pre-quantized by the checkpoint"
     assert "rotations.safetensors" not in {p.name for p in out.iterdir()}
     stats = []
     TextLLMRunner(str(out / "model.pte"), str(out / "tokenizer.json")).generate(
-        "The quick brown fox", GenerationConfig(max_new_tokens=8, temperature=0.0, echo=False), stats_callback=stats.append)
+        "The quick brown fox",
+        GenerationConfig(max_new_tokens=8, temperature=0.0, echo=False),
+        stats_callback=stats.append,
+    )
     assert 1 <= json.loads(stats[0].to_json_string())["generated_tokens"] <= 8
     _assert_pte_holds_the_checkpoints_integers(out / "model.pte", spinquant[2])
 

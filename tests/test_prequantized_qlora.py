@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from edge.checkpoint import load_model, open_checkpoint
-from edge.core.errors import EdgeError
 from edge.config.finetune import LORA_TARGETS
-from edge.finetune.lora import LoRALinear, load_adapters, LoraSpec
-from edge.model import OnlineHadamard
+from edge.core.errors import EdgeError
 from edge.export.prequantized import load_prequantized_model, prequantized_report
+from edge.finetune.lora import LoRALinear, LoraSpec, load_adapters
+from edge.model import OnlineHadamard
 from edge.quant.scheme import sqnr_db
 from tests.conftest import assert_runner_generates, make_hf_checkpoint
 from tests.test_prequantized import META, dequantize, to_meta_rope, write_spinquant
@@ -36,8 +36,15 @@ def qlora(tmp_path_factory):
     gen = torch.Generator().manual_seed(3)
     adapters = {}
     for i in range(args.n_layers):
-        for proj in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                     "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"):
+        for proj in (
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.o_proj",
+            "mlp.gate_proj",
+            "mlp.up_proj",
+            "mlp.down_proj",
+        ):
             out_f, in_f = written[f"layers.{i}.{proj}"][0].shape
             a = (torch.randn(RANK, in_f, generator=gen) * 0.1).to(torch.bfloat16)
             b = (torch.randn(out_f, RANK, generator=gen) * 0.1).to(torch.bfloat16)
@@ -79,7 +86,9 @@ def test_forward_is_dequantized_weights_plus_scaled_adapters(qlora):
     with torch.no_grad():
         for name, (q, s) in written.items():
             ref.get_submodule(name).weight.copy_(dequantize(q, s))
-        load_adapters(ref, {k: v.float() for k, v in adapters.items()}, LoraSpec(rank=RANK, alpha=SCALE * RANK), source="t")
+        load_adapters(
+            ref, {k: v.float() for k, v in adapters.items()}, LoraSpec(rank=RANK, alpha=SCALE * RANK), source="t"
+        )
         want, got = ref(TOKENS), model(TOKENS, torch.tensor([0]))
         ref.reset_cache()
         for m in ref.modules():
@@ -91,15 +100,20 @@ def test_forward_is_dequantized_weights_plus_scaled_adapters(qlora):
 
 
 def test_export_ships_integers_and_adapters_and_the_runner_generates(qlora, tmp_path):
-    from edge.export.__main__ import main
     from edge.evaluate.pte_model import load_pte
+    from edge.export.__main__ import main
 
     _, folder, _, _ = qlora
     out = tmp_path / "o"
-    assert main(["llama3_2_1b_8da4w", "--checkpoint", str(folder), "--output", str(out), "--max-context", "64", "--quiet"]) == 0
+    assert (
+        main(["llama3_2_1b_8da4w", "--checkpoint", str(folder), "--output", str(out), "--max-context", "64", "--quiet"])
+        == 0
+    )
     m = json.loads((out / "manifest.json").read_text())
     args = open_checkpoint(folder).args
-    per_layer = sum(RANK * (i + o) for o, i in ((64, 64), (32, 64), (32, 64), (64, 64), (128, 64), (128, 64), (64, 128)))
+    per_layer = sum(
+        RANK * (i + o) for o, i in ((64, 64), (32, 64), (32, 64), (64, 64), (128, 64), (128, 64), (64, 128))
+    )
     assert m["size_bytes"]["by_tensor_kind"]["lora_adapters (float)"] == 4 * per_layer * args.n_layers
     eager = load_prequantized_model(open_checkpoint(folder), max_context=64)
     with torch.no_grad():
@@ -115,7 +129,10 @@ def test_adapters_of_the_wrong_rank_are_named(qlora, tmp_path):
     params = json.loads((bad / "params.json").read_text())
     params["lora_args"]["rank"] = 8
     (bad / "params.json").write_text(json.dumps(params))
-    with pytest.raises(EdgeError, match=r"adapter layers.0.self_attn.q_proj.adaptor.A.weight has shape \[4, 64\]; this model needs \[8, 64\]"):
+    with pytest.raises(
+        EdgeError,
+        match=r"adapter layers.0.self_attn.q_proj.adaptor.A.weight has shape \[4, 64\]; this model needs \[8, 64\]",
+    ):
         load_prequantized_model(open_checkpoint(bad), max_context=32)
 
 

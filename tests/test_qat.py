@@ -1,4 +1,4 @@
-"""edge.qat: the fake quantizers come from the export's scheme table, and what trains is what exports.
+"""edge.quant.qat: the fake quantizers come from the export's scheme table, and what trains is what exports.
 
 The guard against optimum-executorch#226: torchao's QAT convert step, edge's own export
 quantization and the fake quantizer seen in training must round every weight identically.
@@ -13,9 +13,9 @@ from edge.checkpoint import load_model, open_checkpoint
 from edge.config import QuantizationConfig, WeightBits
 from edge.core.errors import EdgeError
 from edge.model import AttentionPath
+from edge.quant.ptq import quantize_model
 from edge.quant.qat import check_scale_agreement, convert_qat, prepare_qat
 from edge.quant.scheme import LayerKind, scheme_config
-from edge.quant.ptq import quantize_model
 
 torch.set_num_threads(1)
 SCHEME = QuantizationConfig(linear=WeightBits.INT4, group_size=32, output=WeightBits.INT8, embedding=WeightBits.INT8)
@@ -42,8 +42,9 @@ def test_a_scale_algorithm_changed_on_one_side_is_caught():
     """HQQ scales at export (ExecuTorch's and optimum-executorch's default) vs min/max in training."""
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, PerGroup
 
-    hqq = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(32),
-                                                intx_choose_qparams_algorithm="hqq_scale_only")
+    hqq = Int8DynamicActivationIntxWeightConfig(
+        weight_dtype=torch.int4, weight_granularity=PerGroup(32), intx_choose_qparams_algorithm="hqq_scale_only"
+    )
     with pytest.raises(EdgeError, match="choose different scales"):
         check_scale_agreement(hqq, embedding=False)
 
@@ -51,11 +52,12 @@ def test_a_scale_algorithm_changed_on_one_side_is_caught():
 def test_prepare_refuses_a_table_whose_export_config_drifts(tiny_hf, monkeypatch):
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, PerGroup
 
-    import edge.qat
+    import edge.quant.qat
 
-    drifted = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(32),
-                                                    intx_choose_qparams_algorithm="hqq_scale_only")
-    monkeypatch.setattr(edge.qat, "scheme_config", lambda q, k: drifted if k is LayerKind.BLOCK_LINEAR else None)
+    drifted = Int8DynamicActivationIntxWeightConfig(
+        weight_dtype=torch.int4, weight_granularity=PerGroup(32), intx_choose_qparams_algorithm="hqq_scale_only"
+    )
+    monkeypatch.setattr(edge.quant.qat, "scheme_config", lambda q, k: drifted if k is LayerKind.BLOCK_LINEAR else None)
     with pytest.raises(EdgeError, match="choose different scales"):
         prepare_qat(_trained_like(tiny_hf), SCHEME)
 
@@ -85,7 +87,7 @@ def test_converted_model_equals_the_fake_quantized_forward(tiny_hf):
 
 
 def test_export_quantization_equals_torchao_convert_bit_for_bit(tiny_hf):
-    """edge.quantize (what edge.export runs) and QATConfig(step="convert") give the same integers and per-channel
+    """edge.quant.ptq (what edge.export runs) and QATConfig(step="convert") give the same integers and per-channel
     scales, and the same group scales once rounded to bf16 (as XNNPACK stores them)."""
     a = _trained_like(tiny_hf, seed=3)
     b = _trained_like(tiny_hf, seed=3)

@@ -1,4 +1,4 @@
-"""edge.quantize: Meta's scheme through torchao, with weight error bounds."""
+"""edge.quant.ptq: Meta's scheme through torchao, with weight error bounds."""
 
 import pytest
 import torch
@@ -35,7 +35,9 @@ def test_quantized_model_stays_close_to_float(tiny_hf):
 def test_group_size_must_divide_each_linear(tmp_path):
     ckpt = make_hf_checkpoint(tmp_path / "c", hidden=64, ffn=96)  # down_proj input 96 % 64 != 0
     model = load_model(open_checkpoint(ckpt), max_context=16, dtype=None)
-    with pytest.raises(EdgeError, match=r"group size 64 does not divide the input width 96 of layers\.0\.mlp\.down_proj"):
+    with pytest.raises(
+        EdgeError, match=r"group size 64 does not divide the input width 96 of layers\.0\.mlp\.down_proj"
+    ):
         quantize_model(model, QuantizationConfig(linear=WeightBits.INT4, group_size=64), dtype=torch.float32)
 
 
@@ -43,8 +45,8 @@ def test_group_size_must_divide_each_linear(tmp_path):
 def test_row_chunked_quantization_equals_one_piece(bits, group):
     from torchao.quantization import quantize_
 
-    from edge.quant.scheme import QuantReport, bf16_exact
-    from edge.quant.ptq import linear_config, quantize_rows
+    from edge.quant.ptq import quantize_rows
+    from edge.quant.scheme import QuantReport, bf16_exact, linear_config
 
     w = torch.randn(300, 64, generator=torch.Generator().manual_seed(0))
     whole = torch.nn.Linear(64, 300, bias=False)
@@ -55,7 +57,9 @@ def test_row_chunked_quantization_equals_one_piece(bits, group):
     chunked = torch.nn.Linear(64, 300, bias=False)
     chunked.weight = torch.nn.Parameter(w.clone(), requires_grad=False)
     report = QuantReport()
-    quantize_rows(chunked, linear_config(bits, group), name="x", report=report, rows_per_chunk=64)  # 5 chunks, last partial
+    quantize_rows(
+        chunked, linear_config(bits, group), name="x", report=report, rows_per_chunk=64
+    )  # 5 chunks, last partial
     for field in ("qdata", "scale", "zero_point"):
         assert torch.equal(getattr(chunked.weight, field), getattr(whole.weight, field))
     rel = ((chunked.weight.scale - torchao_scale).abs() / torchao_scale).max()
@@ -77,11 +81,15 @@ def test_gptq_with_float_targets_ends_closer_to_the_float_logits(tiny_hf):
     ref = load_model(open_checkpoint(tiny_hf), max_context=64, dtype=torch.float32, full_logits=True)
     calib = torch.randint(0, ref.args.vocab_size, (16, 48), generator=gen)
     held_out = torch.randint(0, ref.args.vocab_size, (1, 48), generator=gen)
-    scheme = QuantizationConfig(linear=WeightBits.INT4, group_size=32, output=WeightBits.INT8, embedding=WeightBits.INT8)
+    scheme = QuantizationConfig(
+        linear=WeightBits.INT4, group_size=32, output=WeightBits.INT8, embedding=WeightBits.INT8
+    )
     db = {}
     for float_targets in (False, True):
         model = load_model(open_checkpoint(tiny_hf), max_context=64, dtype=None, full_logits=True)
-        quantize_model(model, scheme, dtype=torch.float32, gptq=GPTQInputs(tokens=calib, damp=0.01, float_targets=float_targets))
+        quantize_model(
+            model, scheme, dtype=torch.float32, gptq=GPTQInputs(tokens=calib, damp=0.01, float_targets=float_targets)
+        )
         with torch.no_grad():
             db[float_targets] = sqnr_db(ref(held_out, torch.tensor([0])), model(held_out, torch.tensor([0])))
     assert db[True] > db[False] + 0.3, db  # measured 12.07 dB against 11.48 (random weights: small errors to undo)

@@ -57,11 +57,28 @@ def _graph_json(flatbuffer: bytes) -> dict:
     """An XNNGraph flatbuffer (schema.fbs) -> its JSON as a dict, through the flatc ExecuTorch ships."""
     flatc = importlib.resources.files("executorch.data.bin").joinpath("flatc")
     schema = importlib.resources.files("executorch.backends.xnnpack.serialization").joinpath("schema.fbs")
-    with tempfile.TemporaryDirectory() as d, importlib.resources.as_file(flatc) as exe, \
-            importlib.resources.as_file(schema) as fbs:
+    with (
+        tempfile.TemporaryDirectory() as d,
+        importlib.resources.as_file(flatc) as exe,
+        importlib.resources.as_file(schema) as fbs,
+    ):
         (Path(d) / "graph.bin").write_bytes(flatbuffer)
-        subprocess.run([str(exe), "--json", "--strict-json", "--defaults-json", "--raw-binary", "-o", d, str(fbs),
-                        "--", str(Path(d) / "graph.bin")], check=True, capture_output=True)
+        subprocess.run(
+            [
+                str(exe),
+                "--json",
+                "--strict-json",
+                "--defaults-json",
+                "--raw-binary",
+                "-o",
+                d,
+                str(fbs),
+                "--",
+                str(Path(d) / "graph.bin"),
+            ],
+            check=True,
+            capture_output=True,
+        )
         return json.loads((Path(d) / "graph.json").read_text())
 
 

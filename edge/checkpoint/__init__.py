@@ -24,7 +24,20 @@ from edge.checkpoint.reading import (
 )
 
 __all__ = [
-    "FIXTURE_CHECKPOINT", "LLAMA3_BOS", "LLAMA3_EOS", "Checkpoint", "CheckpointFormat", "edge_name", "expected_shapes",
-    "hf_args", "iter_weights", "load_model", "meta_args", "meta_to_hf_rope_layout", "open_checkpoint", "raw_tensors",
-    "read_json", "resolve_checkpoint",
+    "FIXTURE_CHECKPOINT",
+    "LLAMA3_BOS",
+    "LLAMA3_EOS",
+    "Checkpoint",
+    "CheckpointFormat",
+    "edge_name",
+    "expected_shapes",
+    "hf_args",
+    "iter_weights",
+    "load_model",
+    "meta_args",
+    "meta_to_hf_rope_layout",
+    "open_checkpoint",
+    "raw_tensors",
+    "read_json",
+    "resolve_checkpoint",
 ]

@@ -21,5 +21,7 @@ def resolve_checkpoint(checkpoint: Path | None, *, config_name: str) -> Path:
         return Path(checkpoint)
     if Path(config_name).stem.startswith("fixture"):
         return FIXTURE_CHECKPOINT
-    raise EdgeError(f"{config_name} needs the model's weights: pass --checkpoint PATH/TO/CHECKPOINT "
-                    "(only fixture_* configs default to the embedded fixture model)")
+    raise EdgeError(
+        f"{config_name} needs the model's weights: pass --checkpoint PATH/TO/CHECKPOINT "
+        "(only fixture_* configs default to the embedded fixture model)"
+    )

@@ -1,7 +1,8 @@
 """Meta's pre-quantized Llama checkpoints (SpinQuant_INT4_EO8, QLoRA): what params.json and the shapes say.
 
 In:  params.json's `quantization_args` ({"group_size": 32, "scheme":
-     "int4_weight_int8_dynamic_activation", "spinquant": true}) and `lora_args`; consolidated.00.pth holds, under Meta's names:
+     "int4_weight_int8_dynamic_activation", "spinquant": true}) and `lora_args`; consolidated.00.pth holds, under
+     Meta's names:
        * block linears `layers.{i}.attention.w{q,k,v,o}`, `layers.{i}.feed_forward.w{1,2,3}`:
          `.weight` int8 [out, in] holding int4 values in [-8, 7], `.scales` float [out, in / group];
        * `tok_embeddings` and `output`: `.weight` int8 [rows, dim], `.scales` float [rows, 1] or [rows];
@@ -22,7 +23,7 @@ from pathlib import Path
 from edge.checkpoint.args import meta_args
 from edge.checkpoint.layout import expected_shapes
 from edge.core.errors import EdgeError
-from edge.model import ModelArgs, online_hadamard_accepts
+from edge.model import ModelArgs, fast_hadamard_accepts
 
 SCHEME = "int4_weight_int8_dynamic_activation"  # the only scheme llama-models' loader accepts
 
@@ -41,15 +42,20 @@ def prequantized_group_size(params: dict) -> int | None:
         raise EdgeError(f"quantization scheme {qargs['scheme']!r} is not supported (only {SCHEME})")
     group = qargs.get("group_size")
     if isinstance(group, bool) or not isinstance(group, int) or group < 1 or group & (group - 1):
-        raise EdgeError(f"quantization_args.group_size {group!r} is not a power of two (XNNPACK's blockwise kernels need one)")
+        raise EdgeError(
+            f"quantization_args.group_size {group!r} is not a power of two (XNNPACK's blockwise kernels need one)"
+        )
     args = meta_args(params, Path("params.json"))
     for what, width in (("model width", args.dim), ("FFN width", args.hidden_dim)):
         if width % group:
             raise EdgeError(f"quantization_args.group_size {group} does not divide the {what} {width}")
     prequantized_lora(params)  # malformed lora_args are refused here, with the rest of params.json
     f = args.hidden_dim
-    if is_rotated(params) and not online_hadamard_accepts(f):
-        raise EdgeError(f"FFN width {f} is not 2^k or 28*2^k, which SpinQuant's online Hadamard (R4) needs")
+    if is_rotated(params) and not fast_hadamard_accepts(f):  # Meta's R4 is the op's matrix alone
+        raise EdgeError(
+            f"FFN width {f} is not 2^k or 28*2^k, the widths whose online Hadamard (R4) Meta's pre-quantized "
+            "SpinQuant checkpoints fold into w2 (llama::fast_hadamard_transform alone)"
+        )
     return group
 
 
@@ -73,7 +79,8 @@ def prequantized_lora(params: dict) -> tuple[int, float] | None:
 
 
 def scale_shapes(args: ModelArgs, group_size: int) -> dict[str, tuple[int, ...]]:
-    """ModelArgs -> {edge.model name of each `.scales`: shape}: [out, in / group] for block linears, [rows, 1] otherwise."""
+    """ModelArgs -> {edge.model name of each `.scales`: shape}: [out, in / group] for block linears, [rows, 1]
+    otherwise."""
     shapes: dict[str, tuple[int, ...]] = {}
     for name, shape in expected_shapes(args).items():
         stem = name.removesuffix(".weight")
@@ -87,5 +94,3 @@ def scale_shapes(args: ModelArgs, group_size: int) -> dict[str, tuple[int, ...]]
 def per_channel_shape(shape: tuple[int, ...], want: tuple[int, ...]) -> tuple[int, ...]:
     """Per-channel scales stored as [rows] (ExecuTorch squeezes them) -> [rows, 1]; any other shape unchanged."""
     return (*shape, 1) if len(shape) == 1 and tuple(want[1:]) == (1,) else tuple(shape)
-
-

@@ -15,7 +15,6 @@ against the config, corrupt or truncated files.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from edge.checkpoint.layout import CheckpointFormat, edge_name, expected_shapes,
 from edge.checkpoint.prequantized import per_channel_shape, prequantized_group_size, scale_shapes
 from edge.core.errors import EdgeError
 from edge.core.memory import copy_and_release
-from edge.model import Transformer
+from edge.model import ModelArgs, Transformer
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,7 @@ def open_checkpoint(path: Path) -> Checkpoint:
             weight_map = read_json(index).get("weight_map", {})
             files = tuple(sorted({folder / f for f in weight_map.values()}))
         else:
-            # adapter_model.safetensors (LoRA, edge.lora) sits beside the weights of a fine-tune's output
+            # adapter_model.safetensors (LoRA, edge.finetune.lora) sits beside the weights of a fine-tune's output
             files = tuple(sorted(f for f in folder.glob("*.safetensors") if f.name != "adapter_model.safetensors"))
         if not files:
             raise EdgeError(f"{folder} has config.json but no *.safetensors weights")
@@ -95,7 +94,9 @@ def open_checkpoint(path: Path) -> Checkpoint:
         if not files:
             raise EdgeError(f"{folder} has params.json but no consolidated.00.pth")
         if len(files) > 1:
-            raise EdgeError(f"{folder} holds {len(files)} model-parallel shards; Llama 3.2 1B/3B ship one consolidated.00.pth")
+            raise EdgeError(
+                f"{folder} holds {len(files)} model-parallel shards; Llama 3.2 1B/3B ship one consolidated.00.pth"
+            )
         ckpt = Checkpoint(
             path=folder,
             format=CheckpointFormat.META,
@@ -108,7 +109,10 @@ def open_checkpoint(path: Path) -> Checkpoint:
         )
     else:
         given = f"{path} is a file in {folder}, which" if path != folder else f"{folder}"
-        raise EdgeError(f"{given} is not a checkpoint: expected a folder with config.json + *.safetensors or params.json + consolidated.00.pth")
+        raise EdgeError(
+            f"{given} is not a checkpoint: expected a folder with config.json + *.safetensors "
+            "or params.json + consolidated.00.pth"
+        )
     for f in ckpt.weight_files:
         if not f.is_file():
             raise EdgeError(f"checkpoint file {f} is missing")
@@ -122,7 +126,7 @@ def raw_tensors(
     """Yield (checkpoint name, tensor or shape) for every tensor `wanted(name)` accepts, one at a time.
 
     Tensors are yielded as private copies, and the file mapping they came from is released as
-    they go (`edge.memory.copy_and_release`), so the caller decides how many copies exist.
+    they go (`edge.core.memory.copy_and_release`), so the caller decides how many copies exist.
     A tensor not wanted is never read.
     """
     from safetensors import safe_open
@@ -180,18 +184,18 @@ def _check_shapes(ckpt: Checkpoint) -> None:
         optional = {n.removesuffix("scales") + "zeros": s for n, s in expected.items() if n.endswith(".scales")}
     found: dict[str, tuple[int, ...]] = {}
     for name, shape in raw_tensors(ckpt, shapes_only=True):
-        edge_name = edge_name(ckpt.format, name)
-        if edge_name is None:
+        model_name = edge_name(ckpt.format, name)
+        if model_name is None:
             continue
-        if ".adaptor." in edge_name and ckpt.prequantized_group_size is not None:
-            continue  # QLoRA adapters: their shapes are checked against lora_args by edge.lora.load_adapters
-        if edge_name.endswith((".scales", ".zeros")) and edge_name in expected | optional:
-            shape = per_channel_shape(shape, (expected | optional)[edge_name])  # type: ignore[arg-type]
-        if edge_name not in expected and edge_name not in optional:
-            if edge_name == "lm_head.weight":  # an untied output layer in a checkpoint that says tied: use it
+        if ".adaptor." in model_name and ckpt.prequantized_group_size is not None:
+            continue  # QLoRA adapters: their shapes are checked against lora_args by edge.finetune.lora.load_adapters
+        if model_name.endswith((".scales", ".zeros")) and model_name in expected | optional:
+            shape = per_channel_shape(shape, (expected | optional)[model_name])  # type: ignore[arg-type]
+        if model_name not in expected and model_name not in optional:
+            if model_name == "lm_head.weight":  # an untied output layer in a checkpoint that says tied: use it
                 continue
             raise EdgeError(f"{ckpt.path}: unexpected tensor {name} (not part of a Llama model with this config)")
-        found[edge_name] = shape  # type: ignore[assignment]
+        found[model_name] = shape  # type: ignore[assignment]
     missing = sorted(set(expected) - set(found), key=natural_key)
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
@@ -212,18 +216,18 @@ def iter_weights(ckpt: Checkpoint) -> Iterator[tuple[str, torch.Tensor]]:
     _refuse_prequantized(ckpt)
 
     def wanted(name: str) -> bool:  # a tied checkpoint's stored output layer is never read
-        edge_name = edge_name(ckpt.format, name)
-        return edge_name is not None and not (edge_name == "lm_head.weight" and ckpt.args.tie_word_embeddings)
+        model_name = edge_name(ckpt.format, name)
+        return model_name is not None and not (model_name == "lm_head.weight" and ckpt.args.tie_word_embeddings)
 
     for name, tensor in raw_tensors(ckpt, shapes_only=False, wanted=wanted):
-        edge_name = edge_name(ckpt.format, name)
-        assert isinstance(tensor, torch.Tensor) and edge_name is not None
+        model_name = edge_name(ckpt.format, name)
+        assert isinstance(tensor, torch.Tensor) and model_name is not None
         if ckpt.format is CheckpointFormat.META:
-            if edge_name.endswith("q_proj.weight"):
+            if model_name.endswith("q_proj.weight"):
                 tensor = meta_to_hf_rope_layout(tensor, ckpt.args.n_heads)
-            elif edge_name.endswith("k_proj.weight"):
+            elif model_name.endswith("k_proj.weight"):
                 tensor = meta_to_hf_rope_layout(tensor, ckpt.args.n_kv_heads)
-        yield edge_name, tensor
+        yield model_name, tensor
 
 
 def _refuse_prequantized(ckpt: Checkpoint) -> None:
@@ -234,7 +238,9 @@ def _refuse_prequantized(ckpt: Checkpoint) -> None:
         )
 
 
-def load_model(ckpt: Checkpoint, *, max_context: int, dtype: torch.dtype | None, full_logits: bool = False) -> Transformer:
+def load_model(
+    ckpt: Checkpoint, *, max_context: int, dtype: torch.dtype | None, full_logits: bool = False
+) -> Transformer:
     """Checkpoint -> `edge.model.Transformer` holding its weights in `dtype` (None: the checkpoint's own).
 
     The module is built on the meta device and each weight is assigned as it is
@@ -246,7 +252,11 @@ def load_model(ckpt: Checkpoint, *, max_context: int, dtype: torch.dtype | None,
     for name, tensor in iter_weights(ckpt):
         # The sum is finite exactly when every weight is (short of an overflow, which the full check rules out),
         # and it allocates nothing the size of the weight.
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor.sum())) and not bool(torch.isfinite(tensor).all()):
+        if (
+            tensor.is_floating_point()
+            and not bool(torch.isfinite(tensor.sum()))
+            and not bool(torch.isfinite(tensor).all())
+        ):
             raise EdgeError(f"{ckpt.path}: weight {name} holds NaN or infinite values")
         module_name, _, attr = name.rpartition(".")
         module = model.get_submodule(module_name)

@@ -1,6 +1,8 @@
-"""A checkpoint's tokenizer, loaded with the library ExecuTorch's runner uses.
+"""A checkpoint's tokenizer, loaded with the library ExecuTorch's runner uses, or with transformers.
 
-In:  tokenizer.json or tokenizer.model. Out: a `pytorch_tokenizers` tokenizer, or one `EdgeError`.
+In:  tokenizer.json or tokenizer.model. Out: a `pytorch_tokenizers` tokenizer (`load_tokenizer`), a
+     transformers tokenizer with the checkpoint's special tokens and chat template (`load_hf_tokenizer`),
+     or one `EdgeError`.
 """
 
 from __future__ import annotations
@@ -23,3 +25,19 @@ def load_tokenizer(path: Path):
         raise EdgeError(f"cannot load tokenizer {path} ({type(e).__name__})") from None
 
 
+def load_hf_tokenizer(path: Path):
+    """tokenizer.json (+ tokenizer_config.json / chat_template.jinja beside it) -> transformers fast tokenizer.
+
+    Read from the folder only, never the model hub; its `bos_token`, `eos_token` and `chat_template` are the
+    checkpoint's own (None where tokenizer_config.json does not set them).
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    if path.suffix != ".json" or not path.is_file():
+        raise EdgeError(f"fine-tuning reads tokenizer.json (Hugging Face tokenizers); {path} is not one")
+    try:
+        return PreTrainedTokenizerFast.from_pretrained(
+            str(path.parent), tokenizer_file=str(path), local_files_only=True
+        )
+    except Exception as e:
+        raise EdgeError(f"cannot load tokenizer {path} ({type(e).__name__}: {e})") from None

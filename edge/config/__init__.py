@@ -8,6 +8,7 @@ and nothing of the model, so any entry point can validate a config before loadin
 from edge.config.export import (
     CONFIG_DIR,
     DEFAULT_MAX_PREFILL,
+    SECTIONS,
     CalibrationConfig,
     Device,
     DType,
@@ -19,7 +20,6 @@ from edge.config.export import (
     RotationKind,
     RotationLoss,
     Rounding,
-    SECTIONS,
     WeightBits,
     load_config,
     parse_config,
@@ -29,10 +29,31 @@ from edge.config.export import (
 from edge.config.finetune import LORA_TARGETS, AdapterMode, BadSamples, DataFormat, FinetuneConfig, Loss
 
 __all__ = [
-    "CONFIG_DIR", "DEFAULT_MAX_PREFILL", "LORA_TARGETS", "AdapterMode", "BadSamples", "CalibrationConfig", "DType",
-    "DataFormat", "Device", "ExportConfig", "FinetuneConfig", "Format", "GPTQConfig", "Loss", "QuantizationConfig",
-    "RotationConfig", "RotationKind", "RotationLoss", "Rounding", "SECTIONS", "WeightBits", "load_config",
-    "parse_config", "read_yaml", "resolve_config_path",
+    "CONFIG_DIR",
+    "DEFAULT_MAX_PREFILL",
+    "LORA_TARGETS",
+    "AdapterMode",
+    "BadSamples",
+    "CalibrationConfig",
+    "DType",
+    "DataFormat",
+    "Device",
+    "ExportConfig",
+    "FinetuneConfig",
+    "Format",
+    "GPTQConfig",
+    "Loss",
+    "QuantizationConfig",
+    "RotationConfig",
+    "RotationKind",
+    "RotationLoss",
+    "Rounding",
+    "SECTIONS",
+    "WeightBits",
+    "load_config",
+    "parse_config",
+    "read_yaml",
+    "resolve_config_path",
 ]
 
 _SECTIONS = SECTIONS  # the name tests/test_config.py reads

@@ -116,17 +116,25 @@ class QuantizationConfig:
 
 @dataclass(frozen=True)
 class RotationConfig:
-    kind: RotationKind = option(RotationKind.NONE, help="SpinQuant: none, hadamard (random, seeded) or optimized (Cayley SGD)")
+    kind: RotationKind = option(
+        RotationKind.NONE, help="SpinQuant: none, hadamard (random, seeded) or optimized (Cayley SGD)"
+    )
     file: Path | None = option(None, help="rotations.safetensors from an earlier export: reuse, do not compute")
     seed: int = option(0, help="seed of the random Hadamard start", min=0)
     online_hadamard: bool = option(True, help="R4 on down_proj's input, run by llama::fast_hadamard_transform")
     steps: int = option(100, help="optimized only: Cayley SGD steps (SpinQuant's recipe)", min=0)
     learning_rate: float = option(1.5, help="Cayley SGD learning rate", min=0.0)
     batch_size: int = option(8, help="windows per step (SpinQuant: 8 GPUs x 1)", min=1)
-    micro_batch: int = option(0, help="windows per forward/backward, gradients summed over the step (0: the whole batch)", min=0)
+    micro_batch: int = option(
+        0, help="windows per forward/backward, gradients summed over the step (0: the whole batch)", min=0
+    )
     samples: int = option(800, help="calibration windows the optimizer cycles through", min=1)
-    weight_bits: int = option(16, help="16: float weights while optimizing (Meta's recipe); 4: int4 fake-quantized", min=4)
-    loss: RotationLoss = option(RotationLoss.CROSS_ENTROPY, help="cross_entropy (next token, SpinQuant) or kl (from the float model)")
+    weight_bits: int = option(
+        16, help="16: float weights while optimizing (Meta's recipe); 4: int4 fake-quantized", min=4
+    )
+    loss: RotationLoss = option(
+        RotationLoss.CROSS_ENTROPY, help="cross_entropy (next token, SpinQuant) or kl (from the float model)"
+    )
 
     @property
     def enabled(self) -> bool:
@@ -138,7 +146,9 @@ class GPTQConfig:
     samples: int = option(128, help="calibration windows for the Hessians", min=1)
     damp: float = option(0.01, help="fraction of the mean Hessian diagonal added to it", min=0.0, max=1.0)
     act_order: bool = option(False, help="visit columns by decreasing Hessian diagonal (static groups)")
-    float_targets: bool = option(False, help="fit each linear to the float model's outputs from the quantized inputs (GPTAQ)")
+    float_targets: bool = option(
+        False, help="fit each linear to the float model's outputs from the quantized inputs (GPTAQ)"
+    )
 
 
 @dataclass(frozen=True)
@@ -182,24 +192,37 @@ def _output(value: Any, key: str, problems: list[str]) -> Path | None:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    output: Path = option(help="output folder (must not exist unless force)", check=_output,
-                          required="output: no output folder given (set `output:` or pass --output)")
-    checkpoint: Path | None = option(None, help="checkpoint folder: HF (config.json + safetensors) or Meta (params.json + "
-                                     "consolidated.00.pth); only fixture_* configs may leave it out")
+    output: Path = option(
+        help="output folder (must not exist unless force)",
+        check=_output,
+        required="output: no output folder given (set `output:` or pass --output)",
+    )
+    checkpoint: Path | None = option(
+        None,
+        help="checkpoint folder: HF (config.json + safetensors) or Meta (params.json + "
+        "consolidated.00.pth); only fixture_* configs may leave it out",
+    )
     max_context: int = option(2048, help="KV cache length in tokens: longest prompt + generation", min=2)
-    max_prefill: int | None = option(None, help="most tokens per forward call; longer prompts are prefilled in chunks "
-                                     "(null: 128, or max_context - 1 if less)", min=1)
+    max_prefill: int | None = option(
+        None,
+        help="most tokens per forward call; longer prompts are prefilled in chunks "
+        "(null: 128, or max_context - 1 if less)",
+        min=1,
+    )
     dtype: DType = option(DType.FP32, help="activations and unquantized weights")
     full_logits: bool = option(False, help="forward returns logits for every position, not only the last")
-    formats: tuple[Format, ...] = option((Format.PTE,), help="what to write: pte, onnx, gguf (the same integers and scales in each)",
-                                         check=_formats)
+    formats: tuple[Format, ...] = option(
+        (Format.PTE,), help="what to write: pte, onnx, gguf (the same integers and scales in each)", check=_formats
+    )
     force: bool = option(False, help="replace an existing output folder")
     device: Device = option(Device.CPU, help="where rotation optimization, GPTQ and fine-tuning run")
     quantization: QuantizationConfig = option(help="Meta's mobile scheme", factory=QuantizationConfig)
     rotation: RotationConfig = option(help="SpinQuant rotations", factory=RotationConfig)
     gptq: GPTQConfig = option(help="GPTQ rounding (quantization.rounding: gptq)", factory=GPTQConfig)
     calibration: CalibrationConfig = option(help="calibration text for rotations and GPTQ", factory=CalibrationConfig)
-    finetune: FinetuneConfig | None = option(None, help="QAT + LoRA (python -m edge.finetune); see edge.config.finetune")
+    finetune: FinetuneConfig | None = option(
+        None, help="QAT + LoRA (python -m edge.finetune); see edge.config.finetune"
+    )
 
     @property
     def needs_calibration(self) -> bool:
@@ -216,7 +239,12 @@ class ExportConfig:
         return to_plain(self)
 
 
-SECTIONS = {"quantization": QuantizationConfig, "rotation": RotationConfig, "gptq": GPTQConfig, "calibration": CalibrationConfig}
+SECTIONS = {
+    "quantization": QuantizationConfig,
+    "rotation": RotationConfig,
+    "gptq": GPTQConfig,
+    "calibration": CalibrationConfig,
+}
 
 
 def _check_combinations(c: dict[str, Any], problems: list[str]) -> None:
@@ -226,28 +254,41 @@ def _check_combinations(c: dict[str, Any], problems: list[str]) -> None:
         if q.embedding is WeightBits.INT4:
             problems.append("quantization.embedding: int4 is not supported (none or int8)")
         if q.group_size & (q.group_size - 1):
-            problems.append(f"quantization.group_size: {q.group_size} is not a power of two (XNNPACK's blockwise kernels need one)")
+            problems.append(
+                f"quantization.group_size: {q.group_size} is not a power of two (XNNPACK's blockwise kernels need one)"
+            )
         if q.rounding is Rounding.GPTQ and q.linear is not WeightBits.INT4:
             problems.append("quantization.rounding: gptq needs int4 transformer-block linears")
         if q.linear is not WeightBits.NONE and c["dtype"] is DType.BF16:
-            problems.append("dtype: bf16 with quantized linears is not supported by XNNPACK's dynamic quantization (use fp32)")
+            problems.append(
+                "dtype: bf16 with quantized linears is not supported by XNNPACK's dynamic quantization (use fp32)"
+            )
     if r is not None:
         if r.micro_batch and r.batch_size % r.micro_batch:
             problems.append(f"rotation.micro_batch: {r.micro_batch} does not divide rotation.batch_size {r.batch_size}")
         if r.weight_bits not in (4, 16):
-            problems.append(f"rotation.weight_bits: {r.weight_bits} is not 16 (float weights) or 4 (int4 fake-quantized)")
+            problems.append(
+                f"rotation.weight_bits: {r.weight_bits} is not 16 (float weights) or 4 (int4 fake-quantized)"
+            )
         if r.file is not None and r.kind is RotationKind.NONE:
             problems.append("rotation.file: given, but rotation.kind is none (set it to the file's kind)")
         if r.enabled and r.online_hadamard and c["dtype"] is DType.BF16:
-            problems.append("dtype: bf16 with the online Hadamard is not supported (llama::fast_hadamard_transform has no bf16 kernel): "
-                            "use fp32, or rotation.online_hadamard: false")
+            problems.append(
+                "dtype: bf16 with the online Hadamard is not supported "
+                "(llama::fast_hadamard_transform has no bf16 kernel): "
+                "use fp32, or rotation.online_hadamard: false"
+            )
     if isinstance(c["max_prefill"], int) and isinstance(c["max_context"], int) and c["max_prefill"] >= c["max_context"]:
         problems.append(f"max_prefill: {c['max_prefill']} must be less than max_context ({c['max_context']})")
     if g is not None and g.damp == 0.0:
-        problems.append("gptq.damp: 0 leaves the Hessian singular for short calibration; use a small positive value such as 0.01")
+        problems.append(
+            "gptq.damp: 0 leaves the Hessian singular for short calibration; use a small positive value such as 0.01"
+        )
     if c["finetune"] is not None and ((r is not None and r.enabled) or (q is not None and q.rounding is Rounding.GPTQ)):
-        problems.append("finetune: QAT + LoRA exports round with the fake quantizer's own round-to-nearest; "
-                        "rotation and gptq do not combine with it")
+        problems.append(
+            "finetune: QAT + LoRA exports round with the fake quantizer's own round-to-nearest; "
+            "rotation and gptq do not combine with it"
+        )
 
 
 def parse_config(raw: dict[str, Any], *, source: str) -> ExportConfig:

@@ -65,7 +65,8 @@ class AdapterMode(enum.Enum):
 
 
 def _targets(value: Any, key: str, problems: list[str]) -> tuple[str, ...]:
-    """[q_proj, v_proj] or "q_proj,v_proj" -> a tuple drawn from LORA_TARGETS (all of them, with a problem, otherwise)."""
+    """[q_proj, v_proj] or "q_proj,v_proj" -> a tuple drawn from LORA_TARGETS (all of them, with a problem,
+    otherwise)."""
     targets = [t.strip() for t in value.split(",") if t.strip()] if isinstance(value, str) else value
     if not isinstance(targets, (list, tuple)) or not targets or any(t not in LORA_TARGETS for t in targets):
         problems.append(f"{key}: {targets!r} is not a non-empty list drawn from {', '.join(LORA_TARGETS)}")
@@ -103,7 +104,9 @@ class FinetuneConfig:
     fake_quant: bool = option(True, help="false: the same fine-tune in float (the control run)")
     seed: int = option(0, help="seed of data order and adapter initialisation", min=0)
     checkpoint_every: int = option(100, help="steps between resumable checkpoints (0: only at the end)", min=0)
-    adapters: AdapterMode = option(AdapterMode.KEEP, help="keep: float adapters in the .pte; merge: folded in before quantizing")
+    adapters: AdapterMode = option(
+        AdapterMode.KEEP, help="keep: float adapters in the .pte; merge: folded in before quantizing"
+    )
     qat: QatStage = option(help="stage 1: QAT", factory=QatStage)
     lora: LoraStage = option(help="stage 2: LoRA", factory=LoraStage)
 

@@ -32,40 +32,104 @@ def prologue() -> None:
     interrupt_on_termination()
 
 
-def add_field_flag(group, flag: str, *, dest: str, kind: Any, default: Any, key: str, help: str = "") -> None:
-    """One config field -> one flag whose parsing follows the field's type (bool, enum, tuple, int, float, path)."""
-    kind = next((a for a in typing.get_args(kind) if a is not type(None)), kind) if typing.get_origin(kind) is not tuple else kind
-    shown = default.value if isinstance(default, enum.Enum) else default
-    text = f"{help + ' ' if help else ''}({key}, default {shown})"
+def add_field_flag(
+    group,
+    flag: str,
+    *,
+    dest: str,
+    kind: Any,
+    default: Any,
+    key: str,
+    help: str = "",
+    repeat: bool = False,
+    aliases: tuple[str, ...] = (),
+) -> argparse.Action:
+    """One config field -> one flag whose parsing follows the field's type (bool, enum, tuple, int, float, path, text).
+
+    Tuple fields take "A,B" (enums, names), or with `repeat` one flag per item (`--pte A --pte B`)."""
+    flags = (flag, *aliases)
+    if typing.get_origin(kind) is not tuple:
+        kind = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
+    lead = f"{help} " if help else ""
     if kind is bool:
-        group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None,
-                           help=f"{help + ' ' if help else ''}({key}, default {str(default).lower()})")
-    elif isinstance(kind, type) and issubclass(kind, enum.Enum):
-        group.add_argument(flag, dest=dest, choices=[m.value for m in kind], help=text)
-    elif typing.get_origin(kind) is tuple:
-        plain = ",".join(m.value if isinstance(m, enum.Enum) else str(m) for m in default)
-        group.add_argument(flag, dest=dest, metavar="A,B", help=f"{help + ' ' if help else ''}({key}, default {plain})")
-    else:
-        parse = {int: int, float: float}.get(kind, str)
-        group.add_argument(flag, dest=dest, type=parse, metavar={str: "PATH", int: "N", float: "X"}[parse], help=text)
+        return group.add_argument(
+            *flags,
+            dest=dest,
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=f"{lead}({key}, default {str(default).lower()})",
+        )
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return group.add_argument(
+            *flags,
+            dest=dest,
+            choices=[m.value for m in kind],
+            help=f"{lead}({key}, default {getattr(default, 'value', default)})",
+        )
+    if typing.get_origin(kind) is tuple:
+        item = typing.get_args(kind)[0]
+        if default is dataclasses.MISSING:
+            shown = "required"
+        else:
+            shown = ",".join(m.value if isinstance(m, enum.Enum) else str(m) for m in (default or ())) or "none"
+        if repeat:
+            return group.add_argument(
+                *flags,
+                dest=dest,
+                action="append",
+                type=_PARSE.get(item, str),
+                metavar=_METAVAR.get(item, "TEXT"),
+                help=f"{lead}(repeatable; {key}, default {shown})",
+            )
+        return group.add_argument(*flags, dest=dest, metavar="A,B", help=f"{lead}({key}, default {shown})")
+    return group.add_argument(
+        *flags,
+        dest=dest,
+        type=_PARSE.get(kind, str),
+        metavar=_METAVAR.get(kind, "TEXT"),
+        help=f"{lead}({key}, default {default})",
+    )
 
 
-def add_config_flags(parser, cls: type, *, key: str = "", flag_prefix: str = "", rename: dict[str, str] | None = None,
-                     skip: tuple[str, ...] = ()) -> None:
+_PARSE = {int: int, float: float}
+_METAVAR = {int: "N", float: "X", Path: "PATH", str: "TEXT"}
+
+
+def add_config_flags(
+    parser,
+    cls: type,
+    *,
+    key: str = "",
+    flag_prefix: str = "",
+    rename: dict[str, str] | None = None,
+    skip: tuple[str, ...] = (),
+) -> None:
     """Every scalar field of dataclass `cls` -> one flag (`--{flag_prefix}{name}`), dest `key__name`; nested
     dataclasses and the fields in `skip` are left out. `rename` maps a field to another flag where two would clash."""
     hints = field_types(cls)
-    default = cls() if all(f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-                           for f in dataclasses.fields(cls)) else None
+    default = (
+        cls()
+        if all(
+            f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+            for f in dataclasses.fields(cls)
+        )
+        else None
+    )
     for f in dataclasses.fields(cls):
         optional_cls = next((a for a in typing.get_args(hints[f.name]) if dataclasses.is_dataclass(a)), None)
         if f.name in skip or dataclasses.is_dataclass(hints[f.name]) or optional_cls is not None:
             continue
         flag = (rename or {}).get(f.name) or f"--{flag_prefix}{f.name}".replace("_", "-")
         value = getattr(default, f.name) if default is not None else f.default
-        add_field_flag(parser, flag, dest=f"{key}{SEP}{f.name}" if key else f.name, kind=hints[f.name],
-                       default=None if value is dataclasses.MISSING else value,
-                       key=f"{key.replace(SEP, '.')}.{f.name}" if key else f.name, help=f.metadata.get("help", ""))
+        add_field_flag(
+            parser,
+            flag,
+            dest=f"{key}{SEP}{f.name}" if key else f.name,
+            kind=hints[f.name],
+            default=None if value is dataclasses.MISSING else value,
+            key=f"{key.replace(SEP, '.')}.{f.name}" if key else f.name,
+            help=f.metadata.get("help", ""),
+        )
 
 
 def overrides_from_namespace(ns: argparse.Namespace, dests: typing.Iterable[str]) -> dict[str, Any]:
@@ -95,8 +159,9 @@ def config_name(parser: argparse.ArgumentParser, ns: argparse.Namespace, default
     return ns.config or ns.config_flag or default
 
 
-def run_cli(work: Callable[[], int], *, interrupted: str = "interrupted; nothing was written",
-            out_of_memory: str | None = None) -> int:
+def run_cli(
+    work: Callable[[], int], *, interrupted: str = "interrupted; nothing was written", out_of_memory: str | None = None
+) -> int:
     """Run an entry point's work -> its exit status: what `work` returns, EdgeError's own status (2 for bad input)
     with one `error:` line, 130 on Ctrl-C or SIGTERM, 1 when out of memory (`out_of_memory`: the message, whose
     `{where}` becomes " on the GPU" for torch's CUDA error)."""

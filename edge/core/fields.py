@@ -57,7 +57,9 @@ def parse_fields(cls: type, raw: Any, problems: Problems, *, prefix: str = "") -
     return out
 
 
-def parse_value(kind: Any, value: Any, key: str, problems: Problems, meta: typing.Mapping[str, Any] = types.MappingProxyType({})) -> Any:
+def parse_value(
+    kind: Any, value: Any, key: str, problems: Problems, meta: typing.Mapping[str, Any] = types.MappingProxyType({})
+) -> Any:
     """One value against its field type (and metadata) -> the checked value, or None with a problem appended."""
     if "check" in meta:
         return meta["check"](value, key, problems)

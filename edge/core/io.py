@@ -40,7 +40,9 @@ def disk_full_error(e: OSError, *, path: Path, needed_bytes: int | None) -> Edge
         folder = folder.parent
     free = shutil.disk_usage(folder).free
     need = f"needs about {needed_bytes / 2**20:.0f} MiB, " if needed_bytes else ""
-    return EdgeError(f"no space left on the device writing {path}: it {need}{free / 2**20:.0f} MiB free; nothing was written")
+    return EdgeError(
+        f"no space left on the device writing {path}: it {need}{free / 2**20:.0f} MiB free; nothing was written"
+    )
 
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -108,7 +110,9 @@ def publish_folder(tmp: Path, out: Path, *, force: bool) -> None:
             discard(old)
         if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
             raise
-        raise EdgeError(f"output {out} was written by another run meanwhile; it is kept, this result is dropped") from None
+        raise EdgeError(
+            f"output {out} was written by another run meanwhile; it is kept, this result is dropped"
+        ) from None
     if old is not None:
         discard(old)
 

@@ -35,5 +35,3 @@ def versions() -> dict[str, str]:
         except importlib_metadata.PackageNotFoundError:
             out[pkg] = "not installed"
     return out
-
-

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import platform
-import re
-import resource
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TextIO
+
+from edge.core.machine import peak_rss_mb
 
 
 class Progress:
@@ -43,7 +41,10 @@ class Progress:
             took = time.monotonic() - self._stage_start
             self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + took
             self.stage_peak_rss_mb[name] = peak_rss_mb()
-            self._print(f"[{self._elapsed()}] {name:<9} done in {took:.1f}s (peak RSS so far {self.stage_peak_rss_mb[name]:.0f} MiB)")
+            self._print(
+                f"[{self._elapsed()}] {name:<9} done in {took:.1f}s "
+                f"(peak RSS so far {self.stage_peak_rss_mb[name]:.0f} MiB)"
+            )
             self._stage = None
 
     def step(self, done: int, total: int, *, label: str = "") -> None:
@@ -59,5 +60,3 @@ class Progress:
 
     def info(self, text: str) -> None:
         self._print(f"[{self._elapsed()}] {text}")
-
-

@@ -36,9 +36,12 @@ def quiet_libraries() -> None:
     # transformers and huggingface_hub read these once, when they are first imported.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    import torch  # torch configures its own loggers on import: quiet them after that
-
-    torch._logging.set_logs(all=logging.ERROR)
+    try:
+        import torch  # torch configures its own loggers on import: quiet them after that
+    except ImportError:  # android_bench on a machine without torch: nothing of torch's to quiet
+        torch = None
+    if torch is not None:
+        torch._logging.set_logs(all=logging.ERROR)
     for category in (FutureWarning, UserWarning, DeprecationWarning):
         warnings.filterwarnings("ignore", category=category)
     for name in ("torchao", "torch", "executorch", "transformers", "root"):

@@ -1,7 +1,7 @@
 """`edge.evaluate`: perplexity, top-1 agreement and KL of a .pte against its reference (see `core`).
 
 Names are imported from `core` on first use, so `python -m edge.evaluate` can quiet torch's and
-torchao's import-time warnings (`edge.quiet`) before they load.
+torchao's import-time warnings (`edge.core.quiet`) before they load.
 """
 
 __all__ = ["EvalResult", "TABLE_HEADER", "evaluate", "table_row", "tokenize_windows"]

@@ -20,9 +20,18 @@ from edge.core.io import check_output_path, write_text_atomic
 
 def main(argv: list[str] | None = None) -> int:
     prologue()
-    p = argparse.ArgumentParser(prog="python -m edge.evaluate", description="Perplexity, top-1 agreement and KL of a .pte or ONNX model against its reference checkpoint.")
-    p.add_argument("--pte", "--model", dest="pte", type=Path, required=True,
-                   help="the .pte, or an ONNX model (the onnx/ folder edge.export wrote, or its model.onnx)")
+    p = argparse.ArgumentParser(
+        prog="python -m edge.evaluate",
+        description="Perplexity, top-1 agreement and KL of a .pte or ONNX model against its reference checkpoint.",
+    )
+    p.add_argument(
+        "--pte",
+        "--model",
+        dest="pte",
+        type=Path,
+        required=True,
+        help="the .pte, or an ONNX model (the onnx/ folder edge.export wrote, or its model.onnx)",
+    )
     p.add_argument("--reference", type=Path, required=True, help="the checkpoint the .pte was exported from")
     p.add_argument("--text", type=Path, required=True, help="held-out text (UTF-8)")
     p.add_argument("--context", type=int, default=256, help="tokens per window, BOS included (default 256)")

@@ -17,8 +17,6 @@ time, so both go through the program's KV cache.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -28,11 +26,11 @@ import torch
 
 from edge.checkpoint import Checkpoint, load_model, open_checkpoint
 from edge.checkpoint.tokenizer import load_tokenizer
-from edge.model import AttentionPath
-from edge.core.quiet import native_stderr_filtered
 from edge.core.errors import EdgeError
+from edge.core.quiet import native_stderr_filtered
 from edge.evaluate.metrics import compare_logits
 from edge.evaluate.pte_model import PteModel, load_pte
+from edge.model import AttentionPath
 
 
 def load_program(path: Path):
@@ -63,7 +61,10 @@ class EvalResult:
         return asdict(self) | {"perplexity_delta": self.perplexity_delta}
 
 
-TABLE_HEADER = "| .pte | tokens | ppl (.pte) | ppl (reference) | Δ ppl | top-1 agreement | mean KL |\n|---|---|---|---|---|---|---|"
+TABLE_HEADER = (
+    "| .pte | tokens | ppl (.pte) | ppl (reference) | Δ ppl | top-1 agreement | mean KL |\n"
+    "|---|---|---|---|---|---|---|"
+)
 
 
 def table_row(r: EvalResult) -> str:
@@ -96,15 +97,20 @@ def pte_window_logits(pte: PteModel, window: list[int], *, full_logits: bool) ->
     if full_logits:
         return pte.forward(tokens, 0)[0]
     # Last-position program: one token at a time, each step reading the cache the previous ones wrote.
-    return torch.stack([pte.forward(tokens[:, i : i + 1], i).reshape(-1, pte.vocab_size)[-1] for i in range(len(window))])
+    return torch.stack(
+        [pte.forward(tokens[:, i : i + 1], i).reshape(-1, pte.vocab_size)[-1] for i in range(len(window))]
+    )
 
 
 def _check_vocab(*, ckpt: Checkpoint, pte: PteModel, tokenizer, tokenizer_path: Path) -> None:
     if pte.vocab_size != ckpt.args.vocab_size:
-        raise EdgeError(f"the .pte's vocabulary ({pte.vocab_size}) differs from the reference's ({ckpt.args.vocab_size})")
+        raise EdgeError(
+            f"the .pte's vocabulary ({pte.vocab_size}) differs from the reference's ({ckpt.args.vocab_size})"
+        )
     if tokenizer.n_words != ckpt.args.vocab_size:
         raise EdgeError(
-            f"tokenizer {tokenizer_path} has {tokenizer.n_words} tokens but the model's vocabulary is {ckpt.args.vocab_size}: "
+            f"tokenizer {tokenizer_path} has {tokenizer.n_words} tokens "
+            f"but the model's vocabulary is {ckpt.args.vocab_size}: "
             "it does not belong to this model"
         )
 

@@ -1,7 +1,7 @@
 """Run an ONNX model written by `edge.export` (formats: onnx) in ONNX Runtime from Python.
 
 In:  the ONNX folder (model.onnx + genai_config.json) or its model.onnx.
-Out: `OnnxModel`, with the same surface as `edge.runtime.PteModel` (`forward(tokens, start_pos)`,
+Out: `OnnxModel`, with the same surface as `edge.evaluate.pte_model.PteModel` (`forward(tokens, start_pos)`,
      `metadata`, `vocab_size`, `max_context`, `greedy`), so `edge.evaluate` scores it the same way.
      The KV cache is the graph's past/present tensors, kept here between calls; a call at
      position 0 starts a new sequence. The kernels are ONNX Runtime's CPU kernels (MatMulNBits
@@ -50,13 +50,17 @@ class OnnxModel:
             raise EdgeError(f"{self.path}: position {start_pos} does not continue the cached sequence (at {self._pos})")
         s = tokens.shape[1]
         if start_pos + s > self.max_context:
-            raise EdgeError(f"{self.path} rejected {s} tokens at position {start_pos} (maximum context {self.max_context})")
+            raise EdgeError(
+                f"{self.path} rejected {s} tokens at position {start_pos} (maximum context {self.max_context})"
+            )
         meta = self.metadata
         kv, dh = int(meta["n_kv_heads"]), int(meta["head_dim"])  # type: ignore[arg-type]
         feed = {"input_ids": tokens.to(torch.long).numpy(), "attention_mask": np.ones((1, start_pos + s), np.int64)}
         for i in range(self._layers):
             for j, kind in enumerate(("key", "value")):
-                feed[f"past_key_values.{i}.{kind}"] = self._past[2 * i + j] if self._past else np.zeros((1, kv, 0, dh), np.float32)
+                feed[f"past_key_values.{i}.{kind}"] = (
+                    self._past[2 * i + j] if self._past else np.zeros((1, kv, 0, dh), np.float32)
+                )
         out = self._session.run(None, feed)  # type: ignore[attr-defined]
         self._past, self._pos = out[1:], start_pos + s
         return torch.from_numpy(out[0]).float()

@@ -1,7 +1,7 @@
 """`python -m edge.export`: a Llama 3.2 checkpoint -> an ExecuTorch .pte folder (see pipeline.py).
 
 The pipeline is imported on first use, so `python -m edge.export` can quiet torch's and torchao's
-import-time warnings (`edge.quiet`) before they load.
+import-time warnings (`edge.core.quiet`) before they load.
 """
 
 __all__ = ["ExportResult", "run_export"]

@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m edge.export",
         description="Export a Llama 3.2 checkpoint to an ExecuTorch .pte for Arm CPUs (XNNPACK).",
     )
-    p.add_argument("config", nargs="?", default=None, help=f"shipped config name or YAML path (default {DEFAULT_CONFIG})")
+    p.add_argument(
+        "config", nargs="?", default=None, help=f"shipped config name or YAML path (default {DEFAULT_CONFIG})"
+    )
     p.add_argument("--config", dest="config_flag", metavar="FILE", help="the same as the positional CONFIG")
     add_config_flags(p, ExportConfig, skip=("finetune",))
     for section, cls in SECTIONS.items():
@@ -61,12 +63,14 @@ def print_summary(result, *, config, stream=None) -> None:
             print(f"  {fmt} size        {mb(size)}  ({result.output_dir / prefix.rstrip('/')})", file=stream)
     times = "  ".join(f"{k} {v:.1f}s" for k, v in result.stage_seconds.items())
     print(f"  stage times      {times}  (total {sum(result.stage_seconds.values()):.1f}s)", file=stream)
-    tops = sorted({name.split("/")[0] + ("/" if "/" in name else "") for name in result.files} | {"manifest.json", "NOTICE", result.tokenizer.name})
+    tops = sorted(
+        {name.split("/")[0] + ("/" if "/" in name else "") for name in result.files}
+        | {"manifest.json", "NOTICE", result.tokenizer.name}
+    )
     print(f"  files            {result.output_dir}/: {', '.join(tops)}", file=stream)
     if result.pte is not None:
         print(
-            "  run it           python -m android_bench --host "
-            f"--pte {result.pte} --tokenizer {result.tokenizer}",
+            f"  run it           python -m android_bench --host --pte {result.pte} --tokenizer {result.tokenizer}",
             file=stream,
         )
 

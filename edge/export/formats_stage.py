@@ -31,29 +31,41 @@ def check_formats(config: ExportConfig, ckpt: Checkpoint, *, adapters_kept: bool
         if missing:
             raise EdgeError(f"formats: {name} needs {', '.join(missing)}: pip install 'edge[{name}]'")
         if ckpt.prequantized_group_size is not None:
-            raise EdgeError(f"formats: {name} from a pre-quantized Meta checkpoint is not supported (its online Hadamard or "
-                            "LoRA adapters have no mapping); export it as a .pte")
+            raise EdgeError(
+                f"formats: {name} from a pre-quantized Meta checkpoint is not supported (its online Hadamard or "
+                "LoRA adapters have no mapping); export it as a .pte"
+            )
         if config.rotation.enabled and config.rotation.online_hadamard:
-            raise EdgeError(f"formats: {name} has no op for SpinQuant's online Hadamard (R4); "
-                            "export with rotation.online_hadamard: false (R1/R2 live in the weights and map as they are)")
+            raise EdgeError(
+                f"formats: {name} has no op for SpinQuant's online Hadamard (R4); "
+                "export with rotation.online_hadamard: false (R1/R2 live in the weights and map as they are)"
+            )
         if adapters_kept:
-            raise EdgeError(f"formats: {name} has no mapping for LoRA adapters kept beside the int4 weights; "
-                            "export with finetune.adapters: merge")
+            raise EdgeError(
+                f"formats: {name} has no mapping for LoRA adapters kept beside the int4 weights; "
+                "export with finetune.adapters: merge"
+            )
         if not (ckpt.path / "tokenizer.json").is_file():
-            raise EdgeError(f"formats: {name} needs the checkpoint's tokenizer.json (onnxruntime-genai and llama.cpp "
-                            f"read Hugging Face tokenizers); {ckpt.path} has only {ckpt.tokenizer.name if ckpt.tokenizer else 'none'}")
+            raise EdgeError(
+                f"formats: {name} needs the checkpoint's tokenizer.json (onnxruntime-genai and llama.cpp "
+                f"read Hugging Face tokenizers); {ckpt.path} has only "
+                f"{ckpt.tokenizer.name if ckpt.tokenizer else 'none'}"
+            )
         if config.dtype is not DType.FP32:
             raise EdgeError(f"formats: {name} is written with fp32 activations; use dtype fp32")
     if Format.GGUF in config.formats:
         q = config.quantization
         if q.linear is WeightBits.INT4 and q.group_size != 32 or q.output is WeightBits.INT4 and q.group_size != 32:
-            raise EdgeError(f"formats: gguf stores int4 as Q4_0 blocks of 32; quantization.group_size is {q.group_size}")
+            raise EdgeError(
+                f"formats: gguf stores int4 as Q4_0 blocks of 32; quantization.group_size is {q.group_size}"
+            )
         if ckpt.args.dim % 32 or ckpt.args.hidden_dim % 32:
             raise EdgeError("formats: gguf's Q8_0/Q4_0 blocks need widths that are multiples of 32")
 
 
 def write_formats(model, config: ExportConfig, ckpt: Checkpoint, *, progress: Progress) -> Path | None:
-    """Quantized model -> a staging folder beside the output holding onnx/ and/or model.gguf (None: nothing to write)."""
+    """Quantized model -> a staging folder beside the output holding onnx/ and/or model.gguf (None: nothing to
+    write)."""
     wanted = [f for f in config.formats if f is not Format.PTE]
     if not wanted:
         return None
@@ -61,7 +73,9 @@ def write_formats(model, config: ExportConfig, ckpt: Checkpoint, *, progress: Pr
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.formats-"))
     try:
-        common = dict(checkpoint_dir=ckpt.path, context=config.max_context, bos_id=ckpt.bos_id, eos_ids=list(ckpt.eos_ids))
+        common = dict(
+            checkpoint_dir=ckpt.path, context=config.max_context, bos_id=ckpt.bos_id, eos_ids=list(ckpt.eos_ids)
+        )
         if Format.ONNX in wanted:
             from edge.formats.onnx_graph import write_onnx_folder
 

@@ -18,96 +18,31 @@ Stages, each a function from artifact to artifact:
 
 from __future__ import annotations
 
-import json
-import shutil
-from dataclasses import asdict, dataclass, field
-from importlib import metadata as importlib_metadata
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 
-from edge.quant.calibration import Calibration
 from edge.checkpoint import FIXTURE_CHECKPOINT, Checkpoint, load_model, open_checkpoint
 from edge.config import Device, DType, ExportConfig, Format, Rounding
 from edge.core.errors import EdgeError
 from edge.core.io import (
     BackgroundHashes,
-    building_folder,
     check_output_path,
     discard,
-    disk_full_error,
-    sha256_file,
 )
-from edge.export.lower import RunnerMetadata, export_program, lower_program, pte_nbytes, write_pte
 from edge.core.memory import trim_heap
-from edge.model import Transformer
 from edge.core.progress import Progress
 from edge.export.finetune_stage import Finetuned, attach, check_finetuned, finetune_record
 from edge.export.formats_stage import check_formats, write_formats
-from edge.export.rotation_stage import check_rotation, calibration_for, make_rotations, spinquant_record
+from edge.export.lower import RunnerMetadata, export_program, lower_program
+from edge.export.manifest import ExportResult, input_files, quant_summary, size_breakdown, write_outputs
+from edge.export.rotation_stage import calibration_for, check_rotation, make_rotations, spinquant_record
+from edge.model import Transformer
+from edge.quant.calibration import Calibration
 from edge.quant.ptq import GPTQInputs, quantize_model
 from edge.quant.scheme import QuantReport, check_group_size
 
-EDGE_DIR = Path(__file__).resolve().parent.parent
-NOTICE = EDGE_DIR / "NOTICE"
-PTE_NAME = "model.pte"
-MANIFEST_NAME = "manifest.json"
-ROTATIONS_NAME = "rotations.safetensors"
-MANIFEST_VERSION = 1
-
 TORCH_DTYPES = {DType.FP32: torch.float32, DType.BF16: torch.bfloat16}
-
-
-@dataclass
-class ExportResult:
-    output_dir: Path
-    pte: Path | None  # None when formats leaves out pte
-    tokenizer: Path | None
-    manifest: Path
-    pte_bytes: int
-    files: dict[str, int] = field(default_factory=dict)  # every output file (relative path) -> bytes
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    size_breakdown: dict[str, int] = field(default_factory=dict)
-
-
-def _tensor_bytes(t: torch.Tensor) -> int:
-    """Bytes a (possibly torchao-quantized) tensor needs at its real bit width."""
-    qdata = getattr(t, "qdata", None)
-    if qdata is None:
-        return t.numel() * t.element_size()
-    bits = {torch.int4: 4, torch.int8: 8}.get(getattr(t, "target_dtype", torch.int8), 8)
-    total = qdata.numel() * bits // 8
-    for name in ("scale", "zero_point"):
-        part = getattr(t, name, None)
-        if part is not None:
-            total += part.numel() * part.element_size()
-    return total
-
-
-def size_breakdown(model: Transformer) -> dict[str, int]:
-    """Quantized model -> bytes per tensor kind (at their bit widths, before XNNPACK packing)."""
-    kinds: dict[str, int] = {}
-    seen: set[int] = set()
-    for name, p in model.named_parameters(remove_duplicate=False):
-        if id(p) in seen and not name.startswith("lm_head"):
-            continue
-        seen.add(id(p))
-        if ".adaptor." in name:
-            kind = "lora_adapters (float)"
-        elif name.startswith("embed_tokens"):
-            kind = "embedding"
-        elif name.startswith("lm_head"):
-            kind = "output_layer"
-        elif "norm" in name:
-            kind = "norms"
-        elif ".self_attn." in name:
-            kind = "attention_linears"
-        else:
-            kind = "ffn_linears"
-        kinds[kind] = kinds.get(kind, 0) + _tensor_bytes(p)
-    kv = sum(b.numel() * b.element_size() for n, b in model.named_buffers() if "cache" in n)
-    kinds["kv_cache (runtime memory, not in .pte)"] = kv
-    return kinds
 
 
 def _check_output_free(config: ExportConfig) -> None:
@@ -134,7 +69,8 @@ def prepare(config: ExportConfig) -> Prepared:
     ckpt = open_checkpoint(config.checkpoint or FIXTURE_CHECKPOINT)
     if config.max_context > ckpt.args.max_position_embeddings:
         raise EdgeError(
-            f"max context {config.max_context} is longer than the {ckpt.args.max_position_embeddings} tokens the model supports"
+            f"max context {config.max_context} is longer than the {ckpt.args.max_position_embeddings} tokens "
+            "the model supports"
         )
     if ckpt.tokenizer is None:
         raise EdgeError(f"{ckpt.path} has no tokenizer.json or tokenizer.model beside the weights")
@@ -149,117 +85,15 @@ def prepare(config: ExportConfig) -> Prepared:
         return Prepared(ckpt=ckpt)  # its rotations and integers are used as they are: no calibration
     check_rotation(config, ckpt)
     finetuned = check_finetuned(config, ckpt)
-    check_formats(config, ckpt, adapters_kept=finetuned is not None and finetuned.adapters is not None and not finetuned.merge)
+    check_formats(
+        config, ckpt, adapters_kept=finetuned is not None and finetuned.adapters is not None and not finetuned.merge
+    )
     return Prepared(ckpt=ckpt, calibration=calibration_for(config, ckpt), finetuned=finetuned)
 
 
-def write_outputs(
-    *,
-    program,
-    config: ExportConfig,
-    ckpt: Checkpoint,
-    report: QuantReport,
-    spinquant: dict,
-    finetune: dict | None = None,
-    rotations,
-    breakdown: dict[str, int],
-    metadata: RunnerMetadata | None,
-    progress: Progress,
-    staged: Path | None = None,
-    input_hashes: BackgroundHashes | None = None,
-) -> ExportResult:
-    """Lowered program (None: no .pte) and staged onnx/ + model.gguf -> the output folder, all or nothing.
-
-    input_hashes: the checkpoint's files being hashed since before lowering (None: hashed here)."""
-    out = config.output
-    needed = pte_nbytes(program) if program is not None else 0
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if needed is not None and (free := shutil.disk_usage(out.parent).free) < needed:
-            raise EdgeError(f"no space left on the device for {out}: the .pte needs {needed / 2**20:.0f} MiB, "
-                            f"{free / 2**20:.0f} MiB free; nothing was written")
-        return _write_folder(program=program, config=config, ckpt=ckpt, report=report, spinquant=spinquant, finetune=finetune,
-                             rotations=rotations, breakdown=breakdown, metadata=metadata, progress=progress, staged=staged,
-                             input_hashes=input_hashes or BackgroundHashes(input_files(ckpt)))
-    except OSError as e:
-        full = disk_full_error(e, path=out / PTE_NAME, needed_bytes=needed)
-        if full is None:
-            raise EdgeError(f"cannot write {out}: {e.strerror or e}") from None
-        raise full from None
-
-
-def input_files(ckpt: Checkpoint) -> list[Path]:
-    """The checkpoint's files the manifest records a sha256 of: weights, tokenizer, configs."""
-    inputs = [*ckpt.weight_files, ckpt.tokenizer]
-    for name in ("config.json", "params.json", "model.safetensors.index.json"):
-        if (ckpt.path / name).is_file():
-            inputs.append(ckpt.path / name)
-    return inputs  # type: ignore[return-value]
-
-
-def _write_folder(*, program, config, ckpt, report, spinquant, finetune, rotations, breakdown, metadata, progress, staged,
-                  input_hashes: BackgroundHashes) -> ExportResult:
-    out = config.output
-    with building_folder(out, force=config.force) as tmp:
-        pte = tmp / PTE_NAME
-        pte_bytes = 0
-        digests: dict[Path, str] = {}
-        if program is not None:
-            pte_bytes, digests[pte] = write_pte(program, pte)
-            progress.info(f"wrote {pte_bytes / 2**20:.1f} MiB; hashing inputs and output")
-        if staged is not None:
-            for part in staged.iterdir():
-                part.rename(tmp / part.name)
-        written = sorted(p for p in tmp.rglob("*") if p.is_file())  # model.pte, onnx/*, model.gguf
-        files = {str(p.relative_to(tmp)): p.stat().st_size for p in written}
-        tokenizer = tmp / ckpt.tokenizer.name  # type: ignore[union-attr]
-        shutil.copyfile(ckpt.tokenizer, tokenizer)  # type: ignore[arg-type]
-        shutil.copyfile(NOTICE, tmp / "NOTICE")
-        if rotations is not None:
-            from edge.spinquant.rotations import save_rotations
-
-            save_rotations(rotations, tmp / ROTATIONS_NAME)
-        inputs = input_hashes.result()
-        manifest = {
-            "manifest_version": MANIFEST_VERSION,
-            "config": config.to_dict() | {"checkpoint": str(ckpt.path)},
-            "checkpoint_format": ckpt.format.value,
-            "model": asdict(ckpt.args) | {"n_params": ckpt.args.n_params},
-            "formats": [f.value for f in config.formats],
-            "runner_metadata": metadata.methods() if metadata is not None else None,
-            "quantization": {
-                "scheme": report.scheme,
-                "min_weight_sqnr_db": {
-                    kind: report.min_sqnr(kind)
-                    for kind in ("self_attn", "mlp", "lm_head", "embed_tokens")
-                    if any(kind in k for k in report.weight_sqnr_db)
-                },
-                "spinquant": spinquant,
-            },
-            "finetune": finetune,
-            "versions": versions(),
-            "sha256": {
-                "inputs": {str(p.relative_to(ckpt.path)): digest for p, digest in inputs.items()},
-                "output": {str(p.relative_to(tmp)): digests.get(p) or sha256_file(p) for p in [*written, tokenizer]},
-            },
-            "size_bytes": {"pte": pte_bytes, "files": files, "by_tensor_kind": breakdown},
-            "stage_seconds": {k: round(v, 2) for k, v in progress.stage_seconds.items()},
-            "stage_peak_rss_mb": {k: round(v) for k, v in progress.stage_peak_rss_mb.items()},
-        }
-        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-    return ExportResult(
-        output_dir=out,
-        pte=out / PTE_NAME if program is not None else None,
-        tokenizer=out / tokenizer.name,
-        manifest=out / MANIFEST_NAME,
-        pte_bytes=pte_bytes,
-        files=files,
-        stage_seconds=dict(progress.stage_seconds),
-        size_breakdown=breakdown,
-    )
-
-
-def quantized_model(config: ExportConfig, prepared: Prepared, *, progress: Progress) -> tuple[Transformer, QuantReport, object]:
+def quantized_model(
+    config: ExportConfig, prepared: Prepared, *, progress: Progress
+) -> tuple[Transformer, QuantReport, object]:
     """Checked config and checkpoint -> (the model as the export quantizes it, its report, its `Rotations` or None).
 
     The stages rotations -> load -> quantize (LoRA adapters attached); not for pre-quantized checkpoints.
@@ -267,14 +101,20 @@ def quantized_model(config: ExportConfig, prepared: Prepared, *, progress: Progr
     ckpt = prepared.ckpt
     rotations = None
     if config.rotation.enabled:
-        with progress.stage("rotations", config.rotation.kind.value + (f" from {config.rotation.file}" if config.rotation.file else "")):
+        with progress.stage(
+            "rotations", config.rotation.kind.value + (f" from {config.rotation.file}" if config.rotation.file else "")
+        ):
             rotations = make_rotations(config, prepared, progress=progress)
     gptq = None
     if config.quantization.rounding is Rounding.GPTQ:
         assert prepared.calibration is not None
-        gptq = GPTQInputs(tokens=prepared.calibration.take(config.gptq.samples), damp=config.gptq.damp,
-                          act_order=config.gptq.act_order, float_targets=config.gptq.float_targets,
-                          device=config.device.value)
+        gptq = GPTQInputs(
+            tokens=prepared.calibration.take(config.gptq.samples),
+            damp=config.gptq.damp,
+            act_order=config.gptq.act_order,
+            float_targets=config.gptq.float_targets,
+            device=config.device.value,
+        )
     dtype = TORCH_DTYPES[config.dtype]
     with progress.stage("load", str(ckpt.path)):
         # Quantized exports keep the checkpoint's dtype until each block is quantized, one at a time.
@@ -285,8 +125,13 @@ def quantized_model(config: ExportConfig, prepared: Prepared, *, progress: Progr
         trim_heap()
     with progress.stage("quantize", ", ".join(f"{k}: {v}" for k, v in quant_summary(config).items())):
         report = quantize_model(
-            model, config.quantization, dtype=dtype, rotations=rotations, online_hadamard=config.rotation.online_hadamard,
-            gptq=gptq, on_step=lambda d, t: progress.step(d, t, label="blocks"),
+            model,
+            config.quantization,
+            dtype=dtype,
+            rotations=rotations,
+            online_hadamard=config.rotation.online_hadamard,
+            gptq=gptq,
+            on_step=lambda d, t: progress.step(d, t, label="blocks"),
         )
     if n := attach(model, prepared.finetuned, quantized=True):
         progress.info(f"LoRA adapters on {n} linears, kept in float: 8da4w(x) + scale * B(A(x))")
@@ -305,8 +150,10 @@ def run_export(config: ExportConfig, *, progress: Progress) -> ExportResult:
     if ckpt.prequantized_group_size is not None:
         from edge.export.prequantized import load_prequantized_model, prequantized_report
 
-        progress.info(f"pre-quantized checkpoint (int4 groups of {ckpt.prequantized_group_size}, rotations folded in): "
-                      "its integers are exported as they are; the config's quantization, rotation and gptq settings do not apply")
+        progress.info(
+            f"pre-quantized checkpoint (int4 groups of {ckpt.prequantized_group_size}, rotations folded in): "
+            "its integers are exported as they are; the config's quantization, rotation and gptq settings do not apply"
+        )
         with progress.stage("load", f"{ckpt.path} (pre-quantized)"):
             model = load_prequantized_model(ckpt, max_context=config.max_context, full_logits=config.full_logits)
         report = prequantized_report(ckpt)
@@ -316,7 +163,9 @@ def run_export(config: ExportConfig, *, progress: Progress) -> ExportResult:
     return _export_and_write(config, prepared, progress=progress, model=model, report=report, rotations=rotations)
 
 
-def _export_and_write(config: ExportConfig, prepared: Prepared, *, progress: Progress, model, report, rotations) -> ExportResult:
+def _export_and_write(
+    config: ExportConfig, prepared: Prepared, *, progress: Progress, model, report, rotations
+) -> ExportResult:
     """Quantized model -> (onnx/, model.gguf) -> export -> lower -> serialize."""
     ckpt = prepared.ckpt
     input_hashes = BackgroundHashes(input_files(ckpt))  # overlaps with lowering, which leaves a core mostly idle
@@ -330,9 +179,18 @@ def _export_and_write(config: ExportConfig, prepared: Prepared, *, progress: Pro
         del model
         with progress.stage("serialize", str(config.output)):
             return write_outputs(
-                program=program, config=config, ckpt=ckpt, report=report, breakdown=breakdown, metadata=metadata,
-                progress=progress, spinquant=spinquant_record(config, prepared, rotations), rotations=rotations,
-                finetune=finetune, staged=staged, input_hashes=input_hashes,
+                program=program,
+                config=config,
+                ckpt=ckpt,
+                report=report,
+                breakdown=breakdown,
+                metadata=metadata,
+                progress=progress,
+                spinquant=spinquant_record(config, prepared, rotations),
+                rotations=rotations,
+                finetune=finetune,
+                staged=staged,
+                input_hashes=input_hashes,
             )
     finally:
         if staged is not None:
@@ -360,10 +218,3 @@ def _lower(config: ExportConfig, model, ckpt: Checkpoint, *, progress: Progress)
         del ep
         trim_heap()  # lowering's graph copies are gone; hand their heap pages back before serializing
     return program, metadata
-
-
-def quant_summary(config: ExportConfig) -> dict[str, str]:
-    q = config.quantization
-    return {"linear": q.linear.value + (f"/g{q.group_size}" if q.linear.value == "int4" else ""), "output": q.output.value,
-            "embedding": q.embedding.value, "rounding": q.rounding.value, "rotation": config.rotation.kind.value,
-            "dtype": config.dtype.value}

@@ -29,20 +29,23 @@ from edge.spinquant.fold import insert_online_hadamard
 
 
 def prequantized_report(ckpt: Checkpoint) -> QuantReport:
-    """The scheme a pre-quantized checkpoint brings, stated as `edge.quantize.describe` states its own."""
+    """The scheme a pre-quantized checkpoint brings, stated as `edge.quant.scheme.describe` states its own."""
     group_size = ckpt.prequantized_group_size
     params = json.loads((ckpt.path / "params.json").read_text())
     ours = "pre-quantized by the checkpoint"
     scheme = {
         "transformer_block_linears": f"{ours} (int4 groups of {group_size}): "
         f"8-bit dynamic per-token activations, int4 symmetric weights, groups of {group_size}",
-        "output_layer": f"{ours} (int8 per channel): 8-bit dynamic per-token activations, int8 symmetric weights, per channel",
+        "output_layer": f"{ours} (int8 per channel): "
+        "8-bit dynamic per-token activations, int8 symmetric weights, per channel",
         "embedding": f"{ours} (int8 per channel): int8 symmetric weights, per channel",
     }
     if is_rotated(params):
         scheme["down_proj_input"] = "SpinQuant's online Hadamard (R4), llama::fast_hadamard_transform"
     if (lora := prequantized_lora(params)) is not None:
-        scheme["lora_adapters"] = f"QLoRA adapters of rank {lora[0]}, scale {lora[1]:g}, kept in float32: 8da4w(x) + scale * B(A(x))"
+        scheme["lora_adapters"] = (
+            f"QLoRA adapters of rank {lora[0]}, scale {lora[1]:g}, kept in float32: 8da4w(x) + scale * B(A(x))"
+        )
     return QuantReport(scheme=scheme)
 
 
@@ -53,7 +56,9 @@ def load_prequantized_model(ckpt: Checkpoint, *, max_context: int, full_logits: 
     waits only until its `.scales` arrive, so at most one copy of the model exists.
     """
     if ckpt.prequantized_group_size is None:
-        raise EdgeError(f"{ckpt.path} is not pre-quantized (params.json has no quantization_args); use edge.checkpoint.load_model")
+        raise EdgeError(
+            f"{ckpt.path} is not pre-quantized (params.json has no quantization_args); use edge.checkpoint.load_model"
+        )
     with torch.device("meta"):
         model = Transformer(ckpt.args, max_context=max_context, full_logits=full_logits)
     pending: dict[str, dict[str, torch.Tensor]] = {}  # module name -> {"weight"/"scales": tensor}
@@ -77,7 +82,9 @@ def load_prequantized_model(ckpt: Checkpoint, *, max_context: int, full_logits: 
             module.weight = nn.Parameter(tensor.float(), requires_grad=False)
         elif kind == "zeros":
             if torch.count_nonzero(tensor):
-                raise EdgeError(f"{ckpt.path}: {name} holds non-zero zero points; only symmetric quantization is supported")
+                raise EdgeError(
+                    f"{ckpt.path}: {name} holds non-zero zero points; only symmetric quantization is supported"
+                )
         else:
             parts = pending.setdefault(stem, {})
             parts[kind] = tensor
@@ -118,8 +125,9 @@ def _assign(ckpt: Checkpoint, model: Transformer, stem: str, weight: torch.Tenso
     per_row = stem in ("embed_tokens", "lm_head")
     bits = WeightBits.INT8 if per_row else WeightBits.INT4
     try:
-        qweight = intx_tensor_from_integers(weight, scales.float(), bits=bits, embedding=isinstance(module, nn.Embedding),
-                                            bf16_scales=False)
+        qweight = intx_tensor_from_integers(
+            weight, scales.float(), bits=bits, embedding=isinstance(module, nn.Embedding), bf16_scales=False
+        )
     except EdgeError as e:
         raise EdgeError(f"{ckpt.path}: {stem}.weight: {e}") from None
     module.weight = nn.Parameter(qweight, requires_grad=False)

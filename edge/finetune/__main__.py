@@ -26,19 +26,26 @@ def build_parser() -> argparse.ArgumentParser:
     (`finetune.data` is --data, `finetune.qat.steps` is --qat-steps)."""
     from edge.config.finetune import STAGES, FinetuneConfig
 
-    p = argparse.ArgumentParser(prog="python -m edge.finetune",
-                                description="QAT + LoRA fine-tuning of a Llama 3.2 checkpoint with the export's own scheme.")
+    p = argparse.ArgumentParser(
+        prog="python -m edge.finetune",
+        description="QAT + LoRA fine-tuning of a Llama 3.2 checkpoint with the export's own scheme.",
+    )
     p.add_argument("config", nargs="?", default=None, help=f"config name or YAML path (default {DEFAULT_CONFIG})")
     p.add_argument("--config", dest="config_flag", metavar="FILE", help="the same as the positional CONFIG")
-    p.add_argument("--checkpoint", type=Path, help="the float checkpoint to fine-tune (default: the config's; "
-                   "fixture_* configs: the fixture)")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="the float checkpoint to fine-tune (default: the config's; fixture_* configs: the fixture)",
+    )
     p.add_argument("--device", choices=["cpu", "cuda"], help="where training runs (default cpu)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run into the same --output")
     p.add_argument("--force", action="store_true", help="replace an existing output folder (and any interrupted run)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     add_config_flags(p.add_argument_group("finetune"), FinetuneConfig, key="finetune")
     for stage, cls in STAGES.items():
-        add_config_flags(p.add_argument_group(f"finetune.{stage}"), cls, key=f"finetune{SEP}{stage}", flag_prefix=f"{stage}-")
+        add_config_flags(
+            p.add_argument_group(f"finetune.{stage}"), cls, key=f"finetune{SEP}{stage}", flag_prefix=f"{stage}-"
+        )
     return p
 
 
@@ -82,16 +89,25 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(config=name, overrides=overrides_from_args(ns))
         checkpoint = resolve_checkpoint(ns.checkpoint or config.checkpoint, config_name=name)
         dist = _dist()
-        out = run_finetune(config, checkpoint=checkpoint, resume=ns.resume, force=ns.force,
-                           progress=Progress(quiet=ns.quiet or not dist.main), dist=dist)
+        out = run_finetune(
+            config,
+            checkpoint=checkpoint,
+            resume=ns.resume,
+            force=ns.force,
+            progress=Progress(quiet=ns.quiet or not dist.main),
+            dist=dist,
+        )
         if dist.main:
             print(f"\nfine-tuned model in {out}/ ({', '.join(sorted(p.name for p in out.iterdir()))})")
             print(f"  export it: python -m edge.export {name} --checkpoint {out}")
         return 0
 
     try:
-        return run_cli(work, interrupted="interrupted; the last checkpoint (if any) is kept for --resume, no output was written",
-                       out_of_memory="out of memory while fine-tuning{where}; no output was written")
+        return run_cli(
+            work,
+            interrupted="interrupted; the last checkpoint (if any) is kept for --resume, no output was written",
+            out_of_memory="out of memory while fine-tuning{where}; no output was written",
+        )
     finally:
         if dist is not None and dist.world > 1:
             import torch.distributed as td

@@ -1,7 +1,7 @@
 """LoRA adapters beside a block's linears, unquantized, in training and in the program.
 
-In:  an `edge.model.Transformer` (float, fake-quantized by `edge.qat`, or quantized by
-     `edge.quantize`) and a `LoraSpec`, or adapter tensors from a file.
+In:  an `edge.model.Transformer` (float, fake-quantized by `edge.quant.qat`, or quantized by
+     `edge.quant.ptq`) and a `LoraSpec`, or adapter tensors from a file.
 Out: the same model with each target projection wrapped in `LoRALinear`:
 
        y = base(x) + scale * B(A(x))       A [r, in], B [out, r], scale = alpha / r
@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edge.core.errors import EdgeError
 from edge.config.finetune import LORA_TARGETS
+from edge.core.errors import EdgeError
 from edge.model import BLOCK_LINEARS, Transformer
 
 ADAPTERS_NAME = "adapter_model.safetensors"
@@ -123,12 +123,16 @@ def load_adapters(model: Transformer, tensors: dict[str, torch.Tensor], spec: Lo
         expected[f"{name}.adaptor.B.weight"] = (out_f, spec.rank)
     unknown = sorted(set(tensors) - set(expected))
     if unknown:
-        raise EdgeError(f"{source}: adapter {unknown[0]} does not belong to any target linear of this model ({len(unknown)} such)")
+        raise EdgeError(
+            f"{source}: adapter {unknown[0]} does not belong to any target linear of this model ({len(unknown)} such)"
+        )
     for key, shape in expected.items():
         if key not in tensors:
             raise EdgeError(f"{source}: adapter {key} is missing")
         if tuple(tensors[key].shape) != shape:
-            raise EdgeError(f"{source}: adapter {key} has shape {list(tensors[key].shape)}; this model needs {list(shape)}")
+            raise EdgeError(
+                f"{source}: adapter {key} has shape {list(tensors[key].shape)}; this model needs {list(shape)}"
+            )
         if not torch.isfinite(tensors[key].float()).all():
             raise EdgeError(f"{source}: adapter {key} holds non-finite values")
     targets = _targets(model, spec.targets)

@@ -21,17 +21,19 @@ import torch
 
 from edge.checkpoint import Checkpoint, CheckpointFormat
 from edge.config import ExportConfig
-from edge.finetune.data import TrainingData
-from edge.finetune.train import TrainState
-from edge.core.io import building_folder
-from edge.finetune.lora import ADAPTERS_NAME, LoraSpec, save_adapters
 from edge.core.fields import to_plain
+from edge.core.io import building_folder
+from edge.finetune.data import TrainingData
+from edge.finetune.lora import ADAPTERS_NAME, LoraSpec, save_adapters
+from edge.finetune.train import TrainState
 
 RECORD_NAME = "training.json"
 RECORD_VERSION = 1
 
 
-def split_state(state: dict[str, torch.Tensor], *, tied: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def split_state(
+    state: dict[str, torch.Tensor], *, tied: bool
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Trained model state -> (backbone in HF names, adapters in edge names)."""
     backbone, adapters = {}, {}
     for name, t in state.items():
@@ -57,16 +59,39 @@ def hf_config(ckpt: Checkpoint) -> dict:
     a = ckpt.args
     rope = None if a.rope_scaling is None else {"rope_type": "llama3", **dataclasses.asdict(a.rope_scaling)}
     return {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": a.dim, "num_hidden_layers": a.n_layers,
-        "num_attention_heads": a.n_heads, "num_key_value_heads": a.n_kv_heads, "head_dim": a.head_dim,
-        "intermediate_size": a.hidden_dim, "vocab_size": a.vocab_size, "rms_norm_eps": a.norm_eps, "rope_theta": a.rope_theta,
-        "rope_scaling": rope, "max_position_embeddings": a.max_position_embeddings, "tie_word_embeddings": a.tie_word_embeddings,
-        "bos_token_id": ckpt.bos_id, "eos_token_id": list(ckpt.eos_ids), "torch_dtype": "float32",
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": a.dim,
+        "num_hidden_layers": a.n_layers,
+        "num_attention_heads": a.n_heads,
+        "num_key_value_heads": a.n_kv_heads,
+        "head_dim": a.head_dim,
+        "intermediate_size": a.hidden_dim,
+        "vocab_size": a.vocab_size,
+        "rms_norm_eps": a.norm_eps,
+        "rope_theta": a.rope_theta,
+        "rope_scaling": rope,
+        "max_position_embeddings": a.max_position_embeddings,
+        "tie_word_embeddings": a.tie_word_embeddings,
+        "bos_token_id": ckpt.bos_id,
+        "eos_token_id": list(ckpt.eos_ids),
+        "torch_dtype": "float32",
     }
 
 
-def write_output(out: Path, *, state: dict[str, torch.Tensor], config: ExportConfig, ckpt: Checkpoint, data: TrainingData,
-                 train: TrainState, spec: LoraSpec | None, world: int, force: bool, data_path: Path) -> None:
+def write_output(
+    out: Path,
+    *,
+    state: dict[str, torch.Tensor],
+    config: ExportConfig,
+    ckpt: Checkpoint,
+    data: TrainingData,
+    train: TrainState,
+    spec: LoraSpec | None,
+    world: int,
+    force: bool,
+    data_path: Path,
+) -> None:
     """Everything above -> the output folder, all or nothing."""
     from safetensors.torch import save_file
 
@@ -92,16 +117,25 @@ def write_output(out: Path, *, state: dict[str, torch.Tensor], config: ExportCon
             "quantization": to_plain(dataclasses.asdict(config.quantization)),
             "fake_quant": ft.fake_quant,
             "source_checkpoint": str(ckpt.path),
-            "data": {"path": str(data_path), "sha256": data.sha256, "windows": int(data.tokens.shape[0]),
-                     "tokens": data.report.tokens, "trained_tokens": data.report.trained_tokens,
-                     "samples": data.report.samples, "used": data.report.used, "skipped": dict(data.report.skipped)},
+            "data": {
+                "path": str(data_path),
+                "sha256": data.sha256,
+                "windows": int(data.tokens.shape[0]),
+                "tokens": data.report.tokens,
+                "trained_tokens": data.report.trained_tokens,
+                "samples": data.report.samples,
+                "used": data.report.used,
+                "skipped": dict(data.report.skipped),
+            },
             "steps": {s: len(v) for s, v in train.losses.items()},
             "losses": train.losses,
             "grad_norms": train.grad_norms,
             "train_seconds": round(train.seconds, 1),
             "world_size": world,
             "device": config.device.value,
-            "lora": None if spec is None else {"rank": spec.rank, "alpha": spec.alpha, "scale": spec.scale, "targets": list(spec.targets)},
+            "lora": None
+            if spec is None
+            else {"rank": spec.rank, "alpha": spec.alpha, "scale": spec.scale, "targets": list(spec.targets)},
             "versions": versions(),
         }
         (tmp / RECORD_NAME).write_text(json.dumps(record, indent=1) + "\n")

@@ -77,8 +77,14 @@ def lr_at(step: int, *, steps: int, peak: float) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def masked_loss(model: Transformer, tokens: torch.Tensor, mask: torch.Tensor, *, denominator: int,
-                teacher: Transformer | None = None) -> tuple[torch.Tensor, float]:
+def masked_loss(
+    model: Transformer,
+    tokens: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    denominator: int,
+    teacher: Transformer | None = None,
+) -> tuple[torch.Tensor, float]:
     """Windows [B, L] -> (summed loss over the masked targets / denominator, that sum as a float).
 
     The loss per position is the cross-entropy of the next token, or with a `teacher` (the unquantized
@@ -125,12 +131,20 @@ def run_stage(
     ft = config.finetune
     spec = ft.qat if state.stage == "qat" else ft.lora
     params = trainable_for(model, state.stage)
-    opt = torch.optim.AdamW(params, lr=spec.learning_rate, betas=(0.9, 0.95), eps=1e-8,
-                            weight_decay=getattr(spec, "weight_decay", 0.0), foreach=False)
+    opt = torch.optim.AdamW(
+        params,
+        lr=spec.learning_rate,
+        betas=(0.9, 0.95),
+        eps=1e-8,
+        weight_decay=getattr(spec, "weight_decay", 0.0),
+        foreach=False,
+    )
     if load_optimizer is not None:
         load_optimizer(opt)
     if spec.batch_size % dist.world:
-        raise EdgeError(f"finetune.{state.stage}.batch_size {spec.batch_size} does not split over {dist.world} processes")
+        raise EdgeError(
+            f"finetune.{state.stage}.batch_size {spec.batch_size} does not split over {dist.world} processes"
+        )
     n = data.tokens.shape[0]
     started, start_step = time.monotonic(), state.step
     while state.step < spec.steps:
@@ -141,8 +155,9 @@ def run_stage(
         for group in opt.param_groups:
             group["lr"] = lr_at(state.step, steps=spec.steps, peak=spec.learning_rate)
         # FSDP averages gradients over ranks, so each rank's share of the sum is scaled by the world size.
-        loss, total = masked_loss(model, tokens[share].to(device), mask[share].to(device), denominator=denominator,
-                                  teacher=teacher)
+        loss, total = masked_loss(
+            model, tokens[share].to(device), mask[share].to(device), denominator=denominator, teacher=teacher
+        )
         (loss * dist.world).backward()
         norm = torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=False)
         state.grad_norms[state.stage].append(float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm))
@@ -161,8 +176,10 @@ def run_stage(
             tok_s = done * tokens.numel() / max(elapsed, 1e-9)
             eta = (spec.steps - state.step) * elapsed / max(done, 1)
             bar = "#" * int(30 * state.step / spec.steps)
-            report(f"{state.stage:<4} [{bar:<30}] {state.step}/{spec.steps} loss {state.losses[state.stage][-1]:.4f} "
-                   f"lr {opt.param_groups[0]['lr']:.2e} {tok_s:,.0f} tok/s ETA {eta:.0f}s")
+            report(
+                f"{state.stage:<4} [{bar:<30}] {state.step}/{spec.steps} loss {state.losses[state.stage][-1]:.4f} "
+                f"lr {opt.param_groups[0]['lr']:.2e} {tok_s:,.0f} tok/s ETA {eta:.0f}s"
+            )
         if ft.checkpoint_every and state.step % ft.checkpoint_every == 0 and state.step < spec.steps:
             state.seconds += time.monotonic() - started
             started, start_step = time.monotonic(), state.step

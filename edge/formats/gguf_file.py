@@ -7,7 +7,7 @@ Out: model.gguf (written with the `gguf` package):
                             fp16 (the format's block scale; the .pte keeps it fp32): within 2^-11
        norms             -> F32; the llama3 rope scaling as rope_freqs.weight (llama.cpp's layout)
      q/k rows are permuted into llama.cpp's interleaved rope order, as convert_hf_to_gguf.py does.
-     edge rounds every int4 group scale to bf16 (`edge.quantize.bf16_exact`, as XNNPACK stores them),
+     edge rounds every int4 group scale to bf16 (`edge.quant.scheme.bf16_exact`, as XNNPACK stores them),
      and fp16 holds any bf16 value between 2^-14 and 65504 exactly, so the Q4_0 weights are the .pte's
      bit for bit; a group scale outside that range is refused rather than rounded.
 """
@@ -31,8 +31,10 @@ def _fp16_exact(scales: np.ndarray, name: str) -> np.ndarray:
     half = scales.astype(np.float16)
     if not np.array_equal(half.astype(np.float32), scales):
         bad = scales[half.astype(np.float32) != scales]
-        raise EdgeError(f"gguf: {name} has scales fp16 cannot hold exactly (e.g. {float(bad.flat[0]):.3g}); "
-                        "llama.cpp's Q4_0/Q8_0 blocks store fp16 scales")
+        raise EdgeError(
+            f"gguf: {name} has scales fp16 cannot hold exactly (e.g. {float(bad.flat[0]):.3g}); "
+            "llama.cpp's Q4_0/Q8_0 blocks store fp16 scales"
+        )
     return half
 
 
@@ -62,6 +64,7 @@ def q8_0_blocks(w: Weight) -> np.ndarray:
 
 def _permute_rows(w: Weight, n_head: int) -> Weight:
     """HF's rotate_half q/k row order -> llama.cpp's interleaved pairs (LlamaModel.permute)."""
+
     def p(a: np.ndarray) -> np.ndarray:
         return a.reshape(n_head, 2, a.shape[0] // n_head // 2, *a.shape[1:]).swapaxes(1, 2).reshape(a.shape)
 
@@ -91,7 +94,9 @@ def _tokenizer(writer, checkpoint_dir: Path, *, vocab_size: int, bos_id: int, eo
         model = tok["model"]
         assert model["type"] == "BPE"
     except (OSError, ValueError, KeyError, AssertionError):
-        raise EdgeError(f"gguf: {path} is missing or not a BPE tokenizer.json; llama.cpp's vocabulary is made from one") from None
+        raise EdgeError(
+            f"gguf: {path} is missing or not a BPE tokenizer.json; llama.cpp's vocabulary is made from one"
+        ) from None
     tokens = [f"[PAD{i}]" for i in range(vocab_size)]
     types = [5] * vocab_size  # UNUSED until named
     for text, i in model["vocab"].items():
@@ -99,7 +104,10 @@ def _tokenizer(writer, checkpoint_dir: Path, *, vocab_size: int, bos_id: int, eo
             tokens[i], types[i] = text, 1  # NORMAL
     for added in tok.get("added_tokens", []):
         if added["id"] < vocab_size:
-            tokens[added["id"]], types[added["id"]] = added["content"], 3 if added.get("special") else 4  # CONTROL / USER_DEFINED
+            tokens[added["id"]], types[added["id"]] = (
+                added["content"],
+                3 if added.get("special") else 4,
+            )  # CONTROL / USER_DEFINED
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(_pre_tokenizer(tok))
@@ -111,8 +119,10 @@ def _tokenizer(writer, checkpoint_dir: Path, *, vocab_size: int, bos_id: int, eo
     writer.add_add_bos_token(True)
 
 
-LLAMA3_SPLIT = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
-                "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
+LLAMA3_SPLIT = (
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+)
 
 
 def _pre_tokenizer(tok: dict) -> str:
@@ -124,11 +134,15 @@ def _pre_tokenizer(tok: dict) -> str:
         return "llama-bpe"
     if any(p.get("type") == "ByteLevel" and p.get("use_regex", True) for p in parts):
         return "gpt-2"
-    raise EdgeError("gguf: the tokenizer's pre-tokenizer is neither Llama 3's nor GPT-2's byte-level BPE; "
-                    "llama.cpp would split text differently")
+    raise EdgeError(
+        "gguf: the tokenizer's pre-tokenizer is neither Llama 3's nor GPT-2's byte-level BPE; "
+        "llama.cpp would split text differently"
+    )
 
 
-def write_gguf(model: Transformer, path: Path, *, checkpoint_dir: Path, context: int, bos_id: int, eos_ids: list[int]) -> int:
+def write_gguf(
+    model: Transformer, path: Path, *, checkpoint_dir: Path, context: int, bos_id: int, eos_ids: list[int]
+) -> int:
     """Quantized Transformer -> GGUF file at `path`; bytes written."""
     import gguf
 
@@ -155,8 +169,15 @@ def write_gguf(model: Transformer, path: Path, *, checkpoint_dir: Path, context:
         base = 1.0 / (a.rope_theta ** (np.arange(0, a.head_dim, 2, dtype=np.float32) / a.head_dim))
         writer.add_tensor("rope_freqs.weight", (base / rope_inverse_frequencies(a).numpy()).astype(np.float32))
     _add(writer, "token_embd.weight", weight_of(model.embed_tokens, "embed_tokens"))
-    names = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-             "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    names = {
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+    }
     for i, layer in enumerate(model.layers):
         writer.add_tensor(f"blk.{i}.attn_norm.weight", layer.input_layernorm.weight.detach().float().numpy())
         writer.add_tensor(f"blk.{i}.ffn_norm.weight", layer.post_attention_layernorm.weight.detach().float().numpy())

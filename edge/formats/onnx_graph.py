@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.formats.weights import Weight, check_mappable, weight_of
-from edge.model import Transformer, rope_inverse_frequencies
+from edge.model import ModelArgs, Transformer, TransformerBlock, rope_inverse_frequencies
 
 ONNX_NAME = "model.onnx"
 IR_VERSION = 10  # onnx 1.23 would write 14, which ONNX Runtime 1.31/1.32 refuse
@@ -74,8 +74,15 @@ def _matmul(g: _Graph, x: str, w: Weight, name: str) -> str:
     if w.bits == 4:  # two codes per byte, the first in the low nibble
         codes = codes[..., 0::2] | (codes[..., 1::2] << 4)
     return g.node(
-        "MatMulNBits", [x, g.const(f"{name}.qweight", codes), g.const(f"{name}.scales", scales.astype(np.float32))], name,
-        domain="com.microsoft", K=k, N=n, bits=w.bits, block_size=block, accuracy_level=4,
+        "MatMulNBits",
+        [x, g.const(f"{name}.qweight", codes), g.const(f"{name}.scales", scales.astype(np.float32))],
+        name,
+        domain="com.microsoft",
+        K=k,
+        N=n,
+        bits=w.bits,
+        block_size=block,
+        accuracy_level=4,
     )[0]
 
 
@@ -92,8 +99,94 @@ def _embedding(g: _Graph, ids: str, w: Weight) -> str:
         return rows
     if w.scales.shape[1] != 1:
         raise ValueError("the embedding has one scale per row")
-    scale = g.node("Gather", [g.const("embed_tokens.scales", w.scales.astype(np.float32)), ids], "/embed/scale", axis=0)[0]
+    scale = g.node(
+        "Gather", [g.const("embed_tokens.scales", w.scales.astype(np.float32)), ids], "/embed/scale", axis=0
+    )[0]
     return g.node("Mul", [g.node("Cast", [rows], "/embed/cast", to=1)[0], scale], "/embed/mul")[0]  # [B,S,D] * [B,S,1]
+
+
+def _attention_inputs(g: _Graph, a: ModelArgs, *, context: int) -> tuple[str, str, str, str]:
+    """Model args, context -> GroupQueryAttention's shared inputs (seqlens_k, total length, cos cache, sin cache)."""
+    from onnx import TensorProto
+
+    # GroupQueryAttention's inputs from the mask: seqlens_k = tokens so far - 1, total = mask length.
+    one = g.const("/const/one", np.array([1], dtype=np.int64))
+    total = g.node("ReduceSum", ["attention_mask", one], "/mask/sum", keepdims=0)[0]
+    seqlens_k = g.node("Cast", [g.node("Sub", [total, one], "/mask/sub")[0]], "/mask/seqlens_k", to=TensorProto.INT32)[
+        0
+    ]
+    shape = g.node("Shape", ["attention_mask"], "/mask/shape")[0]
+    total_len = g.node("Gather", [shape, g.const("/const/axis1", np.array(1, dtype=np.int64))], "/mask/total", axis=0)[
+        0
+    ]
+    total_len = g.node("Cast", [total_len], "/mask/total_int32", to=TensorProto.INT32)[0]
+    freqs = np.outer(
+        np.arange(context, dtype=np.float32), rope_inverse_frequencies(a).numpy()
+    )  # [T, Dh/2], llama3 scaling
+    cos = g.const("/rope/cos_cache", np.cos(freqs).astype(np.float32))
+    sin = g.const("/rope/sin_cache", np.sin(freqs).astype(np.float32))
+    return seqlens_k, total_len, cos, sin
+
+
+def _layer(
+    g: _Graph, x: str, layer: TransformerBlock, i: int, a: ModelArgs, attn: tuple[str, str, str, str]
+) -> tuple[str, list, list]:
+    """Hidden state, decoder layer i -> (hidden state after it, its past KV graph inputs, its present KV outputs)."""
+    from onnx import TensorProto, helper
+
+    seqlens_k, total_len, cos, sin = attn
+    kv_shape = ["batch_size", a.n_kv_heads, "past_sequence_length", a.head_dim]
+    p = f"layers.{i}"
+    att = layer.self_attn
+    h = _norm(g, x, layer.input_layernorm.weight, layer.input_layernorm.eps, f"{p}.input_layernorm")
+    q, k, v = (
+        _matmul(g, h, weight_of(getattr(att, n), f"{p}.self_attn.{n}"), f"{p}.self_attn.{n}")
+        for n in ("q_proj", "k_proj", "v_proj")
+    )
+    past_k, past_v = f"past_key_values.{i}.key", f"past_key_values.{i}.value"
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, kv_shape) for n in (past_k, past_v)]
+    gqa = f"{p}.self_attn.gqa"
+    g.nodes.append(
+        helper.make_node(
+            "GroupQueryAttention",
+            [q, k, v, past_k, past_v, seqlens_k, total_len, cos, sin],
+            [f"{gqa}/out0", f"present.{i}.key", f"present.{i}.value"],
+            name=gqa,
+            domain="com.microsoft",
+            num_heads=a.n_heads,
+            kv_num_heads=a.n_kv_heads,
+            scale=1.0 / math.sqrt(a.head_dim),
+            do_rotary=1,
+            rotary_interleaved=0,
+        )
+    )
+    outputs = [
+        helper.make_tensor_value_info(
+            f"present.{i}.{n}", TensorProto.FLOAT, ["batch_size", a.n_kv_heads, "total_sequence_length", a.head_dim]
+        )
+        for n in ("key", "value")
+    ]
+    o = _matmul(g, f"{gqa}/out0", weight_of(att.o_proj, f"{p}.self_attn.o_proj"), f"{p}.self_attn.o_proj")
+    x = g.node("Add", [x, o], f"{p}/attn_residual")[0]
+    h = _norm(
+        g,
+        x,
+        layer.post_attention_layernorm.weight,
+        layer.post_attention_layernorm.eps,
+        f"{p}.post_attention_layernorm",
+    )
+    mlp = layer.mlp
+    gate = _matmul(g, h, weight_of(mlp.gate_proj, f"{p}.mlp.gate_proj"), f"{p}.mlp.gate_proj")
+    up = _matmul(g, h, weight_of(mlp.up_proj, f"{p}.mlp.up_proj"), f"{p}.mlp.up_proj")
+    silu = g.node("Mul", [gate, g.node("Sigmoid", [gate], f"{p}.mlp.sigmoid")[0]], f"{p}.mlp.silu")[0]
+    down = _matmul(
+        g,
+        g.node("Mul", [silu, up], f"{p}.mlp.gated")[0],
+        weight_of(mlp.down_proj, f"{p}.mlp.down_proj"),
+        f"{p}.mlp.down_proj",
+    )
+    x = g.node("Add", [x, down], f"{p}/mlp_residual")[0]
+    return x, inputs, outputs
 
 
 def build_model(model: Transformer, *, context: int):
@@ -103,56 +196,30 @@ def build_model(model: Transformer, *, context: int):
     check_mappable(model, target="onnx")
     a = model.args
     g = _Graph()
-    kv_shape = ["batch_size", a.n_kv_heads, "past_sequence_length", a.head_dim]
     inputs = [
         helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch_size", "total_sequence_length"]),
     ]
-    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch_size", "sequence_length", a.vocab_size])]
-
-    # GroupQueryAttention's inputs from the mask: seqlens_k = tokens so far - 1, total = mask length.
-    one = g.const("/const/one", np.array([1], dtype=np.int64))
-    total = g.node("ReduceSum", ["attention_mask", one], "/mask/sum", keepdims=0)[0]
-    seqlens_k = g.node("Cast", [g.node("Sub", [total, one], "/mask/sub")[0]], "/mask/seqlens_k", to=TensorProto.INT32)[0]
-    shape = g.node("Shape", ["attention_mask"], "/mask/shape")[0]
-    total_len = g.node("Gather", [shape, g.const("/const/axis1", np.array(1, dtype=np.int64))], "/mask/total", axis=0)[0]
-    total_len = g.node("Cast", [total_len], "/mask/total_int32", to=TensorProto.INT32)[0]
-    freqs = np.outer(np.arange(context, dtype=np.float32), rope_inverse_frequencies(a).numpy())  # [T, Dh/2], llama3 scaling
-    cos = g.const("/rope/cos_cache", np.cos(freqs).astype(np.float32))
-    sin = g.const("/rope/sin_cache", np.sin(freqs).astype(np.float32))
+    outputs = [
+        helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch_size", "sequence_length", a.vocab_size])
+    ]
+    attn = _attention_inputs(g, a, context=context)
 
     x = _embedding(g, "input_ids", weight_of(model.embed_tokens, "embed_tokens"))
     for i, layer in enumerate(model.layers):
-        p = f"layers.{i}"
-        att = layer.self_attn
-        h = _norm(g, x, layer.input_layernorm.weight, layer.input_layernorm.eps, f"{p}.input_layernorm")
-        q, k, v = (_matmul(g, h, weight_of(getattr(att, n), f"{p}.self_attn.{n}"), f"{p}.self_attn.{n}") for n in ("q_proj", "k_proj", "v_proj"))
-        past_k, past_v = f"past_key_values.{i}.key", f"past_key_values.{i}.value"
-        inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, kv_shape) for n in (past_k, past_v)]
-        gqa = f"{p}.self_attn.gqa"
-        g.nodes.append(helper.make_node(
-            "GroupQueryAttention", [q, k, v, past_k, past_v, seqlens_k, total_len, cos, sin],
-            [f"{gqa}/out0", f"present.{i}.key", f"present.{i}.value"], name=gqa, domain="com.microsoft",
-            num_heads=a.n_heads, kv_num_heads=a.n_kv_heads, scale=1.0 / math.sqrt(a.head_dim), do_rotary=1, rotary_interleaved=0,
-        ))
-        outputs += [helper.make_tensor_value_info(f"present.{i}.{n}", TensorProto.FLOAT,
-                                                  ["batch_size", a.n_kv_heads, "total_sequence_length", a.head_dim]) for n in ("key", "value")]
-        o = _matmul(g, f"{gqa}/out0", weight_of(att.o_proj, f"{p}.self_attn.o_proj"), f"{p}.self_attn.o_proj")
-        x = g.node("Add", [x, o], f"{p}/attn_residual")[0]
-        h = _norm(g, x, layer.post_attention_layernorm.weight, layer.post_attention_layernorm.eps, f"{p}.post_attention_layernorm")
-        mlp = layer.mlp
-        gate = _matmul(g, h, weight_of(mlp.gate_proj, f"{p}.mlp.gate_proj"), f"{p}.mlp.gate_proj")
-        up = _matmul(g, h, weight_of(mlp.up_proj, f"{p}.mlp.up_proj"), f"{p}.mlp.up_proj")
-        silu = g.node("Mul", [gate, g.node("Sigmoid", [gate], f"{p}.mlp.sigmoid")[0]], f"{p}.mlp.silu")[0]
-        down = _matmul(g, g.node("Mul", [silu, up], f"{p}.mlp.gated")[0], weight_of(mlp.down_proj, f"{p}.mlp.down_proj"), f"{p}.mlp.down_proj")
-        x = g.node("Add", [x, down], f"{p}/mlp_residual")[0]
+        x, past, present = _layer(g, x, layer, i, a, attn)
+        inputs += past
+        outputs += present
     x = _norm(g, x, model.norm.weight, model.norm.eps, "norm")
     logits = _matmul(g, x, weight_of(model.lm_head, "lm_head"), "lm_head")
     g.nodes.append(helper.make_node("Identity", [logits], ["logits"], name="/logits"))
 
     graph = helper.make_graph(g.nodes, "edge_llama", inputs, outputs, initializer=g.inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)],
-                              producer_name="edge")
+    proto = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)],
+        producer_name="edge",
+    )
     proto.ir_version = IR_VERSION
     return proto
 
@@ -169,9 +236,17 @@ def genai_config(model: Transformer, *, context: int, bos_id: int, eos_ids: list
                 "filename": ONNX_NAME,
                 "head_size": a.head_dim,
                 "hidden_size": a.dim,
-                "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask",
-                           "past_key_names": "past_key_values.%d.key", "past_value_names": "past_key_values.%d.value"},
-                "outputs": {"logits": "logits", "present_key_names": "present.%d.key", "present_value_names": "present.%d.value"},
+                "inputs": {
+                    "input_ids": "input_ids",
+                    "attention_mask": "attention_mask",
+                    "past_key_names": "past_key_values.%d.key",
+                    "past_value_names": "past_key_values.%d.value",
+                },
+                "outputs": {
+                    "logits": "logits",
+                    "present_key_names": "present.%d.key",
+                    "present_value_names": "present.%d.value",
+                },
                 "num_attention_heads": a.n_heads,
                 "num_hidden_layers": a.n_layers,
                 "num_key_value_heads": a.n_kv_heads,
@@ -182,10 +257,20 @@ def genai_config(model: Transformer, *, context: int, bos_id: int, eos_ids: list
             "vocab_size": a.vocab_size,
         },
         "search": {
-            "diversity_penalty": 0.0, "do_sample": False, "early_stopping": True, "length_penalty": 1.0,
-            "max_length": context, "min_length": 0, "no_repeat_ngram_size": 0, "num_beams": 1,
-            "num_return_sequences": 1, "past_present_share_buffer": True, "repetition_penalty": 1.0,
-            "temperature": 1.0, "top_k": 1, "top_p": 1.0,
+            "diversity_penalty": 0.0,
+            "do_sample": False,
+            "early_stopping": True,
+            "length_penalty": 1.0,
+            "max_length": context,
+            "min_length": 0,
+            "no_repeat_ngram_size": 0,
+            "num_beams": 1,
+            "num_return_sequences": 1,
+            "past_present_share_buffer": True,
+            "repetition_penalty": 1.0,
+            "temperature": 1.0,
+            "top_k": 1,
+            "top_p": 1.0,
         },
     }
 
@@ -193,23 +278,42 @@ def genai_config(model: Transformer, *, context: int, bos_id: int, eos_ids: list
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def write_onnx_folder(model: Transformer, folder: Path, *, checkpoint_dir: Path, context: int, bos_id: int,
-                      eos_ids: list[int]) -> int:
-    """Quantized Transformer -> folder/{model.onnx, model.onnx.data, genai_config.json, tokenizer files}; bytes written."""
+def write_onnx_folder(
+    model: Transformer, folder: Path, *, checkpoint_dir: Path, context: int, bos_id: int, eos_ids: list[int]
+) -> int:
+    """Quantized Transformer -> folder/{model.onnx, model.onnx.data, genai_config.json, tokenizer files}; bytes
+    written."""
     import onnx
 
     folder.mkdir(parents=True, exist_ok=True)
     proto = build_model(model, context=context)
-    onnx.save_model(proto, str(folder / ONNX_NAME), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=ONNX_NAME + ".data", size_threshold=1024)
-    (folder / (ONNX_NAME + ".data")).chmod(0o644)  # onnx creates it owner-only; the folder is meant to be copied to phones
-    (folder / "genai_config.json").write_text(json.dumps(genai_config(model, context=context, bos_id=bos_id, eos_ids=eos_ids), indent=2) + "\n")
+    onnx.save_model(
+        proto,
+        str(folder / ONNX_NAME),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=ONNX_NAME + ".data",
+        size_threshold=1024,
+    )
+    (folder / (ONNX_NAME + ".data")).chmod(
+        0o644
+    )  # onnx creates it owner-only; the folder is meant to be copied to phones
+    (folder / "genai_config.json").write_text(
+        json.dumps(genai_config(model, context=context, bos_id=bos_id, eos_ids=eos_ids), indent=2) + "\n"
+    )
     for name in TOKENIZER_FILES:
         if (checkpoint_dir / name).is_file():
             shutil.copyfile(checkpoint_dir / name, folder / name)
     if not (folder / "tokenizer_config.json").is_file():  # onnxruntime-genai refuses a tokenizer without one
-        vocab = {t["id"]: t["content"] for t in json.loads((folder / "tokenizer.json").read_text()).get("added_tokens", [])}
-        config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": vocab.get(bos_id), "eos_token": vocab.get(eos_ids[0]),
-                  "clean_up_tokenization_spaces": False, "model_max_length": context}
+        vocab = {
+            t["id"]: t["content"] for t in json.loads((folder / "tokenizer.json").read_text()).get("added_tokens", [])
+        }
+        config = {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "bos_token": vocab.get(bos_id),
+            "eos_token": vocab.get(eos_ids[0]),
+            "clean_up_tokenization_spaces": False,
+            "model_max_length": context,
+        }
         (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
     return sum(p.stat().st_size for p in folder.iterdir())

@@ -41,7 +41,7 @@ class Weight:
 
 
 def weight_of(module: nn.Module, name: str) -> Weight:
-    """nn.Linear / nn.Embedding (quantized by edge.quantize, or float) -> Weight."""
+    """nn.Linear / nn.Embedding (quantized by edge.quant.ptq, or float) -> Weight."""
     w = module.weight
     qdata = getattr(w, "qdata", None)
     if qdata is None:
@@ -56,8 +56,12 @@ def weight_of(module: nn.Module, name: str) -> Weight:
 def check_mappable(model: Transformer, *, target: str) -> None:
     """Raise EdgeError when the model holds something `target` (onnx, gguf) has no mapping for."""
     if any(isinstance(m, OnlineHadamard) for m in model.modules()):
-        raise EdgeError(f"{target}: SpinQuant's online Hadamard (R4) has no {target} mapping here; "
-                        "export with rotation.online_hadamard: false (R1/R2 live in the weights and map as they are)")
+        raise EdgeError(
+            f"{target}: SpinQuant's online Hadamard (R4) has no {target} mapping here; "
+            "export with rotation.online_hadamard: false (R1/R2 live in the weights and map as they are)"
+        )
     if any(".adaptor." in n for n, _ in model.named_parameters()):
-        raise EdgeError(f"{target}: LoRA adapters kept beside the int4 weights have no {target} mapping; "
-                        "export with finetune.adapters: merge")
+        raise EdgeError(
+            f"{target}: LoRA adapters kept beside the int4 weights have no {target} mapping; "
+            "export with finetune.adapters: merge"
+        )

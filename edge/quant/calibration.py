@@ -39,7 +39,9 @@ def read_text(path: Path) -> str:
         raise EdgeError(f"cannot read calibration text {path}: {e}") from None
 
 
-def load_calibration(*, path: Path, tokenizer_path: Path, bos_id: int, seq_len: int, samples: int, vocab_size: int) -> Calibration:
+def load_calibration(
+    *, path: Path, tokenizer_path: Path, bos_id: int, seq_len: int, samples: int, vocab_size: int
+) -> Calibration:
     """Text file -> `samples` windows of `seq_len` tokens, or EdgeError saying how many fit."""
 
     text = read_text(path)
@@ -55,6 +57,9 @@ def load_calibration(*, path: Path, tokenizer_path: Path, bos_id: int, seq_len: 
         )
     body = torch.tensor(ids[: samples * per], dtype=torch.int64).view(samples, per)
     if int(body.max()) >= vocab_size or bos_id >= vocab_size:
-        raise EdgeError(f"the tokenizer gives ids up to {max(int(body.max()), bos_id)}, outside the model's vocabulary of {vocab_size}")
+        raise EdgeError(
+            f"the tokenizer gives ids up to {max(int(body.max()), bos_id)}, "
+            f"outside the model's vocabulary of {vocab_size}"
+        )
     tokens = torch.cat((torch.full((samples, 1), bos_id, dtype=torch.int64), body), dim=1)
     return Calibration(tokens=tokens, text_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())

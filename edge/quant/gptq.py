@@ -14,7 +14,7 @@ Scale convention (stated, and what the integers mean): scale = c * max|w| / 7 pe
 per row and group by minimising sum |q - w|^2.4 over c in {1.00, 0.99, ..., 0.21}
 (SpinQuant's MSE clipping search). torchao's round-to-nearest uses max/7.5 instead;
 either way the result is handed to torchao as its own `IntxUnpackedToInt8Tensor`
-(`edge.quantize.intx_tensor_from_integers`), so lowering is unchanged.
+(`edge.quant.scheme.intx_tensor_from_integers`), so lowering is unchanged.
 
 Float targets (`gptq.float_targets`: the "asymmetric calibration" of GPTQv2/GPTAQ, Li et al., ICML
 2025, github.com/Intelligent-Computing-Lab-Yale/GPTAQ; here as a closed-form least-squares step
@@ -52,7 +52,7 @@ QMIN, QMAX = -8, 7
 def choose_scales(w: torch.Tensor, *, grid: int = 100, max_shrink: float = 0.8, norm: float = 2.4) -> torch.Tensor:
     """w [out, g] (one group per row) -> scale [out]: c * max|w| / 7, c by the MSE clipping search.
 
-    Candidates are rounded to bf16 before the search (`edge.quantize.bf16_exact`: the value XNNPACK
+    Candidates are rounded to bf16 before the search (`edge.quant.scheme.bf16_exact`: the value XNNPACK
     stores), so the integers are chosen against the scale the program computes with. One candidate at a
     time with a running minimum (the first of equal errors wins, as argmin's does): the [out, g] temporaries
     stay in cache, 3.5x faster at the 1B shape than all candidates in one [P, out, g] tensor.
@@ -73,7 +73,13 @@ def choose_scales(w: torch.Tensor, *, grid: int = 100, max_shrink: float = 0.8, 
 
 
 def gptq_quantize(
-    w: torch.Tensor, hessian: torch.Tensor, *, group_size: int, damp: float, block_size: int = 128, act_order: bool = False
+    w: torch.Tensor,
+    hessian: torch.Tensor,
+    *,
+    group_size: int,
+    damp: float,
+    block_size: int = 128,
+    act_order: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """W [out, in] float, H [in, in] -> (integers [out, in] int8, scales [out, in/g] fp32, dequantized W [out, in]).
 
@@ -219,7 +225,9 @@ def _forward_until_stop(block: nn.Module, x: torch.Tensor, cos: torch.Tensor, si
         return None
 
 
-def run_block(block: nn.Module, inputs: torch.Tensor, *, cos: torch.Tensor, sin: torch.Tensor, batch: int) -> torch.Tensor:
+def run_block(
+    block: nn.Module, inputs: torch.Tensor, *, cos: torch.Tensor, sin: torch.Tensor, batch: int
+) -> torch.Tensor:
     """inputs [N, S, D] -> block outputs [N, S, D], `batch` windows at a time, no grad."""
     outs = []
     with torch.no_grad():
@@ -299,7 +307,9 @@ def gptq_block(
     return outputs, torch.cat(float_outputs) if reference is not None else None
 
 
-def output_correction(norm: nn.Module, x: torch.Tensor, x_float: torch.Tensor, *, damp: float, batch: int = 8) -> torch.Tensor:
+def output_correction(
+    norm: nn.Module, x: torch.Tensor, x_float: torch.Tensor, *, damp: float, batch: int = 8
+) -> torch.Tensor:
     """The last block's outputs in the quantized and the float model [N, S, D] -> M [D, D] float64.
 
     The output layer's rows times (I + M) map the quantized model's final hidden states (through

@@ -4,9 +4,9 @@ In:  an `edge.model.Transformer` with float weights and the `QuantizationConfig`
      exported with.
 Out: `prepare_qat`: the same model with torchao fake quantizers (`QATConfig(base, step="prepare")`)
      on every layer kind the scheme quantizes; `convert_qat`: the trained model quantized by
-     `QATConfig(base, step="convert")`, i.e. exactly what `edge.quantize` produces at export.
+     `QATConfig(base, step="convert")`, i.e. exactly what `edge.quant.ptq` produces at export.
 
-The base configs are `edge.quantize.scheme_config`'s, so training and export cannot drift
+The base configs are `edge.quant.scheme.scheme_config`'s, so training and export cannot drift
 apart in the scheme. torchao does not check that convert chooses scales the way the fake
 quantizer did (optimum-executorch#226: HQQ scales at export, min/max in training), so
 `check_scale_agreement` does, on a probe weight, before any training starts.
@@ -62,7 +62,8 @@ def check_scale_agreement(config, *, embedding: bool, group_size: int = 32) -> N
     if not torch.equal(wq_train, wq_export) or not torch.allclose(trained, exported, rtol=0, atol=1e-5):
         raise EdgeError(
             f"{type(config).__name__}: torchao's QAT fake quantizer and its convert step choose different scales "
-            f"(weights differ by up to {float((wq_train - wq_export).abs().max()):.3g}); training would not match the export"
+            f"(weights differ by up to {float((wq_train - wq_export).abs().max()):.3g}); "
+            "training would not match the export"
         )
 
 
@@ -81,8 +82,11 @@ def prepare_qat(model: Transformer, quant: QuantizationConfig) -> list[LayerKind
             continue
         check_scale_agreement(config, embedding=kind is LayerKind.EMBEDDING, group_size=quant.group_size)
         cls = nn.Embedding if kind is LayerKind.EMBEDDING else nn.Linear
-        quantize_(model, QATConfig(config, step="prepare"),
-                  filter_fn=lambda m, fqn, cls=cls, kind=kind: type(m) is cls and _is_kind(kind, fqn))
+        quantize_(
+            model,
+            QATConfig(config, step="prepare"),
+            filter_fn=lambda m, fqn, cls=cls, kind=kind: type(m) is cls and _is_kind(kind, fqn),
+        )
         prepared.append(kind)
     return prepared
 
@@ -101,6 +105,8 @@ def convert_qat(model: Transformer, quant: QuantizationConfig) -> None:
         if config is None:
             continue
         cls = FakeQuantizedEmbedding if kind is LayerKind.EMBEDDING else FakeQuantizedLinear
-        quantize_(model, QATConfig(config, step="convert"),
-                  filter_fn=lambda m, fqn, cls=cls, kind=kind: isinstance(m, cls) and _is_kind(kind, fqn))
-
+        quantize_(
+            model,
+            QATConfig(config, step="convert"),
+            filter_fn=lambda m, fqn, cls=cls, kind=kind: isinstance(m, cls) and _is_kind(kind, fqn),
+        )

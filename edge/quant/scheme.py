@@ -66,7 +66,7 @@ def snr_db(signal: float, noise: float) -> float:
     return float(10 * torch.log10(torch.tensor(signal / max(noise, 1e-30))))
 
 
-def _linear_config(bits: WeightBits, group_size: int | None):
+def linear_config(bits: WeightBits, group_size: int | None):
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, PerAxis, PerGroup
 
     granularity = PerAxis(0) if group_size is None else PerGroup(group_size)
@@ -84,16 +84,16 @@ def scheme_config(quant: QuantizationConfig, kind: LayerKind):
     """The scheme table: (QuantizationConfig, layer kind) -> torchao base config, None for float.
 
     The one place the scheme becomes torchao configs: PTQ (`quantize_model`), QAT
-    (`edge.qat`, which derives its fake quantizers from these same configs) and the
+    (`edge.quant.qat`, which derives its fake quantizers from these same configs) and the
     manifest (`describe`) all read it. Scales are chosen by torchao's default min/max
-    algorithm, the one its QAT fake quantizers use (`edge.qat.check_scale_agreement`).
+    algorithm, the one its QAT fake quantizers use (`edge.quant.qat.check_scale_agreement`).
     """
     if kind is LayerKind.EMBEDDING:
         return None if quant.embedding is WeightBits.NONE else _embedding_config()
     bits = quant.linear if kind is LayerKind.BLOCK_LINEAR else quant.output
     if bits is WeightBits.NONE:
         return None
-    return _linear_config(bits, quant.group_size if bits is WeightBits.INT4 else None)
+    return linear_config(bits, quant.group_size if bits is WeightBits.INT4 else None)
 
 
 def intx_tensor_from_integers(
@@ -111,7 +111,9 @@ def intx_tensor_from_integers(
     from torchao.quantization import IntxUnpackedToInt8Tensor
 
     if qdata.dtype != torch.int8 or qdata.dim() != 2 or scale.dim() != 2 or scale.shape[0] != qdata.shape[0]:
-        raise EdgeError(f"quantized weight {list(qdata.shape)} {qdata.dtype} with scales {list(scale.shape)} is malformed")
+        raise EdgeError(
+            f"quantized weight {list(qdata.shape)} {qdata.dtype} with scales {list(scale.shape)} is malformed"
+        )
     group = qdata.shape[1] // scale.shape[1]
     if group * scale.shape[1] != qdata.shape[1]:
         raise EdgeError(f"scales {list(scale.shape)} do not divide the weight's {qdata.shape[1]} columns into groups")
@@ -127,12 +129,15 @@ def intx_tensor_from_integers(
         quantize_(tmp, config, filter_fn=lambda m, _n: isinstance(m, nn.Embedding))
     else:
         tmp = nn.Linear(qdata.shape[1], 1, bias=False)
-        quantize_(tmp, _linear_config(bits, group if scale.shape[1] > 1 else None))
+        quantize_(tmp, linear_config(bits, group if scale.shape[1] > 1 else None))
     proto = tmp.weight
     block_size = (1, group)
     attrs = {n: getattr(proto, n) for n in proto.tensor_attribute_names} | {"block_size": block_size}
     return IntxUnpackedToInt8Tensor(
-        qdata.contiguous(), (bf16_exact(scale.float()) if bf16_scales else scale.float()).contiguous(), torch.zeros_like(scale, dtype=torch.int8), **attrs
+        qdata.contiguous(),
+        (bf16_exact(scale.float()) if bf16_scales else scale.float()).contiguous(),
+        torch.zeros_like(scale, dtype=torch.int8),
+        **attrs,
     )
 
 
@@ -151,8 +156,12 @@ def describe(quant: QuantizationConfig) -> dict[str, str]:
         return f"8-bit dynamic per-token activations, {bits.value} symmetric weights, {group}"
 
     return {
-        "transformer_block_linears": linear(quant.linear, f"groups of {quant.group_size}" if quant.linear is WeightBits.INT4 else "per channel"),
-        "output_layer": linear(quant.output, "per channel" if quant.output is WeightBits.INT8 else f"groups of {quant.group_size}"),
+        "transformer_block_linears": linear(
+            quant.linear, f"groups of {quant.group_size}" if quant.linear is WeightBits.INT4 else "per channel"
+        ),
+        "output_layer": linear(
+            quant.output, "per channel" if quant.output is WeightBits.INT8 else f"groups of {quant.group_size}"
+        ),
         "embedding": "unquantized" if quant.embedding is WeightBits.NONE else "int8 symmetric weights, per channel",
     }
 

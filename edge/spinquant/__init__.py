@@ -5,6 +5,6 @@
   fold.py       norm fusion, untying, R1/R2 and the online R4 folded into a float model, block by block
   optimize.py   Cayley SGD on the Stiefel manifold with 8-bit fake-quantized activations (rotation.kind: optimized)
 
-The export pipeline uses them through `edge.export.rotation_stage` and `edge.quantize.quantize_model`;
-GPTQ lives in `edge.gptq`, Meta's pre-quantized SpinQuant checkpoints in `edge.prequantized`.
+The export pipeline uses them through `edge.export.rotation_stage` and `edge.quant.ptq.quantize_model`;
+GPTQ lives in `edge.quant.gptq`, Meta's pre-quantized SpinQuant checkpoints in `edge.checkpoint.prequantized`.
 """

@@ -8,8 +8,8 @@ Out: the same model, changed in place, computing the same function:
        * R1 [D, D] on the embedding output, the inputs of q/k/v/gate/up/lm_head and the
          outputs of o_proj/down_proj: the residual stream is x @ R1;
        * R2 [Dh, Dh] (one per layer) on each head of v_proj's output and o_proj's input;
-       * R4 (optional): ExecuTorch's Hadamard M on down_proj's input, run online
-         (`OnlineHadamard`), with M^-T folded into down_proj's weight.
+       * R4 (optional): a Hadamard M on down_proj's input, run online (`OnlineHadamard`:
+         ExecuTorch's op, and for F = m * 2^k an m x m mix), with M^-T folded into down_proj's weight.
      No mean-centring of the embedding: it does not preserve an RMSNorm model's function
      (SpinQuant#14).
 
@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from edge.model import BLOCK_LINEARS, OnlineHadamard, Transformer, TransformerBlock, hadamard_transform
+from edge.spinquant.hadamard import online_mix
 
 
 def rotate_input(w: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -50,11 +51,11 @@ def rotate_head_inputs(w: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
     return (w.reshape(w.shape[0], -1, dh) @ r2).reshape(w.shape)
 
 
-def hadamard_fold(w: torch.Tensor) -> torch.Tensor:
-    """down_proj weight [D, F] -> W M^-T, so that down'(h @ M) = down(h), M the op's matrix."""
-    # M M^T = c I with c = 1 (F = 2^k) or 28 (F = 28 * 2^k): M^-T = M / c, and W M = rows of W transformed.
-    c = float(hadamard_transform(torch.eye(1, w.shape[1], dtype=torch.float64)).pow(2).sum())
-    return hadamard_transform(w) / c
+def hadamard_fold(w: torch.Tensor, mix: torch.Tensor | None = None) -> torch.Tensor:
+    """down_proj weight [D, F], R4's mix -> W M^-T, so that down'(h @ M) = down(h), M R4's matrix."""
+    # M M^T = c I with c = 28 (F = 28 * 2^k, the op alone), else 1: M^-T = M / c, and W M = rows of W transformed.
+    c = float(hadamard_transform(torch.eye(1, w.shape[1], dtype=torch.float64), mix).pow(2).sum())
+    return hadamard_transform(w, mix) / c
 
 
 def _set(linear: nn.Linear, w64: torch.Tensor, dtype: torch.dtype) -> None:
@@ -64,8 +65,10 @@ def _set(linear: nn.Linear, w64: torch.Tensor, dtype: torch.dtype) -> None:
 def fuse_block_norms(block: TransformerBlock, *, dtype: torch.dtype = torch.float32) -> None:
     """Scale the columns of q/k/v by input_layernorm's weight and gate/up by post_attention_layernorm's; norms -> 1."""
     attn, mlp = block.self_attn, block.mlp
-    for norm, linears in ((block.input_layernorm, (attn.q_proj, attn.k_proj, attn.v_proj)),
-                          (block.post_attention_layernorm, (mlp.gate_proj, mlp.up_proj))):
+    for norm, linears in (
+        (block.input_layernorm, (attn.q_proj, attn.k_proj, attn.v_proj)),
+        (block.post_attention_layernorm, (mlp.gate_proj, mlp.up_proj)),
+    ):
         scale = norm.weight.detach().double()
         for lin in linears:
             _set(lin, lin.weight.detach().double() * scale[None, :], dtype)
@@ -73,14 +76,19 @@ def fuse_block_norms(block: TransformerBlock, *, dtype: torch.dtype = torch.floa
 
 
 def fold_online_hadamard(block: TransformerBlock, *, dtype: torch.dtype = torch.float32) -> None:
-    """Insert R4: down_proj_input runs the Hadamard online, its inverse folds into down_proj."""
-    _set(block.mlp.down_proj, hadamard_fold(block.mlp.down_proj.weight.detach().double()), dtype)
-    insert_online_hadamard(block)
+    """Insert R4: down_proj_input runs the Hadamard online, its inverse folds into down_proj (in float64)."""
+    mix = online_mix(block.mlp.down_proj.in_features)
+    _set(block.mlp.down_proj, hadamard_fold(block.mlp.down_proj.weight.detach().double(), mix), dtype)
+    insert_online_hadamard(block, dtype=dtype)
 
 
-def insert_online_hadamard(block: TransformerBlock) -> None:
-    """Run R4 on down_proj's input (the weight is left as it is), on the block's attention path."""
-    block.mlp.down_proj_input = OnlineHadamard()
+def insert_online_hadamard(block: TransformerBlock, *, dtype: torch.dtype = torch.float32) -> None:
+    """Run R4 on down_proj's input (the weight is left as it is), on the block's attention path.
+
+    Its m x m mix (F = m * 2^k, `online_mix`; none for 2^k and 28 * 2^k) is kept in `dtype`.
+    """
+    mix = online_mix(block.mlp.down_proj.in_features)
+    block.mlp.down_proj_input = OnlineHadamard(None if mix is None else mix.to(dtype))
     block.mlp.down_proj_input.path = block.self_attn.path
 
 
@@ -100,7 +108,9 @@ def rotated_block_weights(block: TransformerBlock, *, r1: torch.Tensor, r2: torc
 LINEARS = BLOCK_LINEARS
 
 
-def rotate_block(block: TransformerBlock, *, r1: torch.Tensor, r2: torch.Tensor, dtype: torch.dtype = torch.float32) -> None:
+def rotate_block(
+    block: TransformerBlock, *, r1: torch.Tensor, r2: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> None:
     """Apply R1 and this layer's R2 (in float64) to a block whose norms are already fused."""
     for name, w in rotated_block_weights(block, r1=r1.double(), r2=r2.double()).items():
         _set(block.get_submodule(name), w, dtype)

@@ -9,7 +9,8 @@ The Sylvester construction only gives powers of two. Llama 3.2 3B's hidden size 
 3072 = 12 * 256, so the K x K factors come from Paley's constructions (I: order q + 1 for
 a prime q = 3 mod 4; II: order 2(q + 1) for a prime q = 1 mod 4), and H_n = H_K (x) H_{2^k}.
 These matrices are only folded into weights offline, so any correct construction will do;
-the online R4 uses ExecuTorch's own matrix instead (`edge.model.hadamard_transform`).
+the online R4 runs ExecuTorch's op on the 2^k part and, unless F is 2^k or 28 * 2^k (the op
+alone), `online_mix(F)` = H_K^T / sqrt(K) on the K part, so its M is `hadamard_matrix(F) / sqrt(F)`.
 """
 
 from __future__ import annotations
@@ -19,10 +20,20 @@ import functools
 import torch
 
 from edge.core.errors import EdgeError
-from edge.model import is_pow2
+from edge.model import HADAMARD_ORDERS, fast_hadamard_accepts, hadamard_factor, online_hadamard_accepts
 
 # K -> (construction, q): the orders SpinQuant's `get_hadK` uses that Paley I/II build from a prime.
-PALEY_ORDERS = {12: (1, 11), 20: (1, 19), 28: (2, 13), 36: (2, 17), 44: (1, 43), 60: (1, 59), 108: (1, 107), 140: (1, 139)}
+PALEY_ORDERS = {
+    12: (1, 11),
+    20: (1, 19),
+    28: (2, 13),
+    36: (2, 17),
+    44: (1, 43),
+    60: (1, 59),
+    108: (1, 107),
+    140: (1, 139),
+}
+assert tuple(PALEY_ORDERS) == HADAMARD_ORDERS  # edge.model's list of the m x m orders the online R4 takes
 
 
 def _legendre(a: int, q: int) -> int:
@@ -54,16 +65,6 @@ def _paley(construction: int, q: int) -> torch.Tensor:
     return torch.kron(C, a) + torch.kron(torch.eye(q + 1, dtype=torch.float64), b)
 
 
-def hadamard_factor(n: int) -> int | None:
-    """n -> the K with n = K * 2^k this module can build (1 for powers of two), or None."""
-    if is_pow2(n):
-        return 1
-    for k in PALEY_ORDERS:
-        if n % k == 0 and is_pow2(n // k):
-            return k
-    return None
-
-
 def check_hadamard_order(n: int, *, what: str) -> None:
     """Raise EdgeError when no Hadamard matrix of order n can be built (names `what`)."""
     if hadamard_factor(n) is None:
@@ -91,3 +92,17 @@ def random_hadamard(n: int, *, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     signs = torch.randint(0, 2, (n,), generator=gen, dtype=torch.int64).to(torch.float64) * 2 - 1
     return signs[:, None] * hadamard_matrix(n) / n**0.5
+
+
+def online_mix(n: int) -> torch.Tensor | None:
+    """FFN width n -> the [m, m] float64 mix of `edge.model.OnlineHadamard` (H_m^T / sqrt(m), n = m * 2^k),
+    or None where the op alone runs R4 (2^k, 28 * 2^k). EdgeError naming n when R4 cannot run on it."""
+    if not online_hadamard_accepts(n):
+        orders = ", ".join(str(k) for k in PALEY_ORDERS)
+        raise EdgeError(
+            f"FFN width {n} cannot take the online Hadamard (R4): it must be m*2^k with m in {{1, {orders}}}"
+        )
+    if fast_hadamard_accepts(n):
+        return None
+    m = hadamard_factor(n)
+    return (_paley(*PALEY_ORDERS[m]).T / m**0.5).contiguous()  # contiguous: ExecuTorch lifts it as a constant

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -99,6 +100,101 @@ def _weight_fake_quant(group_size: int):
     return IntxFakeQuantizer(IntxFakeQuantizeConfig(torch.int4, group_size=group_size, is_symmetric=True))
 
 
+@dataclass
+class _Objective:
+    """What the rotations are trained on: the model's forward with the current R1/R2, fake-quantized while
+    `quantizing` (off: the float model, the teacher of the KL loss), and the loss on a batch."""
+
+    model: Transformer
+    r1: nn.Parameter  # [D, D] float64
+    r2: nn.ParameterList  # one [head_dim, head_dim] float64 per layer
+    act_fq: Callable[[torch.Tensor], torch.Tensor]
+    wq: Callable[[torch.Tensor], torch.Tensor] | None  # int4 weight fake-quantizer, or None: 16/32-bit weights
+    loss: RotationLoss
+    quantizing: bool = True
+
+    def fq(self, x: torch.Tensor) -> torch.Tensor:
+        """Activation x -> x fake-quantized to 8 bits per token while `quantizing`, else x itself."""
+        return self.act_fq(x) if self.quantizing else x
+
+    def logits_of(self, batch: torch.Tensor) -> torch.Tensor:
+        """[B, S] -> [B, S, V]: the model with the current rotations, fake-quantized unless `quantizing` is off."""
+        model, wq = self.model, self.wq
+        weights = {}
+        for i, block in enumerate(model.layers):
+            for name, w in rotated_block_weights(block, r1=self.r1, r2=self.r2[i]).items():
+                weights[f"layers.{i}.{name}.weight"] = wq(w.float()) if wq and self.quantizing else w.float()
+        return torch.func.functional_call(model, weights, (batch,), strict=False)
+
+    def loss_of(self, batch: torch.Tensor) -> torch.Tensor:
+        """[B, S] tokens -> scalar loss: next-token cross-entropy, or the KL divergence from the float model."""
+        vocab = self.model.args.vocab_size
+        logits = self.logits_of(batch)[:, :-1].reshape(-1, vocab)  # [B*(S-1), V]
+        if self.loss is RotationLoss.CROSS_ENTROPY:
+            return F.cross_entropy(logits, batch[:, 1:].reshape(-1))
+        self.quantizing = False
+        try:
+            with torch.no_grad():
+                teacher = self.logits_of(batch)[:, :-1].reshape(-1, vocab)
+        finally:
+            self.quantizing = True
+        return F.kl_div(
+            F.log_softmax(logits, dim=-1), F.log_softmax(teacher, dim=-1), log_target=True, reduction="batchmean"
+        )
+
+    def fixed_loss(self, tokens: torch.Tensor, *, n_eval: int, device: str) -> float:
+        """Windows [N, S], how many to use -> the mean loss on the first n_eval, one at a time (no gradients)."""
+        with torch.no_grad():
+            return float(sum(self.loss_of(tokens[i : i + 1].to(device)) for i in range(n_eval)) / n_eval)
+
+
+def _install_hooks(obj: _Objective) -> list[torch.utils.hooks.RemovableHandle]:
+    """Objective -> hooks on its model: linear inputs fake-quantized, R1 applied at embedding out and lm_head in."""
+    model, r1 = obj.model, obj.r1
+    handles = [
+        m.register_forward_pre_hook(lambda _m, a: (obj.fq(a[0]),))
+        for n, m in model.layers.named_modules()
+        if isinstance(m, nn.Linear)
+    ]
+    # The embedding output and lm_head input carry R1; applying it to the activations is the same
+    # function as rotating the [V, D] weights, without a V x D x D product every step.
+    handles.append(model.embed_tokens.register_forward_hook(lambda _m, _a, out: (out.double() @ r1).float()))
+    handles.append(model.lm_head.register_forward_pre_hook(lambda _m, a: ((obj.fq(a[0]).double() @ r1.T).float(),)))
+    return handles
+
+
+def _run_steps(
+    obj: _Objective,
+    opt: CayleySGD,
+    sched,
+    tokens: torch.Tensor,
+    *,
+    steps: int,
+    batch_size: int,
+    micro: int,
+    device: str,
+    on_step: Callable[[int, int, float, float], None] | None,
+) -> list[float]:
+    """Objective, optimizer, schedule, windows [N, S] -> the loss of each of `steps` Cayley steps (R1/R2 updated)."""
+    losses: list[float] = []
+    for step in range(steps):
+        t0 = time.monotonic()
+        idx = torch.arange(step * batch_size, (step + 1) * batch_size) % tokens.shape[0]
+        batch = tokens[idx].to(device)
+        opt.zero_grad(set_to_none=True)
+        step_loss = 0.0
+        for m0 in range(0, batch_size, micro):  # one pass per micro-batch; gradients accumulate in r1/r2
+            part = obj.loss_of(batch[m0 : m0 + micro]) * (micro / batch_size)
+            part.backward()
+            step_loss += float(part.detach())
+        opt.step()
+        sched.step()
+        losses.append(step_loss)
+        if on_step:
+            on_step(step + 1, steps, losses[-1], batch.numel() / (time.monotonic() - t0))
+    return losses
+
+
 def optimize_rotations(
     model: Transformer,
     tokens: torch.Tensor,
@@ -131,71 +227,37 @@ def optimize_rotations(
     opt = CayleySGD([r1, *r2], lr=learning_rate)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(steps, 1))))
 
-    act_fq = activation_fake_quantizer()
-    wq = _weight_fake_quant(group_size) if weight_bits == 4 else None
-    quantizing = [True]  # off: the float model (the teacher of the KL loss)
-
-    def fq(x: torch.Tensor) -> torch.Tensor:
-        return act_fq(x) if quantizing[0] else x
-
-    handles = [m.register_forward_pre_hook(lambda _m, a: (fq(a[0]),)) for n, m in model.layers.named_modules()
-               if isinstance(m, nn.Linear)]
-    # The embedding output and lm_head input carry R1; applying it to the activations is the same
-    # function as rotating the [V, D] weights, without a V x D x D product every step.
-    handles.append(model.embed_tokens.register_forward_hook(lambda _m, _a, out: (out.double() @ r1).float()))
-    handles.append(model.lm_head.register_forward_pre_hook(lambda _m, a: ((fq(a[0]).double() @ r1.T).float(),)))
-
-    def logits_of(batch: torch.Tensor) -> torch.Tensor:
-        """[B, S] -> [B, S, V]: the model with the current rotations, fake-quantized unless `quantizing` is off."""
-        weights = {}
-        for i, block in enumerate(model.layers):
-            for name, w in rotated_block_weights(block, r1=r1, r2=r2[i]).items():
-                weights[f"layers.{i}.{name}.weight"] = wq(w.float()) if wq and quantizing[0] else w.float()
-        return torch.func.functional_call(model, weights, (batch,), strict=False)
-
-    def loss_of(batch: torch.Tensor) -> torch.Tensor:
-        logits = logits_of(batch)[:, :-1].reshape(-1, model.args.vocab_size)  # [B*(S-1), V]
-        if loss is RotationLoss.CROSS_ENTROPY:
-            return F.cross_entropy(logits, batch[:, 1:].reshape(-1))
-        quantizing[0] = False
-        try:
-            with torch.no_grad():
-                teacher = logits_of(batch)[:, :-1].reshape(-1, model.args.vocab_size)
-        finally:
-            quantizing[0] = True
-        return F.kl_div(F.log_softmax(logits, dim=-1), F.log_softmax(teacher, dim=-1), log_target=True, reduction="batchmean")
-
-    def fixed_loss() -> float:  # the same windows before and after: a comparable number
-        with torch.no_grad():
-            return float(sum(loss_of(tokens[i : i + 1].to(device)) for i in range(n_eval)) / n_eval)
-
+    obj = _Objective(
+        model=model,
+        r1=r1,
+        r2=r2,
+        act_fq=activation_fake_quantizer(),
+        wq=_weight_fake_quant(group_size) if weight_bits == 4 else None,
+        loss=loss,
+    )
+    handles = _install_hooks(obj)
     n_eval = min(eval_windows, tokens.shape[0])
-    losses: list[float] = []
     try:
-        before = fixed_loss()
-        for step in range(steps):
-            t0 = time.monotonic()
-            idx = torch.arange(step * batch_size, (step + 1) * batch_size) % tokens.shape[0]
-            batch = tokens[idx].to(device)
-            opt.zero_grad(set_to_none=True)
-            step_loss = 0.0
-            for m0 in range(0, batch_size, micro):  # one pass per micro-batch; gradients accumulate in r1/r2
-                part = loss_of(batch[m0 : m0 + micro]) * (micro / batch_size)
-                part.backward()
-                step_loss += float(part.detach())
-            opt.step()
-            sched.step()
-            losses.append(step_loss)
-            if on_step:
-                on_step(step + 1, steps, losses[-1], batch.numel() / (time.monotonic() - t0))
-        after = fixed_loss()
+        before = obj.fixed_loss(tokens, n_eval=n_eval, device=device)
+        losses = _run_steps(
+            obj, opt, sched, tokens, steps=steps, batch_size=batch_size, micro=micro, device=device, on_step=on_step
+        )
+        after = obj.fixed_loss(tokens, n_eval=n_eval, device=device)
     finally:
         for h in handles:
             h.remove()
     provenance = dict(init.provenance) | {
-        "steps": steps, "learning_rate": learning_rate, "batch_size": batch_size, "micro_batch": micro, "weight_bits": weight_bits,
-        "loss": loss.value, "loss_before": _sig(before), "loss_after": _sig(after), "loss_windows": n_eval,
+        "steps": steps,
+        "learning_rate": learning_rate,
+        "batch_size": batch_size,
+        "micro_batch": micro,
+        "weight_bits": weight_bits,
+        "loss": loss.value,
+        "loss_before": _sig(before),
+        "loss_after": _sig(after),
+        "loss_windows": n_eval,
         "losses": [_sig(x) for x in losses],
     }
-    return Rotations(kind=RotationKind.OPTIMIZED, r1=r1.detach().cpu(), r2=tuple(r.detach().cpu() for r in r2),
-                     provenance=provenance)
+    return Rotations(
+        kind=RotationKind.OPTIMIZED, r1=r1.detach().cpu(), r2=tuple(r.detach().cpu() for r in r2), provenance=provenance
+    )

@@ -98,8 +98,12 @@ def read_rotation_header(path: Path) -> dict:
     if meta.get("format") != FILE_FORMAT:
         raise EdgeError(f"{path} is not an edge rotations file (no '{FILE_FORMAT}' header)")
     try:
-        header = {"kind": RotationKind(meta["kind"]), "shape": json.loads(meta["shape"]),
-                  "provenance": json.loads(meta.get("provenance", "{}")), "sha256": meta["sha256"]}
+        header = {
+            "kind": RotationKind(meta["kind"]),
+            "shape": json.loads(meta["shape"]),
+            "provenance": json.loads(meta.get("provenance", "{}")),
+            "sha256": meta["sha256"],
+        }
     except (KeyError, ValueError) as e:
         raise EdgeError(f"rotation file {path} has a bad header ({e})") from None
     if not isinstance(header["shape"], dict) or not isinstance(header["provenance"], dict):

@@ -3,12 +3,15 @@
 `exported`   a tiny Llama exported with the fixture_8da4w scheme (max context 128), once.
 `phones`     a fresh $FAKE_ADB_HOME with tests/android_bench/fake_adb first on PATH as `adb`;
              `phones.add(serial, ...)` attaches a fake device (see fake_adb for its settings).
+             The fake adb runs device commands with mksh (Android's shell): without it these tests are
+             skipped, or fail where EDGE_REQUIRE_MKSH=1 (CI, so they cannot pass by being skipped).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 FAKE_ADB = HERE / "fake_adb"
 FAKE_LLAMA_MAIN = HERE / "fake_llama_main"
+NO_MKSH = "mksh (Android's shell) is not installed: sudo apt-get install mksh"
 
 # A Pixel 8 (Tensor G3): 4 Cortex-A510 (little) at 1704 MHz, 4 A715 at 2367 MHz, 1 X3 at 2910 MHz.
 PIXEL_8 = {
@@ -58,7 +62,8 @@ def cpuinfo(parts: list[int]) -> str:
             continue  # offline: not listed
         blocks.append(
             f"processor\t: {i}\nBogoMIPS\t: 49.15\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics\n"
-            f"CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x1\nCPU part\t: 0x{part:03x}\nCPU revision\t: 0\n"
+            "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x1\n"
+            f"CPU part\t: 0x{part:03x}\nCPU revision\t: 0\n"
         )
     return "\n".join(blocks) + "\n"
 
@@ -115,8 +120,19 @@ class Phones:
         return path.read_text() if path.exists() else ""
 
 
+def require_mksh() -> None:
+    """Nothing when mksh is on PATH; else skip the test, or fail it when $EDGE_REQUIRE_MKSH is 1."""
+    if shutil.which("mksh") is not None:
+        return
+    if os.environ.get("EDGE_REQUIRE_MKSH") == "1":
+        pytest.fail(NO_MKSH)
+    pytest.skip(NO_MKSH)
+
+
 @pytest.fixture
 def phones(tmp_path, monkeypatch) -> Phones:
+    """Fake phones behind tests/android_bench/fake_adb (which runs their shell commands with mksh)."""
+    require_mksh()
     home = tmp_path / "fake_adb_home"
     home.mkdir()
     bin_dir = tmp_path / "bin"
@@ -124,7 +140,9 @@ def phones(tmp_path, monkeypatch) -> Phones:
     (bin_dir / "adb").symlink_to(FAKE_ADB)
     # The fake adb and the fake runner are Python scripts (`#!/usr/bin/env python3`): this
     # interpreter's folder goes right after the fake adb, before anything else on PATH.
-    monkeypatch.setenv("PATH", os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    monkeypatch.setenv(
+        "PATH", os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    )
     monkeypatch.setenv("FAKE_ADB_HOME", str(home))
     monkeypatch.delenv("ANDROID_SERIAL", raising=False)
     return Phones(home)
@@ -132,13 +150,21 @@ def phones(tmp_path, monkeypatch) -> Phones:
 
 @pytest.fixture(scope="session")
 def exported(tiny_hf, tmp_path_factory) -> Path:
-    """Folder with model.pte, onnx/ and model.gguf (tiny Llama, 8da4w, max context 128), tokenizer.json, manifest.json."""
+    """Folder with model.pte, onnx/ and model.gguf (tiny Llama, 8da4w, max context 128), tokenizer.json,
+    manifest.json."""
     from edge.config import load_config
-    from edge.export.pipeline import run_export
     from edge.core.progress import Progress
+    from edge.export.pipeline import run_export
 
     out = tmp_path_factory.mktemp("bench_export") / "tiny_8da4w"
-    config = load_config(config="fixture_8da4w", overrides={"checkpoint": str(tiny_hf), "output": str(out), "max_context": 128,
-                                                             "formats": ["pte", "onnx", "gguf"]})
+    config = load_config(
+        config="fixture_8da4w",
+        overrides={
+            "checkpoint": str(tiny_hf),
+            "output": str(out),
+            "max_context": 128,
+            "formats": ["pte", "onnx", "gguf"],
+        },
+    )
     run_export(config, progress=Progress(quiet=True))
     return out

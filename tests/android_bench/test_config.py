@@ -26,12 +26,45 @@ def test_every_field_is_one_flag():
 
 
 def test_flags_to_config(pte, tmp_path):
-    ns = build_parser().parse_args([
-        "--serial", "A", "--serial", "B", "--runner", str(tmp_path / "llama_main"), "--pte", str(pte), "--pte", str(pte),
-        "--label", "x", "--label", "y", "--baseline", "x", "--prompt-tokens", "64", "--prompt-tokens", "512",
-        "--max-new-tokens", "32", "--repetitions", "3", "--warmup", "0", "--threads", "4", "--pin-big-cores",
-        "--cooldown-temp-c", "38.5", "--format", "csv", "--length-flag", "seq_len",
-    ])
+    ns = build_parser().parse_args(
+        [
+            "--serial",
+            "A",
+            "--serial",
+            "B",
+            "--runner",
+            str(tmp_path / "llama_main"),
+            "--pte",
+            str(pte),
+            "--pte",
+            str(pte),
+            "--label",
+            "x",
+            "--label",
+            "y",
+            "--baseline",
+            "x",
+            "--prompt-tokens",
+            "64",
+            "--prompt-tokens",
+            "512",
+            "--max-new-tokens",
+            "32",
+            "--repetitions",
+            "3",
+            "--warmup",
+            "0",
+            "--threads",
+            "4",
+            "--pin-big-cores",
+            "--cooldown-temp-c",
+            "38.5",
+            "--format",
+            "csv",
+            "--length-flag",
+            "seq_len",
+        ]
+    )
     c = load_bench_config(config=None, overrides=overrides_from_args(ns))
     assert c.target is Target.ANDROID and c.serial == ("A", "B")
     assert c.pte == (pte, pte) and c.label == ("x", "y") and c.baseline == "x"
@@ -61,8 +94,15 @@ def test_every_problem_at_once(pte, tmp_path):
     with pytest.raises(BenchError) as e:
         load_bench_config(config=y, overrides={})
     msg = str(e.value)
-    for part in ("unknown key 'repetitons'", "pte: /nope.pte does not exist", "prompt_tokens: 0 is less than 1",
-                 "taskset: 'zz' is not a hexadecimal", "threads: 0", "format: 'xml'", "runner: a phone needs llama_main"):
+    for part in (
+        "unknown key 'repetitons'",
+        "pte: /nope.pte does not exist",
+        "prompt_tokens: 0 is less than 1",
+        "taskset: 'zz' is not a hexadecimal",
+        "threads: 0",
+        "format: 'xml'",
+        "runner: a phone needs llama_main",
+    ):
         assert part in msg
     assert "\n" not in msg
 

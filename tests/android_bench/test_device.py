@@ -23,7 +23,11 @@ def jsonl(path):
 
 
 def runner_calls(phones, serial):
-    return [c["argv"] for c in phones.calls() if c["serial"] == serial and c["argv"][0] == "shell" and "llama_main --model_path" in c["argv"][-1]]
+    return [
+        c["argv"]
+        for c in phones.calls()
+        if c["serial"] == serial and c["argv"][0] == "shell" and "llama_main --model_path" in c["argv"][-1]
+    ]
 
 
 def pushes(phones, serial):
@@ -34,18 +38,43 @@ def test_two_phones_side_by_side(phones, exported, tmp_path, capsys):
     phones.add("A1", battery_temps_c=[45.0, 41.0, 33.0])  # hot at first: the first run waits to cool down
     phones.add("B2", thermal_status=[0, 0, 0, 2])  # throttled after its first measured run
     stem = tmp_path / "out" / "bench"
-    code = main([
-        "--serial", "A1", "--serial", "B2", "--runner", str(FAKE_LLAMA_MAIN), "--pte", str(exported / "model.pte"),
-        "--repetitions", "2", "--prompt-tokens", "16", "--max-new-tokens", "32", "--threads", "2",
-        "--cooldown-temp-c", "40", "--cooldown-poll-s", "0.01", "--output", str(stem),
-    ])
+    code = main(
+        [
+            "--serial",
+            "A1",
+            "--serial",
+            "B2",
+            "--runner",
+            str(FAKE_LLAMA_MAIN),
+            "--pte",
+            str(exported / "model.pte"),
+            "--repetitions",
+            "2",
+            "--prompt-tokens",
+            "16",
+            "--max-new-tokens",
+            "32",
+            "--threads",
+            "2",
+            "--cooldown-temp-c",
+            "40",
+            "--cooldown-poll-s",
+            "0.01",
+            "--output",
+            str(stem),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
 
     records = jsonl(stem.with_suffix(".jsonl"))
     assert [(r["target_id"], r["phase"], r["run_index"]) for r in records] == [
-        ("A1", "warmup", 1), ("A1", "measured", 1), ("A1", "measured", 2),
-        ("B2", "warmup", 1), ("B2", "measured", 1), ("B2", "measured", 2),
+        ("A1", "warmup", 1),
+        ("A1", "measured", 1),
+        ("A1", "measured", 2),
+        ("B2", "warmup", 1),
+        ("B2", "measured", 1),
+        ("B2", "measured", 2),
     ]
     for r in records:
         assert r["status"] == "ok" and r["observer_form"] == "current"
@@ -62,7 +91,12 @@ def test_two_phones_side_by_side(phones, exported, tmp_path, capsys):
         assert r["rss_samples"] >= 1 and 50 < r["rss_mb"] <= r["peak_rss_mb"] < 4000
         # Device facts with every record.
         assert (r["device_model"], r["soc"], r["os_version"], r["abi"], r["n_cores"]) == (
-            "Pixel 8", "Google Tensor G3", "Android 14", "arm64-v8a", 9)
+            "Pixel 8",
+            "Google Tensor G3",
+            "Android 14",
+            "arm64-v8a",
+            9,
+        )
         assert r["cpu_max_freq_mhz"] == [1704] * 4 + [2367] * 4 + [2910]
         assert r["threads"] == 2 and r["charging_before"] is False
         assert r["pte_mb"] == pytest.approx((exported / "model.pte").stat().st_size / 2**20)
@@ -89,8 +123,11 @@ def test_two_phones_side_by_side(phones, exported, tmp_path, capsys):
         assert row["n_ok"] == "2" and row["n_failed"] == "0"
         for metric in ("ttft_s", "decode_tok_s", "peak_rss_mb"):
             # A rate under the runner's 1 ms clock is None and left out of the summary.
-            measured = [r[metric] for r in records if r["target_id"] == row["target_id"] and r["phase"] == "measured"
-                        and r[metric] is not None]
+            measured = [
+                r[metric]
+                for r in records
+                if r["target_id"] == row["target_id"] and r["phase"] == "measured" and r[metric] is not None
+            ]
             if not measured:
                 assert row[f"{metric}_median"] == ""
                 continue
@@ -110,16 +147,24 @@ def test_two_phones_side_by_side(phones, exported, tmp_path, capsys):
             script = argv[1]
             assert script.startswith(f"cd {REMOTE} || exit 97; ")
             # A 1.4 runner: --prompt_file, --max_new_tokens and --ignore_eos; stdin from /dev/null.
-            found = re.search(r"; \./llama_main --model_path tiny_8da4w/model\.pte --tokenizer_path tiny_8da4w/tokenizer\.json "
-                              r"--prompt_file tiny_8da4w/prompt_16\.txt --temperature 0 --max_new_tokens 32 --ignore_eos "
-                              r"--cpu_threads 2 > run-(\d+-\d+)\.out 2> run-\1\.err < /dev/null & pid=\$!;", script)
+            found = re.search(
+                r"; \./llama_main --model_path tiny_8da4w/model\.pte --tokenizer_path tiny_8da4w/tokenizer\.json "
+                r"--prompt_file tiny_8da4w/prompt_16\.txt --temperature 0 --max_new_tokens 32 --ignore_eos "
+                r"--cpu_threads 2 > run-(\d+-\d+)\.out 2> run-\1\.err < /dev/null & pid=\$!;",
+                script,
+            )
             assert found, script
             ids.append(found.group(1))
         assert len(set(ids)) == 3  # each run its own output files
         # Each file pushed once, to the work folder under /data/local/tmp.
-        assert sorted(pushes(phones, serial)) == sorted([
-            f"{REMOTE}/llama_main", f"{REMOTE}/tiny_8da4w/model.pte", f"{REMOTE}/tiny_8da4w/tokenizer.json",
-            f"{REMOTE}/tiny_8da4w/prompt_16.txt"])
+        assert sorted(pushes(phones, serial)) == sorted(
+            [
+                f"{REMOTE}/llama_main",
+                f"{REMOTE}/tiny_8da4w/model.pte",
+                f"{REMOTE}/tiny_8da4w/tokenizer.json",
+                f"{REMOTE}/tiny_8da4w/prompt_16.txt",
+            ]
+        )
         on_device = phones.fs(serial) / REMOTE.lstrip("/") / "tiny_8da4w" / "model.pte"
         assert on_device.read_bytes() == (exported / "model.pte").read_bytes()
         assert len(phones.fs(serial).joinpath(REMOTE.lstrip("/"), "tiny_8da4w", "prompt_16.txt").read_text()) > 0
@@ -129,8 +174,14 @@ def test_two_phones_side_by_side(phones, exported, tmp_path, capsys):
 
 def test_same_sha256_not_pushed_again_old_runner_form_and_big_cores(phones, exported, tmp_path, capsys, monkeypatch):
     # A two-cluster phone: core 0 little (1.0 GHz), core 1 big (2.0 GHz): --pin-big-cores -> taskset 2, 1 thread.
-    phones.add("C3", like={"model": "Phone", "props": {"ro.product.model": "Phone", "ro.build.version.release": "13"},
-                           "cpu_max_khz": [1000000, 2000000]})
+    phones.add(
+        "C3",
+        like={
+            "model": "Phone",
+            "props": {"ro.product.model": "Phone", "ro.build.version.release": "13"},
+            "cpu_max_khz": [1000000, 2000000],
+        },
+    )
     work = phones.fs("C3") / REMOTE.lstrip("/")
     (work / "tiny_8da4w").mkdir(parents=True)
     shutil.copyfile(FAKE_LLAMA_MAIN, work / "llama_main")
@@ -138,10 +189,25 @@ def test_same_sha256_not_pushed_again_old_runner_form_and_big_cores(phones, expo
     (work / "tiny_8da4w" / "tokenizer.json").write_text("stale")  # different sha256: pushed again
     monkeypatch.setenv("FAKE_LLAMA_MAIN_FORM", "old")  # an ExecuTorch 1.1 llama_main
     monkeypatch.setenv("FAKE_LLAMA_MAIN_RELEASE", "1.1")
-    code = main([
-        "--runner", str(FAKE_LLAMA_MAIN), "--pte", str(exported / "model.pte"), "--warmup", "0", "--repetitions", "1",
-        "--prompt-tokens", "8", "--max-new-tokens", "4", "--pin-big-cores", "--format", "jsonl",
-    ])
+    code = main(
+        [
+            "--runner",
+            str(FAKE_LLAMA_MAIN),
+            "--pte",
+            str(exported / "model.pte"),
+            "--warmup",
+            "0",
+            "--repetitions",
+            "1",
+            "--prompt-tokens",
+            "8",
+            "--max-new-tokens",
+            "4",
+            "--pin-big-cores",
+            "--format",
+            "jsonl",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     assert sorted(pushes(phones, "C3")) == [f"{REMOTE}/tiny_8da4w/prompt_8.txt", f"{REMOTE}/tiny_8da4w/tokenizer.json"]

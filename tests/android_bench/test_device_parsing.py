@@ -16,8 +16,8 @@ from android_bench.device import (
     parse_getprop,
     parse_meminfo,
 )
+from android_bench.device_script import parse_run_output
 from android_bench.placement import big_cores, cpu_mask
-from android_bench.script import parse_run_output
 
 # `adb devices -l`: "%-22s %s" serial and state, then devpath, product:, model: (non-alphanumerics
 # as '_'), device:, transport_id: (AOSP adb transport.cpp append_transport).
@@ -30,7 +30,7 @@ emulator-5554          offline transport_id:1
 R5CX10ABCDE            unauthorized usb:1-2 transport_id:2
 0123456789ABCDEF       no permissions (user in plugdev group; are your udev rules wrong?); see [http://developer.android.com/tools/device.html] usb:1-3 transport_id:4
 
-"""
+"""  # noqa: E501 (verbatim tool output)
 
 
 def test_adb_devices_long_listing():
@@ -75,8 +75,15 @@ CPUINFO = "\n".join(
 
 
 def test_facts_from_a_phone():
-    f = facts_from_android(serial="R5CX", props=parse_getprop(GETPROP), possible="0-7\n", freqs=FREQS, meminfo=MEMINFO,
-                           online="0-7\n", cpuinfo=CPUINFO)
+    f = facts_from_android(
+        serial="R5CX",
+        props=parse_getprop(GETPROP),
+        possible="0-7\n",
+        freqs=FREQS,
+        meminfo=MEMINFO,
+        online="0-7\n",
+        cpuinfo=CPUINFO,
+    )
     assert f.model == "CPH2583"
     assert f.manufacturer == "OnePlus"
     assert f.soc == "QTI SM8650"
@@ -86,8 +93,16 @@ def test_facts_from_a_phone():
     assert f.cpu_max_freq_mhz == (2265, 2265, 3148, 3148, 3148, 2956, 2956, 3302)
     assert f.mem_total_gb == pytest.approx(15727420 * 1024 / 1e9, abs=0.01)
     assert f.mem_avail_gb == pytest.approx(6517532 * 1024 / 1e9, abs=0.01)
-    assert f.cpu_online == tuple(range(8)) and f.cpu_parts == {0: 0xD80, 1: 0xD80, 2: 0xD81, 3: 0xD81, 4: 0xD81,
-                                                               5: 0xD81, 6: 0xD81, 7: 0xD82}
+    assert f.cpu_online == tuple(range(8)) and f.cpu_parts == {
+        0: 0xD80,
+        1: 0xD80,
+        2: 0xD81,
+        3: 0xD81,
+        4: 0xD81,
+        5: 0xD81,
+        6: 0xD81,
+        7: 0xD82,
+    }
     # Big cores: all but the two Cortex-A520 -> cores 2-7, mask fc, no guess.
     assert big_cores(f) == ((2, 3, 4, 5, 6, 7), None)
     assert cpu_mask(big_cores(f)[0]) == "fc"
@@ -107,7 +122,10 @@ def test_cpu_possible(text, n):
 
 def test_cpu_freqs_indexed_by_core():
     # cpu3's file is empty, and cores 0, 1 and 4-9 have no cpufreq folder (offline): nothing shifts.
-    text = "/x/cpu10/cpufreq/cpuinfo_max_freq 3000000\n/x/cpu2/cpufreq/cpuinfo_max_freq 1000000\n/x/cpu3/cpufreq/cpuinfo_max_freq \n"
+    text = (
+        "/x/cpu10/cpufreq/cpuinfo_max_freq 3000000\n/x/cpu2/cpufreq/cpuinfo_max_freq 1000000\n"
+        "/x/cpu3/cpufreq/cpuinfo_max_freq \n"
+    )
     assert parse_cpu_max_freqs(text) == (None, None, 1000) + (None,) * 7 + (3000,)
     assert parse_cpu_max_freqs(text, n_cores=12) == (None, None, 1000) + (None,) * 7 + (3000, None)
 
@@ -164,9 +182,17 @@ def test_dumpsys_battery_and_thermal():
     "text, kb",
     [
         # toybox df -k on Android
-        ("Filesystem      1K-blocks     Used Available Use% Mounted on\n/dev/block/dm-48 115164260 29796904  85236284  26% /data\n", 85236284),
+        (
+            "Filesystem      1K-blocks     Used Available Use% Mounted on\n"
+            "/dev/block/dm-48 115164260 29796904  85236284  26% /data\n",
+            85236284,
+        ),
         # coreutils with a long device name wrapped onto its own line
-        ("Filesystem     1K-blocks  Used Available Use% Mounted on\n/dev/mapper/very-long-name\n                 1000  10  990  1% /tmp\n", 990),
+        (
+            "Filesystem     1K-blocks  Used Available Use% Mounted on\n/dev/mapper/very-long-name\n"
+            "                 1000  10  990  1% /tmp\n",
+            990,
+        ),
         ("Filesystem     1K-blocks  Used Available Use% Mounted on\ntmpfs            1000  10  990  1% /tmp\n", 990),
         ("df: /data/local/tmp/x: No such file or directory\n", None),
     ],

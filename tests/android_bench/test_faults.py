@@ -12,8 +12,21 @@ from tests.android_bench.conftest import FAKE_LLAMA_MAIN
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(["--runner", str(FAKE_LLAMA_MAIN), "--prompt-tokens", "8", "--max-new-tokens", "4", "--warmup", "0",
-                 "--repetitions", "1", *args])
+    code = main(
+        [
+            "--runner",
+            str(FAKE_LLAMA_MAIN),
+            "--prompt-tokens",
+            "8",
+            "--max-new-tokens",
+            "4",
+            "--warmup",
+            "0",
+            "--repetitions",
+            "1",
+            *args,
+        ]
+    )
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -46,7 +59,9 @@ def test_several_devices_and_no_serial(phones, exported, capsys):
     phones.add("B2")
     code, _, err = run(capsys, "--pte", str(exported / "model.pte"))
     assert code == 2
-    assert err == "error: several devices attached (A1 (device), B2 (device)); choose with --serial (or $ANDROID_SERIAL)\n"
+    assert (
+        err == "error: several devices attached (A1 (device), B2 (device)); choose with --serial (or $ANDROID_SERIAL)\n"
+    )
 
 
 def test_android_serial_picks_one_of_several(phones, exported, tmp_path, capsys, monkeypatch):
@@ -79,11 +94,15 @@ def test_push_fails_after_a_phone_was_measured(phones, exported, tmp_path, capsy
     phones.add("A1")
     phones.add("B2", fail_push=True)
     stem = tmp_path / "bench"
-    code, out, err = run(capsys, "--pte", str(exported / "model.pte"), "--serial", "A1", "--serial", "B2", "--output", str(stem))
+    code, out, err = run(
+        capsys, "--pte", str(exported / "model.pte"), "--serial", "A1", "--serial", "B2", "--output", str(stem)
+    )
     assert code == 2
     assert error_lines(err) == [
-        "error: B2: adb push fake_llama_main to /data/local/tmp/edge_bench/llama_main failed: adb: error: failed to copy "
-        f"'{FAKE_LLAMA_MAIN}' to '/data/local/tmp/edge_bench/llama_main': remote couldn't create file: Permission denied"
+        "error: B2: adb push fake_llama_main to /data/local/tmp/edge_bench/llama_main failed: "
+        "adb: error: failed to copy "
+        f"'{FAKE_LLAMA_MAIN}' to '/data/local/tmp/edge_bench/llama_main': "
+        "remote couldn't create file: Permission denied"
     ]
     (rec,) = records(stem)  # A1's run is kept and written
     assert rec["target_id"] == "A1" and rec["status"] == "ok" and rec["ttft_s"] is not None
@@ -96,7 +115,9 @@ def test_too_little_space(phones, exported, tmp_path, capsys):
     code, _, err = run(capsys, "--pte", str(exported / "model.pte"), "--output", str(stem))
     assert code == 2
     (line,) = error_lines(err)
-    assert line.startswith("error: A1: not enough space in /data/local/tmp/edge_bench: ") and line.endswith(" MiB to push, 0.1 MiB free")
+    assert line.startswith("error: A1: not enough space in /data/local/tmp/edge_bench: ") and line.endswith(
+        " MiB to push, 0.1 MiB free"
+    )
     assert [c["argv"][0] for c in phones.calls()].count("push") == 0  # checked before pushing anything
     assert records(stem) == []
 
@@ -118,7 +139,9 @@ def test_runner_crash_is_recorded_and_the_next_configuration_runs(phones, export
     assert code == 2
     crash, *good = records(stem)
     assert crash["label"] == "crashy" and crash["status"] == "failed" and crash["exit_code"] == 134
-    assert crash["error"].startswith("the runner crashed (SIGABRT, exit 134): E 00:00:00.100000 executorch:method.cpp:1012]")
+    assert crash["error"].startswith(
+        "the runner crashed (SIGABRT, exit 134): E 00:00:00.100000 executorch:method.cpp:1012]"
+    )
     assert "Overriding output data pointer allowed only for inputs" in crash["stderr_tail"]
     assert [(r["label"], r["status"]) for r in good] == [("good", "ok"), ("good", "ok")]  # went on
     assert error_lines(err) == [f"error: A1 · crashy · prompt 8: {crash['error']}"]
@@ -148,7 +171,9 @@ def test_output_that_cannot_be_parsed(phones, exported, tmp_path, capsys, monkey
     assert code == 2
     (rec,) = records(stem)
     assert rec["status"] == "failed" and rec["exit_code"] == 0
-    assert rec["error"].startswith("cannot parse the runner's output: the runner's PyTorchObserver line is not valid JSON")
+    assert rec["error"].startswith(
+        "cannot parse the runner's output: the runner's PyTorchObserver line is not valid JSON"
+    )
     assert error_lines(err) == [f"error: A1 · tiny_8da4w · prompt 8: {rec['error']}"]
 
 
@@ -156,12 +181,30 @@ def test_device_disconnects_mid_run(phones, exported, tmp_path, capsys):
     phones.add("A1", disconnect_on_run=2)  # unplugged during its second run
     phones.add("B2")
     stem = tmp_path / "bench"
-    code, out, err = run(capsys, "--pte", str(exported / "model.pte"), "--serial", "A1", "--serial", "B2",
-                         "--repetitions", "3", "--reconnect-wait-s", "0", "--output", str(stem))
+    code, out, err = run(
+        capsys,
+        "--pte",
+        str(exported / "model.pte"),
+        "--serial",
+        "A1",
+        "--serial",
+        "B2",
+        "--repetitions",
+        "3",
+        "--reconnect-wait-s",
+        "0",
+        "--output",
+        str(stem),
+    )
     assert code == 2
     recs = records(stem)
     assert [(r["target_id"], r["run_index"], r["status"]) for r in recs] == [
-        ("A1", 1, "ok"), ("A1", 2, "failed"), ("B2", 1, "ok"), ("B2", 2, "ok"), ("B2", 3, "ok")]
+        ("A1", 1, "ok"),
+        ("A1", 2, "failed"),
+        ("B2", 1, "ok"),
+        ("B2", 2, "ok"),
+        ("B2", 3, "ok"),
+    ]
     gone = "device A1 disconnected (gone); not back within 0 s (a runner left there is killed before the next run)"
     assert recs[1]["error"] == gone
     assert error_lines(err) == [f"error: {gone}"]

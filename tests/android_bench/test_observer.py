@@ -34,7 +34,7 @@ I 00:00:05.882607 executorch:stats.h:135] \t\tPrompt evaluation:\t0.185000 (seco
 I 00:00:05.882609 executorch:stats.h:146] \t\tGenerated 53 tokens:\t1.372000 (seconds)\t\t Rate: \t38.629738 (tokens/second)
 I 00:00:05.882613 executorch:stats.h:154] \tTime to first generated token:\t0.185000 (seconds)
 I 00:00:05.882614 executorch:stats.h:161] \tSampling time over 107 tokens:\t0.050000 (seconds)
-"""
+"""  # noqa: E501 (verbatim tool output)
 
 OLD_GALAXY_S24 = """\
 I hope you enjoy it!<|eot_id|>
@@ -47,7 +47,7 @@ PyTorchObserver {"prompt_tokens":14,"generated_tokens":54,"model_load_start_ms":
                 Generated 54 tokens:    1.025000 (seconds)               Rate:  52.682927 (tokens/second)
         Time to first generated token:  0.164000 (seconds)
         Sampling time over 68 tokens:   0.019000 (seconds)
-"""
+"""  # noqa: E501 (verbatim tool output)
 
 CURRENT_HOST = """\
 x o4~2222SsSsSde ahip,fpppppppp<|begin_of_text|> the
@@ -58,11 +58,11 @@ PyTorchObserver {"prefill_token_per_sec":8000,"decode_token_per_sec":8466.67,"pr
 [stats.h:197] \t\tPrompt evaluation:\t0.008000 (seconds)\t\t Rate: \t8000.000000 (tokens/second)
 [stats.h:207] \t\tGenerated 127 tokens:\t0.015000 (seconds)\t\t Rate: \t8466.666667 (tokens/second)
 [stats.h:219] \tTime to first generated token:\t0.008000 (seconds)
-"""
+"""  # noqa: E501 (verbatim tool output)
 
 CURRENT_NO_DECODE = """\
 PyTorchObserver {"prefill_token_per_sec":26000,"prompt_tokens":26,"generated_tokens":15,"model_load_start_ms":1795368806020,"model_load_end_ms":1795368806026,"inference_start_ms":1795368806044,"inference_end_ms":1795368806045,"model_execution_start_ms":1795368806045,"model_execution_end_ms":1795368806045,"prompt_eval_end_ms":1795368806045,"first_token_ms":1795368806045,"aggregate_sampling_time_ms":0,"aggregate_model_execution_time_ms":17,"SCALING_FACTOR_UNITS_PER_SECOND":1000}
-"""
+"""  # noqa: E501 (verbatim tool output)
 
 
 def human(text: str, pattern: str) -> float:
@@ -70,7 +70,9 @@ def human(text: str, pattern: str) -> float:
     return float(re.search(pattern, text).group(1))
 
 
-@pytest.mark.parametrize("text", [OLD_ARM_KLEIDIAI, OLD_GALAXY_S24, CURRENT_HOST], ids=["old-arm", "old-s24", "current"])
+@pytest.mark.parametrize(
+    "text", [OLD_ARM_KLEIDIAI, OLD_GALAXY_S24, CURRENT_HOST], ids=["old-arm", "old-s24", "current"]
+)
 def test_metrics_equal_the_runners_own_report(text):
     s = parse_observer(text)
     assert s.prompt_tokens == int(human(text, r"Prompt Tokens: (\d+)"))
@@ -123,9 +125,11 @@ def test_last_line_wins_and_text_before_the_marker_is_ignored():
 
 def test_model_load_zero_means_not_loaded_by_the_runner():
     # Multimodal runners print zeros for the load stamps (seen in ExecuTorch's gemma3 README).
-    line = ('PyTorchObserver {"prompt_tokens":271,"generated_tokens":99,"model_load_start_ms":0,"model_load_end_ms":0,'
-            '"inference_start_ms":1761118126790,"inference_end_ms":1761118128385,"prompt_eval_end_ms":1761118127175,'
-            '"first_token_ms":1761118127175,"aggregate_sampling_time_ms":86,"SCALING_FACTOR_UNITS_PER_SECOND":1000}')
+    line = (
+        'PyTorchObserver {"prompt_tokens":271,"generated_tokens":99,"model_load_start_ms":0,"model_load_end_ms":0,'
+        '"inference_start_ms":1761118126790,"inference_end_ms":1761118128385,"prompt_eval_end_ms":1761118127175,'
+        '"first_token_ms":1761118127175,"aggregate_sampling_time_ms":86,"SCALING_FACTOR_UNITS_PER_SECOND":1000}'
+    )
     s = parse_observer(line)
     assert s.model_load_s is None
     assert s.prefill_tok_s == pytest.approx(271 / 0.385)
@@ -135,7 +139,7 @@ def test_model_load_zero_means_not_loaded_by_the_runner():
     "text, message",
     [
         ("Loaded model\nno stats here\n", "no PyTorchObserver line"),
-        ("PyTorchObserver {\"prompt_tokens\":14,\"generated_tok", "not valid JSON"),
+        ('PyTorchObserver {"prompt_tokens":14,"generated_tok', "not valid JSON"),
         ("PyTorchObserver ", "no JSON object"),
         ('PyTorchObserver {"prompt_tokens":14}', "lacks generated_tokens"),
         (OLD_GALAXY_S24.replace('"generated_tokens":54', '"generated_tokens":"54"'), "not a number"),

@@ -7,27 +7,47 @@ import pytest
 
 from android_bench.config import BenchError, LengthFlag
 from android_bench.device import DeviceFacts, facts_from_android, parse_cpu_list, parse_cpuinfo_parts
+from android_bench.device_script import parse_logcat, parse_run_output
 from android_bench.placement import LITTLE_PARTS, big_cores, placement
-from android_bench.runner_flags import RunnerFlags, flags_from_probes, parse_gflags_help, run_flags
-from android_bench.script import parse_logcat, parse_run_output
-from android_bench.targets import SPLIT, flags_from_probe_output
+from android_bench.runner_flags import (
+    SPLIT,
+    RunnerFlags,
+    flags_from_probe_output,
+    flags_from_probes,
+    parse_gflags_help,
+    run_flags,
+)
 
 
 def cpuinfo(parts: dict[int, int]) -> str:
-    return "\n".join(f"processor\t: {i}\nBogoMIPS\t: 38.40\nCPU implementer\t: 0x41\nCPU part\t: 0x{p:03x}\n"
-                     for i, p in parts.items())
+    return "\n".join(
+        f"processor\t: {i}\nBogoMIPS\t: 38.40\nCPU implementer\t: 0x41\nCPU part\t: 0x{p:03x}\n"
+        for i, p in parts.items()
+    )
 
 
 def facts(*, khz: list[int | None], parts: dict[int, int], online: str) -> DeviceFacts:
     freqs = "\n".join(f"/sys/devices/system/cpu/cpu{i}/cpufreq/cpuinfo_max_freq {k}" for i, k in enumerate(khz) if k)
-    return facts_from_android(serial="S", props={}, possible=f"0-{len(khz) - 1}", freqs=freqs, meminfo="",
-                              online=online, cpuinfo=cpuinfo(parts))
+    return facts_from_android(
+        serial="S",
+        props={},
+        possible=f"0-{len(khz) - 1}",
+        freqs=freqs,
+        meminfo="",
+        online=online,
+        cpuinfo=cpuinfo(parts),
+    )
 
 
 def test_little_part_ids_are_cpuinfo_utils_list():
     # extension/threadpool/cpuinfo_utils.cpp: MIDR 0x410FD030 (A53), D050 (A55), D070 (A57), D460 (A510), D800 (A520).
     assert {hex(p): name for p, name in LITTLE_PARTS.items()} == {
-        "0xd03": "Cortex-A53", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57", "0xd46": "Cortex-A510", "0xd80": "Cortex-A520"}
+        "0xd03": "Cortex-A53",
+        "0xd05": "Cortex-A55",
+        "0xd07": "Cortex-A57",
+        "0xd46": "Cortex-A510",
+        "0xd80": "Cortex-A520",
+    }
 
 
 def test_all_big_soc_keeps_every_core():
@@ -52,7 +72,9 @@ def test_offline_core_does_not_shift_numbering():
     assert cores == (4, 5, 6, 7) and "guessed" in note
 
 
-@pytest.mark.parametrize("mask, threads, want", [("f0", None, (4, "f0")), ("0x3", None, (2, "3")), ("FC", 3, (3, "fc"))])
+@pytest.mark.parametrize(
+    "mask, threads, want", [("f0", None, (4, "f0")), ("0x3", None, (2, "3")), ("FC", 3, (3, "fc"))]
+)
 def test_taskset_threads_default_to_mask_size(mask, threads, want):
     f = facts(khz=[2000000] * 8, parts={}, online="0-7")
     p = placement(facts=f, threads=threads, taskset=mask, pin_big_cores=False)
@@ -61,7 +83,10 @@ def test_taskset_threads_default_to_mask_size(mask, threads, want):
 
 def test_cpu_lists_and_cpuinfo():
     assert parse_cpu_list("0-3,6\n") == (0, 1, 2, 3, 6) and parse_cpu_list("") == () and parse_cpu_list("x") == ()
-    assert parse_cpuinfo_parts("processor\t: 0\nCPU part\t: 0xd05\n\nprocessor\t: 5\nCPU part\t: 0xd41\n") == {0: 0xD05, 5: 0xD41}
+    assert parse_cpuinfo_parts("processor\t: 0\nCPU part\t: 0xd05\n\nprocessor\t: 5\nCPU part\t: 0xd41\n") == {
+        0: 0xD05,
+        5: 0xD41,
+    }
     assert parse_cpuinfo_parts("processor\t: 0\nmodel name\t: Intel(R) Xeon(R)\n") == {}
 
 
@@ -97,7 +122,9 @@ def test_gflags_help_and_flags_per_release():
     assert (chosen.prompt_as_file, chosen.ignore_eos, chosen.length_flag) == (False, False, LengthFlag.SEQ_LEN)
     with pytest.raises(BenchError, match="the runner has no --max_new_tokens"):
         run_flags(runner=v10, length_flag=LengthFlag.MAX_NEW_TOKENS, prompt_tokens=64, max_new_tokens=128, threads=None)
-    v12 = RunnerFlags(names=frozenset({"model_path", "max_new_tokens", "seq_len", "prompt_file", "ignore_eos"}), known=True)
+    v12 = RunnerFlags(
+        names=frozenset({"model_path", "max_new_tokens", "seq_len", "prompt_file", "ignore_eos"}), known=True
+    )
     chosen = run_flags(runner=v12, length_flag=LengthFlag.AUTO, prompt_tokens=64, max_new_tokens=128, threads=None)
     assert chosen.flags == (("--temperature", "0"), ("--max_new_tokens", "128"), ("--ignore_eos", None))
     assert chosen.prompt_as_file and chosen.ignore_eos
@@ -110,17 +137,25 @@ def test_gflags_help_and_flags_per_release():
 
 def test_run_script_output_sections():
     text = (
-        "@@EDGE_LEFTOVER 4100\n@@EDGE_AVAIL_BEFORE MemAvailable:    6517532 kB\n@@EDGE_PID 4242\n@@EDGE_CPUSET /top-app\n"
+        "@@EDGE_LEFTOVER 4100\n@@EDGE_AVAIL_BEFORE MemAvailable:    6517532 kB\n"
+        "@@EDGE_PID 4242\n@@EDGE_CPUSET /top-app\n"
         "@@EDGE_MEM State: R (running) VmHWM: 10240 kB VmRSS: 10240 kB Threads: 1 Cpus_allowed_list: 4-7 \n"
         "@@EDGE_MEM State: S (sleeping) VmHWM: 1363200 kB VmRSS: 1201000 kB Threads: 5 Cpus_allowed_list: 4-7 \n"
-        "@@EDGE_EXIT 137\n@@EDGE_AVAIL_AFTER MemAvailable:    6000000 kB\n@@EDGE_STDOUT\n\n@@EDGE_STDERR\n\n@@EDGE_LOGCAT\n"
+        "@@EDGE_EXIT 137\n@@EDGE_AVAIL_AFTER MemAvailable:    6000000 kB\n"
+        "@@EDGE_STDOUT\n\n@@EDGE_STDERR\n\n@@EDGE_LOGCAT\n"
         "11-24 03:38:16.100  4100  4100 I ExecuTorch: an earlier run's line\n"
         "11-24 03:38:16.123  4242  4250 I ExecuTorch: RSS after loading model: 1200.5 MiB\n"
         "11-24 03:38:16.200  4242  4242 E ExecuTorch: Failed to allocate\n"
     )
     out = parse_run_output(text)
     assert (out.exit_code, out.pid, out.leftover_killed, out.cpuset, out.cpus_allowed, out.threads_max) == (
-        137, 4242, 4100, "/top-app", "4-7", 5)
+        137,
+        4242,
+        4100,
+        "/top-app",
+        "4-7",
+        5,
+    )
     assert (out.mem_avail_kb_before, out.mem_avail_kb_after, out.peak_rss_kb) == (6517532, 6000000, 1363200)
     assert out.stderr == "" and out.logcat == "I RSS after loading model: 1200.5 MiB\nE Failed to allocate"
     # A wrapper script's child logs under another pid: then every ExecuTorch line is kept.
@@ -129,8 +164,13 @@ def test_run_script_output_sections():
 
 def test_runner_that_cannot_run_on_the_phone():
     # An x86-64 llama_main pushed to an arm64 phone: mksh cannot exec it, for either probe.
-    text = f"/system/bin/sh: ./llama_main: not executable: 64-bit ELF file\n{SPLIT}\n/system/bin/sh: ./llama_main: not executable: 64-bit ELF file\n"
-    with pytest.raises(BenchError, match="the runner cannot run on R5CX: /system/bin/sh: ./llama_main: not executable: 64-bit ELF file"):
+    text = (
+        "/system/bin/sh: ./llama_main: not executable: 64-bit ELF file\n"
+        f"{SPLIT}\n/system/bin/sh: ./llama_main: not executable: 64-bit ELF file\n"
+    )
+    with pytest.raises(
+        BenchError, match="the runner cannot run on R5CX: /system/bin/sh: ./llama_main: not executable: 64-bit ELF file"
+    ):
         flags_from_probe_output(text, where="R5CX")
     ok = flags_from_probe_output(f"llama_main: Warning\n{SPLIT}\n{HELP_1_0}", where="R5CX")
     assert ok.known and ok.has("seq_len") and not ok.has("ignore_eos")

@@ -67,7 +67,9 @@ class Clock:
 def test_cool_down_waits_until_below_the_threshold():
     temps = iter([45.0, 42.5, 39.9, 35.0])
     clock = Clock()
-    c = cool_down(read=lambda: thermal(next(temps)), below_c=40.0, timeout_s=100, poll_s=5, clock=clock, sleep=clock.sleep)
+    c = cool_down(
+        read=lambda: thermal(next(temps)), below_c=40.0, timeout_s=100, poll_s=5, clock=clock, sleep=clock.sleep
+    )
     assert c == CoolDown(seconds=10.0, timed_out=False, thermal=thermal(39.9))
 
 

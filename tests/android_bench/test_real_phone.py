@@ -54,8 +54,10 @@ def test_runner_left_by_a_disconnect_is_killed_once_the_phone_is_back(phones, ex
     code, _, err = run(capsys, "--pte", str(exported / "model.pte"), "--reconnect-wait-s", "20", "--output", str(stem))
     assert code == 2
     (rec,) = records(stem)
-    m = re.fullmatch(r"device A1 disconnected \(gone\); it came back and the runner it left running \(pid (\d+)\) was killed",
-                     rec["error"])
+    m = re.fullmatch(
+        r"device A1 disconnected \(gone\); it came back and the runner it left running \(pid (\d+)\) was killed",
+        rec["error"],
+    )
     assert m, rec["error"]
     assert wait_dead(int(m.group(1)))
     assert error_lines(err) == [f"error: {rec['error']}"]
@@ -78,7 +80,7 @@ def test_leftover_runner_is_killed_before_the_next_run(phones, exported, tmp_pat
     leftover = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "--model_path", "x.pte"])
     try:
         (work / "runner.pid").write_text(f"{leftover.pid}\n")
-        (work / "run-1-1.out").write_text("PyTorchObserver {\"stale\": 1}\n")
+        (work / "run-1-1.out").write_text('PyTorchObserver {"stale": 1}\n')
         stem = tmp_path / "bench"
         code, _, err = run(capsys, "--pte", str(exported / "model.pte"), "--output", str(stem))
         assert code == 0, err
@@ -87,7 +89,10 @@ def test_leftover_runner_is_killed_before_the_next_run(phones, exported, tmp_pat
         leftover.kill()
     (rec,) = records(stem)
     assert rec["status"] == "ok"
-    assert f"a runner left from an earlier run (pid {leftover.pid}) was still running; it was killed first" in rec["warnings"]
+    assert (
+        f"a runner left from an earlier run (pid {leftover.pid}) was still running; it was killed first"
+        in rec["warnings"]
+    )
     assert not (work / "run-1-1.out").exists() and not (work / "runner.pid").exists()
 
 
@@ -104,9 +109,30 @@ def test_ctrl_c_kills_the_runner_on_the_phone(phones, exported, tmp_path, monkey
     stem = tmp_path / "bench"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "android_bench", "--runner", str(FAKE_LLAMA_MAIN), *ptes, "--prompt-tokens", "8",
-         "--max-new-tokens", "4", "--warmup", "0", "--repetitions", "1", "--output", str(stem)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "android_bench",
+            "--runner",
+            str(FAKE_LLAMA_MAIN),
+            *ptes,
+            "--prompt-tokens",
+            "8",
+            "--max-new-tokens",
+            "4",
+            "--warmup",
+            "0",
+            "--repetitions",
+            "1",
+            "--output",
+            str(stem),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     pid_file = root / WORK / "runner.pid"
     deadline = time.monotonic() + 120
@@ -142,8 +168,10 @@ def test_v1_0_runner_gets_seq_len_and_no_newer_flags(phones, exported, tmp_path,
     # Asking for --max_new_tokens explicitly: one clear line, not a runner failure per run.
     code, _, err = run(capsys, "--pte", str(exported / "model.pte"), "--length-flag", "max_new_tokens")
     assert code == 2
-    assert error_lines(err) == ["error: A1: the runner has no --max_new_tokens (ExecuTorch before 1.1 has only --seq_len); "
-                                "pass --length-flag auto or seq_len"]
+    assert error_lines(err) == [
+        "error: A1: the runner has no --max_new_tokens (ExecuTorch before 1.1 has only --seq_len); "
+        "pass --length-flag auto or seq_len"
+    ]
 
 
 def test_early_eos_without_ignore_eos_warns_loudly(phones, exported, tmp_path, capsys, monkeypatch):
@@ -156,8 +184,10 @@ def test_early_eos_without_ignore_eos_warns_loudly(phones, exported, tmp_path, c
     (rec,) = records(stem)
     # generated_tokens counts decode steps (ExecuTorch's runner: the prefill's token is not in it).
     assert rec["generated_tokens"] == 1 and rec["ignore_eos"] is False
-    short = ("SHORT: the runner stopped after 2 of 4 new tokens (the runner stopped at EOS (it has no --ignore_eos)); "
-             "decode rates of runs of different lengths are not comparable")
+    short = (
+        "SHORT: the runner stopped after 2 of 4 new tokens (the runner stopped at EOS (it has no --ignore_eos)); "
+        "decode rates of runs of different lengths are not comparable"
+    )
     assert short in rec["warnings"] and "SHORT: the runner stopped after 2 of 4" in out
     # A 1.2+ runner is given --ignore_eos, and the same early EOS does not happen.
     monkeypatch.setenv("FAKE_LLAMA_MAIN_RELEASE", "1.2")
@@ -175,11 +205,21 @@ def test_logcat_only_runner(phones, exported, tmp_path, capsys, monkeypatch):
     for name in ("model.pte", "tokenizer.json", "manifest.json"):
         (tmp_path / "crashy" / name).write_bytes((exported / name).read_bytes())
     stem = tmp_path / "bench"
-    code, _, _ = run(capsys, "--pte", str(tmp_path / "crashy" / "model.pte"), "--pte", str(exported / "model.pte"),
-                     "--output", str(stem))
+    code, _, _ = run(
+        capsys,
+        "--pte",
+        str(tmp_path / "crashy" / "model.pte"),
+        "--pte",
+        str(exported / "model.pte"),
+        "--output",
+        str(stem),
+    )
     assert code == 2
     crash, good = records(stem)
-    assert crash["error"] == "the runner crashed (SIGABRT, exit 134): E Overriding output data pointer allowed only for inputs"
+    assert (
+        crash["error"]
+        == "the runner crashed (SIGABRT, exit 134): E Overriding output data pointer allowed only for inputs"
+    )
     assert crash["log_source"] == "logcat" and "Overriding output data pointer" in crash["stderr_tail"]
     assert good["status"] == "ok" and good["log_source"] == "logcat"
     assert "ExecuTorch: Resetting threadpool" in phones.logcat("A1")  # nothing went to stderr
@@ -201,15 +241,22 @@ def test_rss_far_below_pte_and_leftover_warnings():
     # A `--runner` wrapper script without exec: its own 3 MiB are measured, not the 2.3 GiB runner.
     (w,) = output_warnings(generated=128, asked=128, ignore_eos=True, peak_rss_mb=3.2, pte_mb=2358.0, leftover_pid=None)
     assert w.startswith("peak RSS 3 MiB is far below the .pte's 2358 MiB")
-    assert output_warnings(generated=128, asked=128, ignore_eos=True, peak_rss_mb=2100.0, pte_mb=2358.0, leftover_pid=None) == []
+    assert (
+        output_warnings(generated=128, asked=128, ignore_eos=True, peak_rss_mb=2100.0, pte_mb=2358.0, leftover_pid=None)
+        == []
+    )
     (w,) = output_warnings(generated=100, asked=128, ignore_eos=True, peak_rss_mb=None, pte_mb=1.0, leftover_pid=None)
     assert w.startswith("SHORT: the runner stopped after 101 of 128") and "the context is full" in w
-    assert output_warnings(generated=127, asked=128, ignore_eos=False, peak_rss_mb=None, pte_mb=1.0, leftover_pid=None) == []
+    assert (
+        output_warnings(generated=127, asked=128, ignore_eos=False, peak_rss_mb=None, pte_mb=1.0, leftover_pid=None)
+        == []
+    )
 
 
 # Snapdragon 8 Elite-like: 2 + 6 Oryon cores (Qualcomm part 0x001), no little core; core 3 is offline.
 ALL_BIG = {
-    "model": "AllBig", "props": {"ro.product.model": "AllBig", "ro.build.version.release": "15"},
+    "model": "AllBig",
+    "props": {"ro.product.model": "AllBig", "ro.build.version.release": "15"},
     "cpu_max_khz": [3532800, 3532800, 3532800, None, 3532800, 3532800, 4320000, 4320000],
     "cpu_parts": [0x001, 0x001, 0x001, None, 0x001, 0x001, 0x001, 0x001],
 }
@@ -219,8 +266,18 @@ def test_pin_big_cores_leaves_out_only_little_cores(phones, exported, tmp_path, 
     phones.add("A1")  # Pixel 8: cores 0-3 are Cortex-A510
     phones.add("E5", like=ALL_BIG)
     stem = tmp_path / "bench"
-    code, _, err = run(capsys, "--pte", str(exported / "model.pte"), "--serial", "A1", "--serial", "E5", "--pin-big-cores",
-                       "--output", str(stem))
+    code, _, err = run(
+        capsys,
+        "--pte",
+        str(exported / "model.pte"),
+        "--serial",
+        "A1",
+        "--serial",
+        "E5",
+        "--pin-big-cores",
+        "--output",
+        str(stem),
+    )
     assert code == 0, err
     a1, e5 = records(stem)
     assert (a1["cpu_mask"], a1["threads"], phones.tasksets("A1")) == ("1f0", 5, ["1f0"])

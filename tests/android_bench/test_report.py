@@ -19,16 +19,57 @@ from android_bench.report import WRITERS, csv_rows, fmt_ratio, render, v3_rows, 
 from edge.core.io import write_text_atomic as write_atomic
 
 
-def record(label: str, *, decode, ttft, prefill, pte_mb, rss, index=1, target_id="R5CX", phase="measured", ok=True, warnings=(), **kw) -> RunRecord:
+def record(
+    label: str,
+    *,
+    decode,
+    ttft,
+    prefill,
+    pte_mb,
+    rss,
+    index=1,
+    target_id="R5CX",
+    phase="measured",
+    ok=True,
+    warnings=(),
+    **kw,
+) -> RunRecord:
     base = dict(
-        target="android", target_id=target_id, label=label, scheme="bf16" if "BF16" in label else "8da4w",
-        pte=f"/out/{label}.pte", pte_sha256="0" * 64, pte_mb=pte_mb, tokenizer="tokenizer.model", runner="llama_main",
-        prompt_tokens_requested=64, max_new_tokens=128, threads=None, cpu_mask=None, phase=phase, run_index=index,
-        timestamp="2026-11-22T00:00:00Z", device_model="CPH2583", manufacturer="OnePlus", soc="QTI SM8650",
-        hardware="pineapple", os_version="Android 14", sdk="34", abi="arm64-v8a", n_cores=8,
-        cpu_max_freq_mhz=[2265, 2265, 3148, 3148, 3148, 2956, 2956, 3302], mem_total_gb=16.1,
-        status="ok" if ok else "failed", decode_tok_s=decode, ttft_s=ttft, prefill_tok_s=prefill, peak_rss_mb=rss,
-        model_load_s=1.5, prompt_tokens=64, generated_tokens=127, warnings=list(warnings),
+        target="android",
+        target_id=target_id,
+        label=label,
+        scheme="bf16" if "BF16" in label else "8da4w",
+        pte=f"/out/{label}.pte",
+        pte_sha256="0" * 64,
+        pte_mb=pte_mb,
+        tokenizer="tokenizer.model",
+        runner="llama_main",
+        prompt_tokens_requested=64,
+        max_new_tokens=128,
+        threads=None,
+        cpu_mask=None,
+        phase=phase,
+        run_index=index,
+        timestamp="2026-11-22T00:00:00Z",
+        device_model="CPH2583",
+        manufacturer="OnePlus",
+        soc="QTI SM8650",
+        hardware="pineapple",
+        os_version="Android 14",
+        sdk="34",
+        abi="arm64-v8a",
+        n_cores=8,
+        cpu_max_freq_mhz=[2265, 2265, 3148, 3148, 3148, 2956, 2956, 3302],
+        mem_total_gb=16.1,
+        status="ok" if ok else "failed",
+        decode_tok_s=decode,
+        ttft_s=ttft,
+        prefill_tok_s=prefill,
+        peak_rss_mb=rss,
+        model_load_s=1.5,
+        prompt_tokens=64,
+        generated_tokens=127,
+        warnings=list(warnings),
     )
     base.update(kw)
     return RunRecord(**base)
@@ -46,8 +87,18 @@ def card_records(target_id="R5CX") -> list[RunRecord]:
     out = []
     for label, (decode, ttft, prefill, pte, rss) in CARD.items():
         for i, f in enumerate((0.9, 1.0, 1.05), start=1):
-            out.append(record(label, decode=decode * f, ttft=ttft / f, prefill=prefill * f, pte_mb=pte, rss=rss * f,
-                              index=i, target_id=target_id))
+            out.append(
+                record(
+                    label,
+                    decode=decode * f,
+                    ttft=ttft / f,
+                    prefill=prefill * f,
+                    pte_mb=pte,
+                    rss=rss * f,
+                    index=i,
+                    target_id=target_id,
+                )
+            )
     return out
 
 
@@ -63,7 +114,17 @@ def test_summary_uses_measured_ok_runs_only():
         record("1B BF16", decode=5.0, ttft=9.0, prefill=1.0, pte_mb=1, rss=1, phase="warmup"),
         record("1B BF16", decode=19.0, ttft=1.0, prefill=60.0, pte_mb=2358, rss=3000, index=1),
         record("1B BF16", decode=20.0, ttft=1.2, prefill=61.0, pte_mb=2358, rss=3100, index=2),
-        record("1B BF16", decode=None, ttft=None, prefill=None, pte_mb=2358, rss=None, index=3, ok=False, error="the runner crashed"),
+        record(
+            "1B BF16",
+            decode=None,
+            ttft=None,
+            prefill=None,
+            pte_mb=2358,
+            rss=None,
+            index=3,
+            ok=False,
+            error="the runner crashed",
+        ),
     ]
     (s,) = summarize(recs, baseline="1B BF16")
     assert (s.n_ok, s.n_failed) == (2, 1)
@@ -93,8 +154,14 @@ def test_ratios_against_the_baseline_row():
 
 
 def test_markdown_table_in_the_model_card_layout():
-    result = make_result(records=card_records(), baseline="1B BF16", faults=[], started="T", config={"repetitions": 3},
-                         devices={"R5CX": {"model": "CPH2583"}})
+    result = make_result(
+        records=card_records(),
+        baseline="1B BF16",
+        faults=[],
+        started="T",
+        config={"repetitions": 3},
+        devices={"R5CX": {"model": "CPH2583"}},
+    )
     md = render(result, OutputFormat.MARKDOWN)
     assert "| model | decode tok/s | TTFT s | prefill tok/s | model MiB | RSS MiB |" in md
     assert "| 1B BF16 (baseline) | 19.2 | 1.00 | 60.3 | 2358 | 3185 |" in md
@@ -108,10 +175,24 @@ def test_markdown_table_in_the_model_card_layout():
 
 def test_loud_warning_for_a_throttled_run_and_a_fault():
     recs = card_records()
-    recs[4] = record("1B SpinQuant", decode=40.0, ttft=0.4, prefill=200.0, pte_mb=1083, rss=1921, index=2,
-                     warnings=["THROTTLED: thermal status 2 after the run (was 0)"])
-    result = make_result(records=recs, baseline="1B BF16", faults=["R5CX: device R5CX disconnected (gone)"], started="T",
-                         config={"repetitions": 3}, devices={})
+    recs[4] = record(
+        "1B SpinQuant",
+        decode=40.0,
+        ttft=0.4,
+        prefill=200.0,
+        pte_mb=1083,
+        rss=1921,
+        index=2,
+        warnings=["THROTTLED: thermal status 2 after the run (was 0)"],
+    )
+    result = make_result(
+        records=recs,
+        baseline="1B BF16",
+        faults=["R5CX: device R5CX disconnected (gone)"],
+        started="T",
+        config={"repetitions": 3},
+        devices={},
+    )
     md = render(result, OutputFormat.MARKDOWN)
     assert "> ⚠ **WARNING** R5CX · 1B SpinQuant · prompt 64: run 2: THROTTLED" in md
     assert "> ⚠ **WARNING** FAULT: R5CX: device R5CX disconnected (gone)" in md
@@ -122,8 +203,14 @@ def test_loud_warning_for_a_throttled_run_and_a_fault():
 
 def test_side_by_side_with_two_devices():
     recs = card_records("A") + card_records("B")
-    result = make_result(records=recs, baseline="1B BF16", faults=[], started="T", config={"repetitions": 3},
-                         devices={"A": {"model": "Pixel 8"}, "B": {"model": "CPH2583"}})
+    result = make_result(
+        records=recs,
+        baseline="1B BF16",
+        faults=[],
+        started="T",
+        config={"repetitions": 3},
+        devices={"A": {"model": "Pixel 8"}, "B": {"model": "CPH2583"}},
+    )
     md = render(result, OutputFormat.MARKDOWN)
     assert "| model | Pixel 8 (A) | CPH2583 (B) |" in md
     assert "| 1B SpinQuant | 50.2 / 0.300 / 1921 | 50.2 / 0.300 / 1921 |" in md
@@ -153,8 +240,14 @@ def test_jsonl_is_one_flat_record_per_run():
 
 
 def test_v3_rows_follow_the_pytorch_benchmark_schema():
-    result = make_result(records=card_records(), baseline="1B BF16", faults=[], started="T", config={"repetitions": 3},
-                         devices={"R5CX": {"model": "CPH2583", "os_version": "Android 14", "mem_total_gb": 16.1, "mem_avail_gb": 6.5}})
+    result = make_result(
+        records=card_records(),
+        baseline="1B BF16",
+        faults=[],
+        started="T",
+        config={"repetitions": 3},
+        devices={"R5CX": {"model": "CPH2583", "os_version": "Android 14", "mem_total_gb": 16.1, "mem_avail_gb": 6.5}},
+    )
     rows = v3_rows(result)
     assert len(rows) == 3 * len(Metric)
     for row in rows:
@@ -165,8 +258,13 @@ def test_v3_rows_follow_the_pytorch_benchmark_schema():
         assert {"name", "type", "avail_mem_in_gb", "total_mem_in_gb"} <= set(row["runners"][0])
     ttft = next(r for r in rows if r["model"]["name"] == "1B BF16" and r["metric"]["name"] == "ttft(ms)")
     assert ttft["metric"]["benchmark_values"] == pytest.approx([1000 / 0.9, 1000.0, 1000 / 1.05])
-    assert ttft["runners"][0] == {"name": "CPH2583", "type": "Android 14", "avail_mem_in_gb": 6.5, "total_mem_in_gb": 16.1,
-                                  "extra_info": {"serial": "R5CX", "soc": None, "abi": None}}
+    assert ttft["runners"][0] == {
+        "name": "CPH2583",
+        "type": "Android 14",
+        "avail_mem_in_gb": 6.5,
+        "total_mem_in_gb": 16.1,
+        "extra_info": {"serial": "R5CX", "soc": None, "abi": None},
+    }
     assert json.loads(render(result, OutputFormat.V3_JSON)) == rows
 
 
@@ -178,7 +276,9 @@ def test_writers_are_interchangeable(tmp_path):
         assert buf.getvalue() == render(result, fmt) and buf.getvalue()
     paths = write_all(result, tmp_path / "out" / "bench")
     assert sorted(p.name for p in paths) == ["bench.csv", "bench.json", "bench.jsonl", "bench.md"]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in paths)  # no temporary files left
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        p.name for p in paths
+    )  # no temporary files left
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):

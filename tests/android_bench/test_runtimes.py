@@ -11,7 +11,7 @@ import struct
 import pytest
 
 from android_bench.__main__ import main
-from android_bench.runtimes import (
+from android_bench.runners import (
     Runtime,
     RuntimeOutputError,
     command,
@@ -63,13 +63,13 @@ LLAMA_COMPLETION = """\
 0.00.148.268 I common_perf_print:       total time =     112.14 ms /   103 tokens
 0.00.148.269 I common_perf_print: unaccounted time =       1.93 ms /   1.7 %      (total - sampling - prompt eval - eval) / (total)
 0.00.148.269 I common_perf_print:    graphs reused =         30
-"""
+"""  # noqa: E501 (verbatim tool output)
 LLAMA_VERSION = "version: 0.5.0-dev (build 1, commit 0c1e570)\nbuilt with GNU 12.2.0 for Linux x86_64\n"
 OLDER_LLAMA = """\
 llama_perf_context_print:        load time =     412.36 ms
 llama_perf_context_print: prompt eval time =     183.20 ms /    64 tokens (    2.86 ms per token,   349.34 tokens per second)
 llama_perf_context_print:        eval time =    2541.10 ms /   127 runs   (   20.01 ms per token,    49.98 tokens per second)
-"""
+"""  # noqa: E501 (verbatim tool output)
 
 
 def test_model_benchmark_output_parsed():
@@ -96,20 +96,61 @@ def test_llama_completion_output_parsed():
 
 def test_runtime_from_path_and_commands(exported, tmp_path):
     assert runtime_of(exported / "model.pte") is Runtime.EXECUTORCH
-    assert runtime_of(exported / "onnx") is Runtime.ONNXRUNTIME and runtime_of(exported / "onnx" / "model.onnx") is Runtime.ONNXRUNTIME
+    assert (
+        runtime_of(exported / "onnx") is Runtime.ONNXRUNTIME
+        and runtime_of(exported / "onnx" / "model.onnx") is Runtime.ONNXRUNTIME
+    )
     assert runtime_of(exported / "model.gguf") is Runtime.LLAMACPP
-    cmd = command(Runtime.LLAMACPP, runner="./llama-completion", model="m.gguf", prompt_file="p 1.txt", new_tokens=128, threads=4, context=300)
-    assert cmd.startswith("./llama-completion --model m.gguf --file 'p 1.txt' --n-predict 128") and "--ignore-eos" in cmd and "--threads 4" in cmd
-    assert command(Runtime.ONNXRUNTIME, runner="./model_benchmark", model="x/onnx", prompt_file="p.txt", new_tokens=16, threads=4,
-                   context=99) == "./model_benchmark --input_folder x/onnx --prompt_file p.txt -g 16 -r 1 -w 0"
+    cmd = command(
+        Runtime.LLAMACPP,
+        runner="./llama-completion",
+        model="m.gguf",
+        prompt_file="p 1.txt",
+        new_tokens=128,
+        threads=4,
+        context=300,
+    )
+    assert (
+        cmd.startswith("./llama-completion --model m.gguf --file 'p 1.txt' --n-predict 128")
+        and "--ignore-eos" in cmd
+        and "--threads 4" in cmd
+    )
+    assert (
+        command(
+            Runtime.ONNXRUNTIME,
+            runner="./model_benchmark",
+            model="x/onnx",
+            prompt_file="p.txt",
+            new_tokens=16,
+            threads=4,
+            context=99,
+        )
+        == "./model_benchmark --input_folder x/onnx --prompt_file p.txt -g 16 -r 1 -w 0"
+    )
     config = json.loads(genai_config_with_threads((exported / "onnx" / "genai_config.json").read_text(), 4))
     assert config["model"]["decoder"]["session_options"]["intra_op_num_threads"] == 4
 
 
 def _bench(capsys, tmp_path, *args):
     stem = tmp_path / "bench"
-    code = main(["--host", "--prompt-tokens", "8", "--max-new-tokens", "4", "--warmup", "1", "--repetitions", "1",
-                 "--cooldown-temp-c", "200", "--output", str(stem), *args])
+    code = main(
+        [
+            "--host",
+            "--prompt-tokens",
+            "8",
+            "--max-new-tokens",
+            "4",
+            "--warmup",
+            "1",
+            "--repetitions",
+            "1",
+            "--cooldown-temp-c",
+            "200",
+            "--output",
+            str(stem),
+            *args,
+        ]
+    )
     out, err = capsys.readouterr()
     rows = [json.loads(line) for line in stem.with_suffix(".jsonl").read_text().splitlines()]
     return code, out, err, rows
@@ -120,7 +161,9 @@ def _errors(err: str) -> list[str]:
 
 
 def test_host_table_puts_executorch_and_onnxruntime_side_by_side(exported, tmp_path, capsys):
-    code, out, err, rows = _bench(capsys, tmp_path, "--model", str(exported / "model.pte"), "--model", str(exported / "onnx"))
+    code, out, err, rows = _bench(
+        capsys, tmp_path, "--model", str(exported / "model.pte"), "--model", str(exported / "onnx")
+    )
     assert code == 0, err
     measured = [r for r in rows if r["phase"] == "measured"]
     assert [r["runtime"] for r in measured] == ["executorch", "onnxruntime"]
@@ -128,7 +171,9 @@ def test_host_table_puts_executorch_and_onnxruntime_side_by_side(exported, tmp_p
     # ONNX Runtime's times come from a microsecond clock. A tiny model can prefill or decode under ExecuTorch's
     # 1 ms clock, and then its rate is left out (None) rather than reported as infinite.
     assert measured[1]["prefill_tok_s"] > 0 and measured[1]["ttft_s"] > 0 and measured[1]["decode_tok_s"] > 0, measured
-    assert all(measured[0][k] is None or measured[0][k] >= 0 for k in ("prefill_tok_s", "ttft_s", "decode_tok_s")), measured
+    assert all(measured[0][k] is None or measured[0][k] >= 0 for k in ("prefill_tok_s", "ttft_s", "decode_tok_s")), (
+        measured
+    )
     assert measured[1]["generated_tokens"] == 4, measured
     assert all(r["prompt_tokens"] == 8 for r in measured), measured  # the same prompt tokens in both runtimes
     assert measured[1]["runner_build"].startswith("onnxruntime-genai 0.18.0, onnxruntime 1.32.0")
@@ -138,20 +183,32 @@ def test_host_table_puts_executorch_and_onnxruntime_side_by_side(exported, tmp_p
     import csv
 
     with open(tmp_path / "bench.csv") as f:
-        assert [(r["label"], r["runtime"]) for r in csv.DictReader(f)] == [("tiny_8da4w", "executorch"), ("tiny_8da4w · onnxruntime", "onnxruntime")]
+        assert [(r["label"], r["runtime"]) for r in csv.DictReader(f)] == [
+            ("tiny_8da4w", "executorch"),
+            ("tiny_8da4w · onnxruntime", "onnxruntime"),
+        ]
     v3 = json.loads((tmp_path / "bench.json").read_text())
     assert {row["model"]["extra_info"]["runtime"] for row in v3} == {"executorch", "onnxruntime"}
     table = out.split("| model | decode tok/s")[1].split("\n\n")[0]
-    assert "| tiny_8da4w " in table and "| tiny_8da4w · onnxruntime |" in table and "model MiB" in out  # (⚠: a rate under the 1 ms clock)
+    assert (
+        "| tiny_8da4w " in table and "| tiny_8da4w · onnxruntime |" in table and "model MiB" in out
+    )  # (⚠: a rate under the 1 ms clock)
 
 
 def test_missing_llama_cpp_keeps_the_other_results(exported, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
-    code, _, err, rows = _bench(capsys, tmp_path, "--model", str(exported / "model.pte"), "--model", str(exported / "model.gguf"))
+    code, _, err, rows = _bench(
+        capsys, tmp_path, "--model", str(exported / "model.pte"), "--model", str(exported / "model.gguf")
+    )
     assert code == 2
-    assert _errors(err) == ["error: host · tiny_8da4w · llama.cpp: llama.cpp's llama-completion is not on PATH "
-                            "(build llama.cpp, or pass --llamacpp-runner FILE)"]
-    assert [r["runtime"] for r in rows if r["status"] == "ok"] == ["executorch", "executorch"]  # warm-up + measured kept
+    assert _errors(err) == [
+        "error: host · tiny_8da4w · llama.cpp: llama.cpp's llama-completion is not on PATH "
+        "(build llama.cpp, or pass --llamacpp-runner FILE)"
+    ]
+    assert [r["runtime"] for r in rows if r["status"] == "ok"] == [
+        "executorch",
+        "executorch",
+    ]  # warm-up + measured kept
 
 
 def _script(tmp_path, name, body):
@@ -166,14 +223,25 @@ def _script(tmp_path, name, body):
     [
         ("kill -SEGV $$", "the runner crashed (SIGSEGV"),
         ('echo "hello, not a benchmark"', "cannot parse the runner's output: no 'prompt tokens:' line"),
-        ('echo "Exception: Load model from x failed" >&2; exit 1', "the runner exited with status 1: Exception: Load model from x failed"),
+        (
+            'echo "Exception: Load model from x failed" >&2; exit 1',
+            "the runner exited with status 1: Exception: Load model from x failed",
+        ),
     ],
     ids=["crash", "unreadable", "error-exit"],
 )
 def test_onnx_runner_faults_are_one_line_each(exported, tmp_path, capsys, body, expect):
     runner = _script(tmp_path, "model_benchmark", body)
-    code, _, err, rows = _bench(capsys, tmp_path, "--model", str(exported / "model.pte"), "--model", str(exported / "onnx"),
-                                "--onnx-runner", str(runner))
+    code, _, err, rows = _bench(
+        capsys,
+        tmp_path,
+        "--model",
+        str(exported / "model.pte"),
+        "--model",
+        str(exported / "onnx"),
+        "--onnx-runner",
+        str(runner),
+    )
     assert code == 2
     [line] = _errors(err)
     assert line.startswith("error: host · tiny_8da4w · onnxruntime · prompt 8: ") and expect in line, line
@@ -183,14 +251,24 @@ def test_onnx_runner_faults_are_one_line_each(exported, tmp_path, capsys, body, 
 
 
 def test_runner_for_another_architecture(exported, tmp_path, capsys):
-    header = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8) + struct.pack("<HHIQQQIHHHHHH", 2, 183, 1, 0x400000, 64, 0, 0, 64, 56, 0, 64, 0, 0)
+    header = (
+        b"\x7fELF"
+        + bytes([2, 1, 1, 0])
+        + bytes(8)
+        + struct.pack("<HHIQQQIHHHHHH", 2, 183, 1, 0x400000, 64, 0, 0, 64, 56, 0, 64, 0, 0)
+    )
     arm = tmp_path / "llama-completion"
     arm.write_bytes(header + bytes(64))  # an arm64 (e_machine 183) executable header
     arm.chmod(0o755)
-    code, _, err, rows = _bench(capsys, tmp_path, "--model", str(exported / "model.gguf"), "--llamacpp-runner", str(arm))
+    code, _, err, rows = _bench(
+        capsys, tmp_path, "--model", str(exported / "model.gguf"), "--llamacpp-runner", str(arm)
+    )
     assert code == 2
     [line] = _errors(err)
-    assert "the runner cannot be executed here (exit 126: built for another CPU architecture" in line and "Exec format error" in line
+    assert (
+        "the runner cannot be executed here (exit 126: built for another CPU architecture" in line
+        and "Exec format error" in line
+    )
     assert rows[0]["runner_build"].startswith("llama-completion sha256:")
 
 

@@ -35,8 +35,23 @@ def test_quantized_pte_token_by_token_path(tiny_hf, q_export, text_file):
 
 def test_cli_prints_row_and_writes_json(tiny_hf, fp32_export, text_file, tmp_path, capsys):
     out = tmp_path / "eval.json"
-    code = main(["--pte", str(fp32_export / "model.pte"), "--reference", str(tiny_hf), "--text", str(text_file),
-                 "--context", "64", "--max-windows", "2", "--json", str(out), "--quiet"])
+    code = main(
+        [
+            "--pte",
+            str(fp32_export / "model.pte"),
+            "--reference",
+            str(tiny_hf),
+            "--text",
+            str(text_file),
+            "--context",
+            "64",
+            "--max-windows",
+            "2",
+            "--json",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     stdout = capsys.readouterr().out
     data = json.loads(out.read_text())
@@ -51,9 +66,28 @@ def test_cli_screen_has_no_native_library_logs(tiny_hf, fp32_export, text_file, 
     import subprocess
     import sys
 
-    run = subprocess.run([sys.executable, "-m", "edge.evaluate", "--pte", str(fp32_export / "model.pte"), "--reference",
-                          str(tiny_hf), "--text", str(text_file), "--context", "64", "--max-windows", "2",
-                          "--json", str(tmp_path / "e.json")], capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge.evaluate",
+            "--pte",
+            str(fp32_export / "model.pte"),
+            "--reference",
+            str(tiny_hf),
+            "--text",
+            str(text_file),
+            "--context",
+            "64",
+            "--max-windows",
+            "2",
+            "--json",
+            str(tmp_path / "e.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     native = [line for line in run.stderr.splitlines() if re.search(r"\.(cpp|h):\d+\]", line)]
     assert not native, native
@@ -66,8 +100,11 @@ def test_native_filter_drops_only_known_lines(capfd):
     from edge.core.quiet import native_stderr_filtered
 
     with native_stderr_filtered():
-        os.write(2, b"[cpuinfo_utils.cpp:71] Reading file /sys/devices/soc0/image_version\n"
-                    b"E a real failure from C++\n[kernel_runtime_context.h:91] No temp allocator provided\n")
+        os.write(
+            2,
+            b"[cpuinfo_utils.cpp:71] Reading file /sys/devices/soc0/image_version\n"
+            b"E a real failure from C++\n[kernel_runtime_context.h:91] No temp allocator provided\n",
+        )
     assert capfd.readouterr().err == "E a real failure from C++\n"
 
 
@@ -82,7 +119,9 @@ def test_tokenizer_that_does_not_match(tiny_hf, fp32_export, text_file, tmp_path
     other = tmp_path / "tokenizer.json"
     make_tokenizer(other, vocab_size=290)
     with pytest.raises(EdgeError, match="does not belong to this model"):
-        evaluate(pte_path=fp32_export / "model.pte", reference=tiny_hf, text_path=text_file, context=64, tokenizer_path=other)
+        evaluate(
+            pte_path=fp32_export / "model.pte", reference=tiny_hf, text_path=text_file, context=64, tokenizer_path=other
+        )
 
 
 def test_pte_vocabulary_differs_from_reference(fp32_export, text_file, tmp_path):
@@ -94,7 +133,19 @@ def test_pte_vocabulary_differs_from_reference(fp32_export, text_file, tmp_path)
 def test_cli_bad_input_is_one_line(tiny_hf, fp32_export, tmp_path, capsys):
     short = tmp_path / "short.txt"
     short.write_text("hi")
-    code = main(["--pte", str(fp32_export / "model.pte"), "--reference", str(tiny_hf), "--text", str(short), "--context", "64", "--quiet"])
+    code = main(
+        [
+            "--pte",
+            str(fp32_export / "model.pte"),
+            "--reference",
+            str(tiny_hf),
+            "--text",
+            str(short),
+            "--context",
+            "64",
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: the text has") and len(err.splitlines()) == 1
     assert not (fp32_export / "evaluate.json").exists()

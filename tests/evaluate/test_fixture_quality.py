@@ -14,9 +14,9 @@ import os
 import pytest
 import torch
 
+from edge.checkpoint import FIXTURE_CHECKPOINT
 from edge.evaluate import evaluate
 from edge.evaluate.metrics import gap_recovered
-from edge.checkpoint import FIXTURE_CHECKPOINT
 from tests.conftest import export_tiny
 
 HELDOUT = FIXTURE_CHECKPOINT / "heldout.txt"
@@ -28,8 +28,8 @@ KL_RECOVERED_MIN, TOP1_RECOVERED_MIN, PPL_RECOVERED_MIN = 0.62, 0.45, 0.55
 def fixture_results(tmp_path_factory):
     results = {}
     from edge.config import load_config
-    from edge.finetune.run import run_finetune
     from edge.core.progress import Progress
+    from edge.finetune.run import run_finetune
 
     tuned = tmp_path_factory.mktemp("qat_lora") / "finetuned"
     # Other test modules pin torch to one thread; the fine-tune runs as `python -m edge.finetune` does (one
@@ -37,16 +37,26 @@ def fixture_results(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(os.cpu_count() or 1)
     try:
-        run_finetune(load_config(config="fixture_qat_lora", overrides={"finetune": {"output": str(tuned)}}), checkpoint=None,
-                     resume=False, force=False, progress=Progress(quiet=True))
+        run_finetune(
+            load_config(config="fixture_qat_lora", overrides={"finetune": {"output": str(tuned)}}),
+            checkpoint=None,
+            resume=False,
+            force=False,
+            progress=Progress(quiet=True),
+        )
     finally:
         torch.set_num_threads(threads)
     for name in ("fixture_bf16", "fixture_8da4w", "fixture_spinquant", "fixture_qat_lora"):
         # full_logits: one call per window (bf16 has no fast x86 kernels; token by token is slow).
         ckpt = tuned if name == "fixture_qat_lora" else FIXTURE_CHECKPOINT
         out = export_tiny(ckpt, tmp_path_factory.mktemp(name) / "out", name, max_context=2 * CONTEXT, full_logits=True)
-        results[name] = evaluate(pte_path=out / "model.pte", reference=FIXTURE_CHECKPOINT, text_path=HELDOUT,
-                                 context=CONTEXT, max_windows=WINDOWS)
+        results[name] = evaluate(
+            pte_path=out / "model.pte",
+            reference=FIXTURE_CHECKPOINT,
+            text_path=HELDOUT,
+            context=CONTEXT,
+            max_windows=WINDOWS,
+        )
     return results
 
 
@@ -79,7 +89,8 @@ def test_spinquant_recovers_most_of_the_ptq_gap(fixture_results):
     `python -m edge.export` runs on this 2-core machine) 72% of the KL gap, 65% of the top-1 gap and 76%
     of the perplexity gap; with one thread (as this module runs the export) 71% / 54% / 68% on an Intel
     Xeon and 71% / 54% / 64% on an AMD EPYC. The rotation optimization's floating-point order changes with
-    the thread count and the CPU and moves the result, so the bounds below are under all three. GPTQ as SpinQuant's code runs it (no float targets) recovered
+    the thread count and the CPU and moves the result, so the bounds below are under all three. GPTQ as
+    SpinQuant's code runs it (no float targets) recovered
     59% / 39% / 50%. Top-1 recovers less than KL because flips follow the error's amplitude and KL its
     square (benchmarks/results/top1_vs_kl_fixture.md: on all 145 held-out windows 70% of the KL gap, 59% of
     the top-1 gap, 50% of the amplitude). The rotated weights already sit at a Gaussian matrix's int4 SQNR, and

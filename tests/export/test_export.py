@@ -14,16 +14,15 @@ from transformers import LlamaForCausalLM
 
 from edge.checkpoint import load_model, open_checkpoint
 from edge.config import load_config
-from edge.export.__main__ import main
-from edge.export.pipeline import run_export, sha256_file
+from edge.core.io import sha256_file
 from edge.core.progress import Progress
+from edge.evaluate.pte_model import load_pte
+from edge.export.__main__ import main
+from edge.export.pipeline import run_export
 from edge.quant.ptq import quantize_model
 from edge.quant.scheme import sqnr_db
-from edge.evaluate.pte_model import load_pte
-from tests.conftest import assert_pte_matches_transformers, make_hf_checkpoint, read_json
-
-from tests.conftest import MAX_CONTEXT, export_tiny as _export
-
+from tests.conftest import MAX_CONTEXT, assert_pte_matches_transformers, make_hf_checkpoint, read_json
+from tests.conftest import export_tiny as _export
 
 # --- against an independent implementation -------------------------------------------------
 
@@ -37,8 +36,15 @@ def test_fp32_pte_greedy_32_tokens_equal_transformers(tiny_hf, fp32_export):
     prompt = [0, 17, 42, 99, 7, 150, 3, 64]
     with torch.no_grad():
         ids = torch.tensor([prompt])
-        ref = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=32, min_new_tokens=32, do_sample=False,
-                          eos_token_id=None, pad_token_id=None)
+        ref = hf.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=32,
+            min_new_tokens=32,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=None,
+        )
     ours = load_pte(fp32_export / "model.pte").greedy(prompt, max_new_tokens=32)
     assert ours == ref[0, len(prompt) :].tolist()
 
@@ -62,7 +68,9 @@ def test_quantized_pte_matches_eager_torchao_model(tiny_hf, q_export):
     pte = load_pte(q_export / "model.pte")
     tokens = torch.randint(0, eager.args.vocab_size, (1, 20), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        ref = [eager(tokens[:, :12], torch.tensor([0]))] + [eager(tokens[:, i : i + 1], torch.tensor([i])) for i in range(12, 20)]
+        ref = [eager(tokens[:, :12], torch.tensor([0]))] + [
+            eager(tokens[:, i : i + 1], torch.tensor([i])) for i in range(12, 20)
+        ]
     got = [pte.forward(tokens[:, :12], 0)] + [pte.forward(tokens[:, i : i + 1], i) for i in range(12, 20)]
     # XNNPACK packs scales as bf16 and uses its own int8 GEMMs: close to torchao's eager math, not bit-equal.
     assert sqnr_db(torch.cat(ref), torch.cat(got)) > 30
@@ -89,8 +97,13 @@ def test_one_xnnpack_partition_per_layer(tiny_hf, fp32_export, q_export):
     assert q["delegate_calls"] == n_layers + 2
     outside = {k: v for k, v in q["kernels"].items() if not k.startswith("executorch_prim::")}
     assert outside == {
-        "llama::update_cache": 2 * n_layers, "llama::custom_sdpa": n_layers, "quantized_decomposed::embedding_byte": 1,
-        "aten::slice_copy": 2, "aten::select_copy": 2, "aten::sym_size": 1, "aten::_local_scalar_dense": 1,
+        "llama::update_cache": 2 * n_layers,
+        "llama::custom_sdpa": n_layers,
+        "quantized_decomposed::embedding_byte": 1,
+        "aten::slice_copy": 2,
+        "aten::select_copy": 2,
+        "aten::sym_size": 1,
+        "aten::_local_scalar_dense": 1,
     }, q["kernels"]
     full = pte_structure(fp32_export / "model.pte")  # every position's logits: no select, one partition fewer
     assert full["delegate_calls"] == n_layers + 1
@@ -105,7 +118,9 @@ def test_max_prefill_chunks_prompts_and_plans_less_memory(tiny_hf, q_export, tmp
 
     out = _export(tiny_hf, tmp_path / "chunked", "llama3_2_1b_8da4w", max_prefill=16)
     chunked, whole = load_pte(out / "model.pte"), load_pte(q_export / "model.pte")
-    assert chunked.metadata["get_max_seq_len"] == 16 and chunked.max_context == MAX_CONTEXT and chunked.max_prefill == 16
+    assert (
+        chunked.metadata["get_max_seq_len"] == 16 and chunked.max_context == MAX_CONTEXT and chunked.max_prefill == 16
+    )
     with pytest.raises(Exception, match="rejected 17 tokens"):
         chunked._call(torch.zeros((1, 17), dtype=torch.long), 0)
     tokens = torch.randint(0, chunked.vocab_size, (1, 40), generator=torch.Generator().manual_seed(5))
@@ -114,7 +129,8 @@ def test_max_prefill_chunks_prompts_and_plans_less_memory(tiny_hf, q_export, tmp
     assert pte_structure(out / "model.pte")["planned_bytes"] < pte_structure(q_export / "model.pte")["planned_bytes"]
     stats = []
     TextLLMRunner(str(out / "model.pte"), str(out / "tokenizer.json")).generate(
-        "word " * 9, GenerationConfig(max_new_tokens=4, temperature=0.0, echo=False), stats_callback=stats.append)
+        "word " * 9, GenerationConfig(max_new_tokens=4, temperature=0.0, echo=False), stats_callback=stats.append
+    )
     run = json.loads(stats[0].to_json_string())
     assert run["prompt_tokens"] > 16 and run["generated_tokens"] >= 1, run  # the runner had to chunk the prompt
 
@@ -125,7 +141,11 @@ def test_text_llm_runner_generates_from_quantized_pte(q_export):
     runner = TextLLMRunner(str(q_export / "model.pte"), str(q_export / "tokenizer.json"))
     stats = []
     # No token callback: random tiny models emit partial UTF-8 pieces the callback cannot decode.
-    runner.generate("The quick brown fox", GenerationConfig(max_new_tokens=12, temperature=0.0, echo=False), stats_callback=stats.append)
+    runner.generate(
+        "The quick brown fox",
+        GenerationConfig(max_new_tokens=12, temperature=0.0, echo=False),
+        stats_callback=stats.append,
+    )
     s = json.loads(stats[0].to_json_string())
     assert s["prompt_tokens"] >= 4
     assert 1 <= s["generated_tokens"] <= 12
@@ -183,7 +203,9 @@ def _assert_refused(code, err, pattern, out: Path):
 
 def test_bad_input_missing_checkpoint(tmp_path, capsys):
     out = tmp_path / "o"
-    _assert_refused(*_cli(["--checkpoint", str(tmp_path / "missing"), "--output", str(out)], capsys), "does not exist", out)
+    _assert_refused(
+        *_cli(["--checkpoint", str(tmp_path / "missing"), "--output", str(out)], capsys), "does not exist", out
+    )
 
 
 def test_bad_input_shape_mismatch(tiny_hf, tmp_path, capsys):
@@ -195,13 +217,21 @@ def test_bad_input_shape_mismatch(tiny_hf, tmp_path, capsys):
     cfg["hidden_size"] = 128
     (c / "config.json").write_text(json.dumps(cfg))
     out = tmp_path / "o"
-    _assert_refused(*_cli(["--checkpoint", str(c), "--output", str(out)], capsys), "has shape .* but the checkpoint's config implies", out)
+    _assert_refused(
+        *_cli(["--checkpoint", str(c), "--output", str(out)], capsys),
+        "has shape .* but the checkpoint's config implies",
+        out,
+    )
 
 
 def test_bad_input_group_size(tiny_hf, tmp_path, capsys):
     out = tmp_path / "o"
-    code, err = _cli(["llama3_2_1b_8da4w", "--checkpoint", str(tiny_hf), "--output", str(out), "--group-size", "128"], capsys)
-    _assert_refused(code, err, r"group size 128 does not divide the input width 64 of layers\.0\.self_attn\.q_proj", out)
+    code, err = _cli(
+        ["llama3_2_1b_8da4w", "--checkpoint", str(tiny_hf), "--output", str(out), "--group-size", "128"], capsys
+    )
+    _assert_refused(
+        code, err, r"group size 128 does not divide the input width 64 of layers\.0\.self_attn\.q_proj", out
+    )
 
 
 def test_bad_input_not_llama(tiny_hf, tmp_path, capsys):
@@ -239,7 +269,30 @@ def test_bad_input_truncated_safetensors(tiny_hf, tmp_path, capsys):
     data = (c / "model.safetensors").read_bytes()
     (c / "model.safetensors").write_bytes(data[:-1000])
     out = tmp_path / "o"
-    _assert_refused(*_cli(["--checkpoint", str(c), "--output", str(out)], capsys), "not a readable safetensors file", out)
+    _assert_refused(
+        *_cli(["--checkpoint", str(c), "--output", str(out)], capsys), "not a readable safetensors file", out
+    )
+
+
+@pytest.mark.parametrize("config", ["llama3_2_1b_8da4w", "llama3_2_3b_spinquant"])
+def test_a_llama_config_without_checkpoint_is_refused_not_the_fixture(tmp_path, capsys, config):
+    """Only fixture_* configs fall back to the embedded fixture; a Llama config without weights names the flag."""
+    out = tmp_path / "o"
+    _assert_refused(
+        *_cli([config, "--output", str(out)], capsys),
+        rf"^error: {config} needs the model's weights: "
+        r"pass --checkpoint",
+        out,
+    )
+
+
+def test_a_finetune_of_a_llama_config_without_checkpoint_is_refused(tmp_path, capsys):
+    from edge.finetune.__main__ import main as finetune_main
+
+    out = tmp_path / "o"
+    code = finetune_main(["llama3_2_1b_qat_lora", "--output", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    _assert_refused(code, err, r"^error: llama3_2_1b_qat_lora needs the model's weights: pass --checkpoint", out)
 
 
 def test_bad_config_values_listed_together(tmp_path, capsys):
@@ -252,8 +305,11 @@ def test_bad_config_values_listed_together(tmp_path, capsys):
 def test_cli_process_exit_code_and_no_traceback(tmp_path):
     """The real process: exit status 2 and a single line on stderr, no Python traceback."""
     out = tmp_path / "o"
-    proc = subprocess.run([sys.executable, "-m", "edge.export", "--checkpoint", str(tmp_path / "nope"), "--output", str(out)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge.export", "--checkpoint", str(tmp_path / "nope"), "--output", str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: checkpoint")
@@ -264,8 +320,10 @@ def test_force_replaces_existing_output(tiny_hf, tmp_path):
     out = tmp_path / "o"
     out.mkdir()
     (out / "stale.txt").write_text("old")
-    cfg = load_config(config="llama3_2_1b_bf16", overrides={"checkpoint": str(tiny_hf), "output": str(out), "max_context": 32,
-                                                             "dtype": "fp32", "force": True})
+    cfg = load_config(
+        config="llama3_2_1b_bf16",
+        overrides={"checkpoint": str(tiny_hf), "output": str(out), "max_context": 32, "dtype": "fp32", "force": True},
+    )
     run_export(cfg, progress=Progress(quiet=True))
     assert not (out / "stale.txt").exists() and (out / "model.pte").is_file()
     assert not list(tmp_path.glob(".o.*"))
@@ -280,7 +338,10 @@ def test_interrupted_export_leaves_nothing(tiny_hf, tmp_path, monkeypatch):
 
     monkeypatch.setattr(pipeline, "write_pte", boom)
     out = tmp_path / "o"
-    cfg = load_config(config="llama3_2_1b_bf16", overrides={"checkpoint": str(tiny_hf), "output": str(out), "max_context": 32, "dtype": "fp32"})
+    cfg = load_config(
+        config="llama3_2_1b_bf16",
+        overrides={"checkpoint": str(tiny_hf), "output": str(out), "max_context": 32, "dtype": "fp32"},
+    )
     with pytest.raises(KeyboardInterrupt):
         run_export(cfg, progress=Progress(quiet=True))
     assert not out.exists() and list(tmp_path.iterdir()) == []

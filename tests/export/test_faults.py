@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import edge.export.pipeline as pipeline
-from edge.export.__main__ import main
 from edge.core.io import sha256_file
+from edge.export.__main__ import main
 from tests.conftest import MAX_CONTEXT
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +36,7 @@ def _one_error_line(code: int, err: str) -> str:
 
 def _no_long_work(monkeypatch):
     """Make loading the weights fail the test: a refusal must come before it."""
+
     def forbidden(*a, **k):
         raise AssertionError("the long stages ran before the bad input was refused")
 
@@ -64,7 +65,9 @@ def test_config_flag_takes_a_yaml_file(tiny_hf, tmp_path, capsys, monkeypatch):
     _no_long_work(monkeypatch)
     y = tmp_path / "mine.yaml"
     y.write_text("max_context: 1\nquantization:\n  group_size: 24\n")
-    err = _one_error_line(*_cli(["--config", str(y), "--checkpoint", str(tiny_hf), "--output", str(tmp_path / "o")], capsys))
+    err = _one_error_line(
+        *_cli(["--config", str(y), "--checkpoint", str(tiny_hf), "--output", str(tmp_path / "o")], capsys)
+    )
     assert "max_context: 1 is less than 2" in err and "group_size: 24 is not a power of two" in err
     err2 = _one_error_line(*_cli([str(y), "--checkpoint", str(tiny_hf), "--output", str(tmp_path / "o")], capsys))
     assert err2 == err
@@ -109,9 +112,23 @@ def test_too_little_free_space_is_refused_before_writing(tiny_hf, tmp_path, caps
 
 def _export_process(ckpt: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "edge.export", "llama3_2_1b_8da4w", "--checkpoint", str(ckpt), "--output", str(out),
-         "--max-context", str(MAX_CONTEXT)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"},
+        [
+            sys.executable,
+            "-m",
+            "edge.export",
+            "llama3_2_1b_8da4w",
+            "--checkpoint",
+            str(ckpt),
+            "--output",
+            str(out),
+            "--max-context",
+            str(MAX_CONTEXT),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
     )
 
 
@@ -163,9 +180,24 @@ def test_interrupt_a_library_swallows_still_exits_130_and_writes_nothing(tiny_hf
     with exit 130, one line, no traceback from edge or torch's logging, and no output folder."""
     out = tmp_path / "o"
     proc = subprocess.run(
-        [sys.executable, "-c", _SWALLOWING_LOWERING, library, "llama3_2_1b_8da4w", "--checkpoint", str(tiny_hf),
-         "--output", str(out), "--max-context", str(MAX_CONTEXT), "--quiet"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-c",
+            _SWALLOWING_LOWERING,
+            library,
+            "llama3_2_1b_8da4w",
+            "--checkpoint",
+            str(tiny_hf),
+            "--output",
+            str(out),
+            "--max-context",
+            str(MAX_CONTEXT),
+            "--quiet",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 130, proc.stderr
     assert proc.stderr.strip().splitlines() == ["error: interrupted; nothing was written"], proc.stderr

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 
 from edge.config import load_config
-from edge.core.errors import EdgeError
 from edge.config.finetune import STAGES, AdapterMode, FinetuneConfig, Loss
+from edge.core.errors import EdgeError
 
 
 def test_shipped_qat_lora_configs_parse():
@@ -20,13 +20,25 @@ def test_shipped_qat_lora_configs_parse():
 
 
 def test_every_problem_is_reported_together():
-    bad = {"finetune": {"qat": {"steps": -1, "speed": 3}, "lora": {"rank": 0, "targets": ["q_proj", "lm_head"]},
-                        "loss": "mse", "colour": "red"}}
+    bad = {
+        "finetune": {
+            "qat": {"steps": -1, "speed": 3},
+            "lora": {"rank": 0, "targets": ["q_proj", "lm_head"]},
+            "loss": "mse",
+            "colour": "red",
+        }
+    }
     with pytest.raises(EdgeError) as e:
         load_config(config="fixture_qat_lora", overrides=bad)
     msg = str(e.value)
-    for part in ("finetune.qat.steps: -1 is less than 0", "unknown key 'finetune.qat.speed'", "finetune.lora.rank: 0",
-                 "finetune.lora.targets", "finetune.loss: 'mse' is not one of lm, distill", "unknown key 'finetune.colour'"):
+    for part in (
+        "finetune.qat.steps: -1 is less than 0",
+        "unknown key 'finetune.qat.speed'",
+        "finetune.lora.rank: 0",
+        "finetune.lora.targets",
+        "finetune.loss: 'mse' is not one of lm, distill",
+        "unknown key 'finetune.colour'",
+    ):
         assert part in msg, part
 
 
@@ -48,9 +60,14 @@ def test_cli_flags_map_one_to_one_onto_the_keys():
     for stage, cls in STAGES.items():
         for f in dataclasses.fields(cls):
             assert f"--{stage}-{f.name.replace('_', '-')}" in flags
-    ns = p.parse_args(["fixture_qat_lora", "--qat-steps", "7", "--lora-targets", "q_proj,v_proj", "--no-packing", "--loss", "lm"])
+    ns = p.parse_args(
+        ["fixture_qat_lora", "--qat-steps", "7", "--lora-targets", "q_proj,v_proj", "--no-packing", "--loss", "lm"]
+    )
     c = load_config(config="fixture_qat_lora", overrides=overrides_from_args(ns))
     assert c.finetune.qat.steps == 7 and c.finetune.lora.targets == ("q_proj", "v_proj")
     shipped = load_config(config="fixture_qat_lora", overrides={})
     assert c.finetune.packing is False and c.finetune.loss is Loss.LM
-    assert c.finetune.lora.steps == shipped.finetune.lora.steps and c.finetune.qat.learning_rate == shipped.finetune.qat.learning_rate
+    assert (
+        c.finetune.lora.steps == shipped.finetune.lora.steps
+        and c.finetune.qat.learning_rate == shipped.finetune.qat.learning_rate
+    )

@@ -20,9 +20,33 @@ STEPS = 4
 
 
 def _args(ckpt: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    return ["fixture_qat_lora", "--checkpoint", str(ckpt), "--data", str(data), "--output", str(out), "--quiet",
-            "--max-length", "32", "--qat-steps", str(STEPS), "--lora-steps", str(STEPS), "--qat-batch-size", "4",
-            "--lora-batch-size", "4", "--lora-rank", "4", "--checkpoint-every", "2", "--qat-learning-rate", "1e-3", *extra]
+    return [
+        "fixture_qat_lora",
+        "--checkpoint",
+        str(ckpt),
+        "--data",
+        str(data),
+        "--output",
+        str(out),
+        "--quiet",
+        "--max-length",
+        "32",
+        "--qat-steps",
+        str(STEPS),
+        "--lora-steps",
+        str(STEPS),
+        "--qat-batch-size",
+        "4",
+        "--lora-batch-size",
+        "4",
+        "--lora-rank",
+        "4",
+        "--checkpoint-every",
+        "2",
+        "--qat-learning-rate",
+        "1e-3",
+        *extra,
+    ]
 
 
 def _finetune(*argv: str) -> int:
@@ -60,9 +84,13 @@ def test_output_is_an_hf_checkpoint_with_adapters_and_a_record(finetuned, tiny_h
     assert rec["data"]["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
     assert rec["fake_quant"] is True and rec["quantization"]["linear"] == "int4" and rec["lora"]["rank"] == 4
     weights = _tensors(finetuned / "model.safetensors")
-    assert "model.layers.1.mlp.down_proj.weight" in weights and not any(".base." in k or "adaptor" in k for k in weights)
+    assert "model.layers.1.mlp.down_proj.weight" in weights and not any(
+        ".base." in k or "adaptor" in k for k in weights
+    )
     original = _tensors(tiny_hf / "model.safetensors")
-    assert not torch.equal(weights["model.layers.0.self_attn.q_proj.weight"], original["model.layers.0.self_attn.q_proj.weight"])
+    assert not torch.equal(
+        weights["model.layers.0.self_attn.q_proj.weight"], original["model.layers.0.self_attn.q_proj.weight"]
+    )
     adapters = _tensors(finetuned / "adapter_model.safetensors")
     assert len(adapters) == 2 * 7 * 2 and adapters["layers.0.mlp.up_proj.adaptor.B.weight"].abs().max() > 0  # B trained
     # the backbone is frozen in stage 2: every loss is finite and the LoRA stage starts where QAT ended
@@ -104,8 +132,24 @@ def test_same_seed_same_model_and_interrupted_run_resumes_exactly(finetuned, tin
 
 def _torchrun(*argv: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-                           "-m", "edge.finetune", *argv], capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29533",
+            "-m",
+            "edge.finetune",
+            *argv,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 def test_two_processes_train_as_one(tiny_hf, data, tmp_path):
@@ -142,8 +186,22 @@ def exported(finetuned, tmp_path_factory) -> Path:
     from edge.export.__main__ import main
 
     out = tmp_path_factory.mktemp("pte") / "o"
-    assert main(["fixture_qat_lora", "--checkpoint", str(finetuned), "--output", str(out), "--max-context", "64",
-                 "--full-logits", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "fixture_qat_lora",
+                "--checkpoint",
+                str(finetuned),
+                "--output",
+                str(out),
+                "--max-context",
+                "64",
+                "--full-logits",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -166,8 +224,8 @@ def _converted(finetuned: Path):
 
 
 def test_pte_matches_the_converted_model_and_holds_the_adapters(finetuned, exported):
-    from edge.quant.scheme import sqnr_db
     from edge.evaluate.pte_model import load_pte
+    from edge.quant.scheme import sqnr_db
 
     tokens = torch.randint(0, 300, (1, 24), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -176,10 +234,17 @@ def test_pte_matches_the_converted_model_and_holds_the_adapters(finetuned, expor
     assert sqnr_db(ref, got) > 30
     m = read_json(exported / "manifest.json")
     ad = m["finetune"]["adapters"]
-    assert ad["mode"] == "keep" and ad["rank"] == 4 and ad["bytes"] == m["size_bytes"]["by_tensor_kind"]["lora_adapters (float)"]
+    assert (
+        ad["mode"] == "keep"
+        and ad["rank"] == 4
+        and ad["bytes"] == m["size_bytes"]["by_tensor_kind"]["lora_adapters (float)"]
+    )
     # fp32, rank 4, 2 layers; (in + out) per linear: q 64+64, k 64+32, v 64+32, o 64+64, gate/up 64+128, down 128+64
     assert ad["bytes"] == 4 * 4 * 2 * (128 + 96 + 96 + 128 + 192 + 192 + 192)
-    assert m["finetune"]["training_record_sha256"] == hashlib.sha256((finetuned / "training.json").read_bytes()).hexdigest()
+    assert (
+        m["finetune"]["training_record_sha256"]
+        == hashlib.sha256((finetuned / "training.json").read_bytes()).hexdigest()
+    )
 
 
 def test_adapters_are_float_linears_in_the_exported_graph(finetuned):
@@ -198,8 +263,13 @@ def test_adapters_are_float_linears_in_the_exported_graph(finetuned):
     params = {n: ep.state_dict[n] for n in ep.graph_signature.parameters if ".adaptor." in n}
     assert len(params) == 28 and all(p.dtype == torch.float32 and not hasattr(p, "qdata") for p in params.values())
     weight_inputs = {spec.arg.name for spec in ep.graph_signature.input_specs if spec.target in params}
-    users = [n for n in ep.graph.nodes if n.op == "call_function" and "linear" in str(n.target)
-             and any(getattr(a, "name", None) in weight_inputs for a in n.args)]
+    users = [
+        n
+        for n in ep.graph.nodes
+        if n.op == "call_function"
+        and "linear" in str(n.target)
+        and any(getattr(a, "name", None) in weight_inputs for a in n.args)
+    ]
     assert len(users) == 28  # one float linear per adapter matrix
 
 
@@ -207,25 +277,48 @@ def test_runner_generates_from_the_qat_lora_pte(finetuned, tmp_path):
     from edge.export.__main__ import main
 
     out = tmp_path / "o"
-    assert main(["fixture_qat_lora", "--checkpoint", str(finetuned), "--output", str(out), "--max-context", "64", "--quiet"]) == 0
+    assert (
+        main(
+            ["fixture_qat_lora", "--checkpoint", str(finetuned), "--output", str(out), "--max-context", "64", "--quiet"]
+        )
+        == 0
+    )
     assert_runner_generates(out)
 
 
 def test_merged_adapters_export_as_one_quantized_weight(finetuned, tmp_path):
     import yaml
 
+    from edge.evaluate.pte_model import load_pte
     from edge.export.__main__ import main
     from edge.quant.scheme import sqnr_db
-    from edge.evaluate.pte_model import load_pte
 
     cfg = yaml.safe_load(Path("export_configs/fixture_qat_lora.yaml").read_text())
     cfg["finetune"]["adapters"] = "merge"
     (tmp_path / "merge.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "m"
-    assert main(["--config", str(tmp_path / "merge.yaml"), "--checkpoint", str(finetuned), "--output", str(out),
-                 "--max-context", "64", "--full-logits", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "--config",
+                str(tmp_path / "merge.yaml"),
+                "--checkpoint",
+                str(finetuned),
+                "--output",
+                str(out),
+                "--max-context",
+                "64",
+                "--full-logits",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     m = read_json(out / "manifest.json")
-    assert m["finetune"]["adapters"]["mode"] == "merge" and "lora_adapters (float)" not in m["size_bytes"]["by_tensor_kind"]
+    assert (
+        m["finetune"]["adapters"]["mode"] == "merge"
+        and "lora_adapters (float)" not in m["size_bytes"]["by_tensor_kind"]
+    )
     # The merged .pte is the quantized merged model: W + (alpha/r) B A, then the scheme's round-to-nearest.
     from edge.checkpoint import load_model, open_checkpoint
     from edge.finetune.lora import load_adapters, merge_lora, read_adapters
@@ -238,8 +331,11 @@ def test_merged_adapters_export_as_one_quantized_weight(finetuned, tmp_path):
     quantize_model(ref, quant, dtype=torch.float32)
     plain = load_model(open_checkpoint(finetuned), max_context=64, dtype=None, full_logits=True)
     quantize_model(plain, quant, dtype=torch.float32)
-    changed = sum(not torch.equal(a.qdata, b.qdata) for (n, a), (_, b) in zip(ref.named_parameters(), plain.named_parameters())
-                  if hasattr(a, "qdata") and ".layers." in f".{n}")
+    changed = sum(
+        not torch.equal(a.qdata, b.qdata)
+        for (n, a), (_, b) in zip(ref.named_parameters(), plain.named_parameters())
+        if hasattr(a, "qdata") and ".layers." in f".{n}"
+    )
     assert changed >= 7  # the adapters moved the integers of the linears they sit on
     tokens = torch.randint(0, 300, (1, 16), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -264,7 +360,9 @@ def _export_rc(capsys, *argv: str) -> tuple[int, str]:
 
 
 def test_export_needs_a_training_record(tiny_hf, tmp_path, capsys):
-    rc, err = _export_rc(capsys, "fixture_qat_lora", "--checkpoint", str(tiny_hf), "--output", str(tmp_path / "o"), "--quiet")
+    rc, err = _export_rc(
+        capsys, "fixture_qat_lora", "--checkpoint", str(tiny_hf), "--output", str(tmp_path / "o"), "--quiet"
+    )
     assert rc == 2 and "has no training.json" in err and err.count("\n") == 1 and not (tmp_path / "o").exists()
 
 
@@ -278,13 +376,17 @@ def test_export_refuses_adapters_that_do_not_fit(finetuned, tmp_path, capsys):
     tensors, spec = read_adapters(bad / "adapter_model.safetensors")
     tensors["layers.1.mlp.gate_proj.adaptor.A.weight"] = torch.zeros(4, 48)
     save_adapters(bad / "adapter_model.safetensors", tensors, spec)
-    rc, err = _export_rc(capsys, "fixture_qat_lora", "--checkpoint", str(bad), "--output", str(tmp_path / "o"), "--quiet")
+    rc, err = _export_rc(
+        capsys, "fixture_qat_lora", "--checkpoint", str(bad), "--output", str(tmp_path / "o"), "--quiet"
+    )
     assert rc == 2 and "layers.1.mlp.gate_proj.adaptor.A.weight has shape [4, 48]; this model needs [4, 64]" in err
     assert not (tmp_path / "o").exists()
 
 
 def test_export_without_finetune_section_refuses_to_drop_adapters(finetuned, tmp_path, capsys):
-    rc, err = _export_rc(capsys, "llama3_2_1b_8da4w", "--checkpoint", str(finetuned), "--output", str(tmp_path / "o"), "--quiet")
+    rc, err = _export_rc(
+        capsys, "llama3_2_1b_8da4w", "--checkpoint", str(finetuned), "--output", str(tmp_path / "o"), "--quiet"
+    )
     assert rc == 2 and "holds LoRA adapters" in err and not (tmp_path / "o").exists()
 
 

@@ -50,7 +50,9 @@ def test_batches_depend_only_on_seed_stage_and_step():
     a = [batch_indices(10, batch=4, step=s, seed=3, stage="qat") for s in range(5)]
     assert a == [batch_indices(10, batch=4, step=s, seed=3, stage="qat") for s in range(5)]
     flat = [i for b in a for i in b]
-    assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:20]) == list(range(10))  # epochs cover every window once
+    assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:20]) == list(
+        range(10)
+    )  # epochs cover every window once
     assert a != [batch_indices(10, batch=4, step=s, seed=4, stage="qat") for s in range(5)]
     assert a != [batch_indices(10, batch=4, step=s, seed=3, stage="lora") for s in range(5)]
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edge.config import parse_config
 from edge.checkpoint import FIXTURE_CHECKPOINT
-from edge.export.pipeline import run_export
+from edge.config import parse_config
 from edge.core.progress import Progress
+from edge.export.pipeline import run_export
 
 FIXTURE_8DA4W = {"linear": "int4", "group_size": 32, "output": "int8", "embedding": "int8"}
 
@@ -17,8 +17,10 @@ FIXTURE_8DA4W = {"linear": "int4", "group_size": 32, "output": "int8", "embeddin
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("formats") / "fixture"
-    config = parse_config({"output": str(out), "max_context": 256, "formats": ["pte", "onnx", "gguf"],
-                           "quantization": FIXTURE_8DA4W}, source="test")
+    config = parse_config(
+        {"output": str(out), "max_context": 256, "formats": ["pte", "onnx", "gguf"], "quantization": FIXTURE_8DA4W},
+        source="test",
+    )
     result = run_export(config, progress=Progress(quiet=True))
     return out, result
 

@@ -13,6 +13,7 @@ from edge.checkpoint import FIXTURE_CHECKPOINT
 pytest.importorskip("onnxruntime")
 pytest.importorskip("gguf")
 
+
 def _onnx_weights(folder):
     """model.onnx -> {linear name: dequantized [N, K] float32}, decoding MatMulNBits codes and scales by hand."""
     import onnx
@@ -52,11 +53,21 @@ def _gguf_weights(path, args):
     def unpermute(w, n_head):
         return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
-    names = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-             "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    names = {
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+    }
     out = {"lm_head": deq("output.weight"), "embed_tokens": deq("token_embd.weight")}
-    kinds = {"output.weight": t["output.weight"].tensor_type.name, "blk.0.attn_q.weight": t["blk.0.attn_q.weight"].tensor_type.name,
-             "token_embd.weight": t["token_embd.weight"].tensor_type.name}
+    kinds = {
+        "output.weight": t["output.weight"].tensor_type.name,
+        "blk.0.attn_q.weight": t["blk.0.attn_q.weight"].tensor_type.name,
+        "token_embd.weight": t["token_embd.weight"].tensor_type.name,
+    }
     for i in range(args.n_layers):
         for ours, theirs in names.items():
             w = deq(f"blk.{i}.{theirs}.weight")
@@ -74,7 +85,15 @@ def test_the_three_files_hold_the_same_weights(exported, eager):
     assert kinds == {"output.weight": "Q8_0", "blk.0.attn_q.weight": "Q4_0", "token_embd.weight": "Q8_0"}
     modules = {"lm_head": model.lm_head, "embed_tokens": model.embed_tokens}
     for i, layer in enumerate(model.layers):
-        for name in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"):
+        for name in (
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.o_proj",
+            "mlp.gate_proj",
+            "mlp.up_proj",
+            "mlp.down_proj",
+        ):
             modules[f"layers.{i}.{name}"] = layer.get_submodule(name)
     assert len(modules) == 2 + 7 * ckpt.args.n_layers
     for name, module in modules.items():
@@ -82,14 +101,20 @@ def test_the_three_files_hold_the_same_weights(exported, eager):
         ref = module.weight.dequantize().float().numpy()
         np.testing.assert_array_equal(onnx_w[name].reshape(ref.shape), ref, err_msg=f"onnx {name}")
         if module.weight.scale.shape[1] > 1:  # int4 groups: bf16-exact scales, which Q4_0's fp16 holds exactly
-            assert np.array_equal(torch.from_numpy(module.weight.scale.numpy()).bfloat16().float().numpy(), module.weight.scale.numpy())
+            assert np.array_equal(
+                torch.from_numpy(module.weight.scale.numpy()).bfloat16().float().numpy(), module.weight.scale.numpy()
+            )
             np.testing.assert_array_equal(gguf_w[name].reshape(ref.shape), ref, err_msg=f"gguf {name}")
         else:  # per-channel int8: fp32 row scales in the .pte and ONNX, fp16 in Q8_0 blocks (the format's own)
-            np.testing.assert_allclose(gguf_w[name].reshape(ref.shape), ref, rtol=2**-11, atol=0, err_msg=f"gguf {name}")
+            np.testing.assert_allclose(
+                gguf_w[name].reshape(ref.shape), ref, rtol=2**-11, atol=0, err_msg=f"gguf {name}"
+            )
             assert not np.array_equal(gguf_w[name].reshape(ref.shape), ref)  # the rounding is real, and bounded
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["formats"] == ["pte", "onnx", "gguf"]
-    assert {"model.pte", "model.gguf", "onnx/model.onnx", "onnx/model.onnx.data", "onnx/genai_config.json"} <= set(manifest["size_bytes"]["files"])
+    assert {"model.pte", "model.gguf", "onnx/model.onnx", "onnx/model.onnx.data", "onnx/genai_config.json"} <= set(
+        manifest["size_bytes"]["files"]
+    )
     assert set(manifest["sha256"]["output"]) >= set(manifest["size_bytes"]["files"])
     assert result.files["model.gguf"] == (out / "model.gguf").stat().st_size
 
@@ -176,4 +201,8 @@ def test_gguf_metadata_and_vocabulary(exported, eager):
     vocab = json.loads((FIXTURE_CHECKPOINT / "tokenizer.json").read_text())["model"]["vocab"]
     assert all(tokens[i] == t for t, i in list(vocab.items())[:500])
     freqs = {x.name: x for x in reader.tensors}["rope_freqs.weight"].data
-    assert freqs.shape == (a.head_dim // 2,) and freqs.min() == pytest.approx(1.0) and freqs.max() == pytest.approx(a.rope_scaling.factor)
+    assert (
+        freqs.shape == (a.head_dim // 2,)
+        and freqs.min() == pytest.approx(1.0)
+        and freqs.max() == pytest.approx(a.rope_scaling.factor)
+    )

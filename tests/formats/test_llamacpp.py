@@ -18,8 +18,10 @@ def _llama_cpp_missing() -> str | None:
         llama_cpp.llama_backend_init()
         return None
     except Exception as e:  # not installed, or its libllama missing (LLAMA_CPP_LIB_PATH)
-        return (f"llama.cpp is not available here ({type(e).__name__}: {str(e)[:80]}); "
-                "pip install llama-cpp-python, or point LLAMA_CPP_LIB_PATH at a llama.cpp build")
+        return (
+            f"llama.cpp is not available here ({type(e).__name__}: {str(e)[:80]}); "
+            "pip install llama-cpp-python, or point LLAMA_CPP_LIB_PATH at a llama.cpp build"
+        )
 
 
 pytestmark = pytest.mark.skipif(_llama_cpp_missing() is not None, reason=str(_llama_cpp_missing()))
@@ -35,7 +37,9 @@ def test_llama_cpp_logits_match_the_eager_model(exported, eager, window):
     import tokenizers
 
     hf = tokenizers.Tokenizer.from_file(str(FIXTURE_CHECKPOINT / "tokenizer.json")).encode(text).ids
-    assert llm.tokenize(text.encode(), add_bos=True) == hf  # llama.cpp's llama-bpe vocabulary splits text as tokenizer.json does
+    assert (
+        llm.tokenize(text.encode(), add_bos=True) == hf
+    )  # llama.cpp's llama-bpe vocabulary splits text as tokenizer.json does
     llm.eval(window)
     got = np.array(llm.scores[: len(window)])
     with torch.no_grad():

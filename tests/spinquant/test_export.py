@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from edge.checkpoint import open_checkpoint
 from edge.evaluate.pte_model import load_pte
 from edge.spinquant.rotations import load_rotations
-from edge.checkpoint import open_checkpoint
 from tests.conftest import TEXT, assert_pte_matches_transformers, export_tiny, make_hf_checkpoint, read_json
 from tests.export.test_export import _assert_refused, _cli
 
@@ -41,8 +42,14 @@ def calib_text(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def rotated_fp32(tiny_hf, tmp_path_factory) -> Path:
     """tiny_hf with random Hadamard R1/R2 and the online R4, unquantized fp32, every position's logits."""
-    return export_tiny(tiny_hf, tmp_path_factory.mktemp("rot") / "out", "llama3_2_1b_bf16", dtype="fp32", full_logits=True,
-                       rotation={"kind": "hadamard", "seed": 7})
+    return export_tiny(
+        tiny_hf,
+        tmp_path_factory.mktemp("rot") / "out",
+        "llama3_2_1b_bf16",
+        dtype="fp32",
+        full_logits=True,
+        rotation={"kind": "hadamard", "seed": 7},
+    )
 
 
 def test_rotated_pte_matches_transformers_on_the_unrotated_weights(tiny_hf, rotated_fp32):
@@ -60,10 +67,18 @@ def test_rotations_saved_recorded_and_reusable(tiny_hf, rotated_fp32, tmp_path):
     rot = load_rotations(rotated_fp32 / "rotations.safetensors", open_checkpoint(tiny_hf).args)
     assert rec["rotation"]["kind"] == "hadamard" and rec["rotation"]["seed"] == 7 and rec["rotation"]["online_hadamard"]
     assert rec["rotation"]["sha256"] == rot.sha256() and rec["weight_rounding"] == "rtn"
-    again = export_tiny(tiny_hf, tmp_path / "again", "llama3_2_1b_bf16", dtype="fp32", full_logits=True,
-                        rotation={"kind": "hadamard", "file": str(rotated_fp32 / "rotations.safetensors")})
+    again = export_tiny(
+        tiny_hf,
+        tmp_path / "again",
+        "llama3_2_1b_bf16",
+        dtype="fp32",
+        full_logits=True,
+        rotation={"kind": "hadamard", "file": str(rotated_fp32 / "rotations.safetensors")},
+    )
     tokens = torch.arange(5, 25)[None]
-    assert torch.equal(load_pte(again / "model.pte").forward(tokens, 0), load_pte(rotated_fp32 / "model.pte").forward(tokens, 0))
+    assert torch.equal(
+        load_pte(again / "model.pte").forward(tokens, 0), load_pte(rotated_fp32 / "model.pte").forward(tokens, 0)
+    )
     import hashlib
 
     reused = read_json(again / "manifest.json")["quantization"]["spinquant"]["rotation"]
@@ -73,9 +88,21 @@ def test_rotations_saved_recorded_and_reusable(tiny_hf, rotated_fp32, tmp_path):
 @pytest.fixture(scope="module")
 def optimized_fp32(tiny_hf, calib_text, tmp_path_factory) -> Path:
     """tiny_hf with Cayley-optimized R1/R2 (not Hadamard matrices any more) and R4, unquantized fp32."""
-    return export_tiny(tiny_hf, tmp_path_factory.mktemp("opt") / "out", "llama3_2_1b_bf16", dtype="fp32", full_logits=True,
-                       rotation={"kind": "optimized", "seed": 7, "steps": 6, "samples": 8, "learning_rate": 100.0},  # a long way from the start
-                       calibration={"text": str(calib_text), "seq_len": 32})
+    return export_tiny(
+        tiny_hf,
+        tmp_path_factory.mktemp("opt") / "out",
+        "llama3_2_1b_bf16",
+        dtype="fp32",
+        full_logits=True,
+        rotation={
+            "kind": "optimized",
+            "seed": 7,
+            "steps": 6,
+            "samples": 8,
+            "learning_rate": 100.0,
+        },  # a long way from the start
+        calibration={"text": str(calib_text), "seq_len": 32},
+    )
 
 
 def test_optimized_rotations_keep_the_function_eagerly_and_in_the_pte(tiny_hf, optimized_fp32):
@@ -106,9 +133,14 @@ def test_optimized_rotations_keep_the_function_eagerly_and_in_the_pte(tiny_hf, o
 @pytest.fixture(scope="module")
 def spinquant_export(tiny_hf, calib_text, tmp_path_factory) -> Path:
     """The full recipe on tiny_hf: optimized rotations, R4, GPTQ fitted to float targets, 8da4w."""
-    return export_tiny(tiny_hf, tmp_path_factory.mktemp("sq") / "out", "llama3_2_1b_spinquant",
-                       rotation={"steps": 12, "samples": 8}, gptq={"samples": 8, "float_targets": True},
-                       calibration={"text": str(calib_text), "seq_len": 32})
+    return export_tiny(
+        tiny_hf,
+        tmp_path_factory.mktemp("sq") / "out",
+        "llama3_2_1b_spinquant",
+        rotation={"steps": 12, "samples": 8},
+        gptq={"samples": 8, "float_targets": True},
+        calibration={"text": str(calib_text), "seq_len": 32},
+    )
 
 
 def test_spinquant_manifest_records_rotation_and_gptq(spinquant_export, calib_text):
@@ -116,10 +148,16 @@ def test_spinquant_manifest_records_rotation_and_gptq(spinquant_export, calib_te
 
     rec = read_json(spinquant_export / "manifest.json")["quantization"]["spinquant"]
     digest = hashlib.sha256(calib_text.read_bytes()).hexdigest()
-    assert rec["rotation"]["kind"] == "optimized" and rec["rotation"]["steps"] == 12 and rec["rotation"]["calibration_sha256"] == digest
+    assert (
+        rec["rotation"]["kind"] == "optimized"
+        and rec["rotation"]["steps"] == 12
+        and rec["rotation"]["calibration_sha256"] == digest
+    )
     # Cayley SGD lowered the loss with 8-bit activations, measured on the same windows before and after
     assert rec["rotation"]["loss_after"] < rec["rotation"]["loss_before"]
-    assert rec["weight_rounding"] == "gptq" and rec["gptq"]["samples"] == 8 and rec["gptq"]["calibration_sha256"] == digest
+    assert (
+        rec["weight_rounding"] == "gptq" and rec["gptq"]["samples"] == 8 and rec["gptq"]["calibration_sha256"] == digest
+    )
     assert rec["gptq"]["float_targets"] is True
 
 
@@ -129,7 +167,11 @@ def test_spinquant_pte_generates_in_the_stock_runner(spinquant_export):
     assert program_ops(spinquant_export / "model.pte").count("llama::fast_hadamard_transform") == 2
     runner = TextLLMRunner(str(spinquant_export / "model.pte"), str(spinquant_export / "tokenizer.json"))
     stats = []
-    runner.generate("The quick brown fox", GenerationConfig(max_new_tokens=10, temperature=0.0, echo=False), stats_callback=stats.append)
+    runner.generate(
+        "The quick brown fox",
+        GenerationConfig(max_new_tokens=10, temperature=0.0, echo=False),
+        stats_callback=stats.append,
+    )
     s = json.loads(stats[0].to_json_string())
     assert s["prompt_tokens"] >= 4 and 1 <= s["generated_tokens"] <= 10
 
@@ -140,31 +182,73 @@ def test_spinquant_pte_generates_in_the_stock_runner(spinquant_export):
 def test_bad_input_rotation_file_for_another_shape(rotated_fp32, tmp_path, capsys):
     other = make_hf_checkpoint(tmp_path / "wide", hidden=128, heads=4, kv_heads=2, ffn=256)
     out = tmp_path / "o"
-    code, err = _cli(["--checkpoint", str(other), "--output", str(out), "--rotation-kind", "hadamard",
-                      "--rotation-file", str(rotated_fp32 / "rotations.safetensors")], capsys)
-    _assert_refused(code, err, r"was made for a model with dim 64, head_dim 16, n_layers 2; this model has dim 128, head_dim 32", out)
+    code, err = _cli(
+        [
+            "--checkpoint",
+            str(other),
+            "--output",
+            str(out),
+            "--rotation-kind",
+            "hadamard",
+            "--rotation-file",
+            str(rotated_fp32 / "rotations.safetensors"),
+        ],
+        capsys,
+    )
+    _assert_refused(
+        code,
+        err,
+        r"was made for a model with dim 64, head_dim 16, n_layers 2; this model has dim 128, head_dim 32",
+        out,
+    )
 
 
 def test_bad_input_rotation_file_of_another_kind(rotated_fp32, tiny_hf, tmp_path, capsys):
     out = tmp_path / "o"
-    code, err = _cli(["--checkpoint", str(tiny_hf), "--output", str(out), "--rotation-kind", "optimized",
-                      "--rotation-file", str(rotated_fp32 / "rotations.safetensors")], capsys)
+    code, err = _cli(
+        [
+            "--checkpoint",
+            str(tiny_hf),
+            "--output",
+            str(out),
+            "--rotation-kind",
+            "optimized",
+            "--rotation-file",
+            str(rotated_fp32 / "rotations.safetensors"),
+        ],
+        capsys,
+    )
     _assert_refused(code, err, r"holds hadamard rotations but rotation.kind is optimized", out)
 
 
-def test_bad_input_ffn_width_the_hadamard_op_cannot_take(tmp_path, capsys):
-    ckpt = make_hf_checkpoint(tmp_path / "ffn96", ffn=96)
+def test_bad_input_ffn_width_the_online_hadamard_cannot_take(tmp_path, capsys):
+    ckpt = make_hf_checkpoint(tmp_path / "ffn1000", ffn=1000)  # 8 * 125: no m * 2^k with a Hadamard m
     out = tmp_path / "o"
-    code, err = _cli(["--checkpoint", str(ckpt), "--output", str(out), "--rotation-kind", "hadamard"], capsys)
-    _assert_refused(code, err, r"FFN width 96 cannot take the online Hadamard", out)
+    args = ["--checkpoint", str(ckpt), "--output", str(out), "--rotation-kind", "hadamard", "--group-size", "8"]
+    code, err = _cli(args, capsys)  # group size 8 divides 1000: the width is refused for R4 alone
+    _assert_refused(
+        code, err, r"FFN width 1000 cannot take the online Hadamard \(R4\): it must be 2\^k or m\*2\^k", out
+    )
 
 
 def test_bad_input_calibration_text_too_short(tiny_hf, tmp_path, capsys):
     short = tmp_path / "short.txt"
     short.write_text(TEXT[:400])
     out = tmp_path / "o"
-    code, err = _cli(["llama3_2_1b_spinquant", "--checkpoint", str(tiny_hf), "--output", str(out),
-                      "--calibration-text", str(short), "--calibration-seq-len", "64"], capsys)
+    code, err = _cli(
+        [
+            "llama3_2_1b_spinquant",
+            "--checkpoint",
+            str(tiny_hf),
+            "--output",
+            str(out),
+            "--calibration-text",
+            str(short),
+            "--calibration-seq-len",
+            "64",
+        ],
+        capsys,
+    )
     _assert_refused(code, err, r"calibration text .* windows of 64, fewer than the 800 asked for", out)
 
 

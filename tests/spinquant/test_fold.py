@@ -65,6 +65,23 @@ def test_rotation_spreads_an_outlier_channel(tiny_hf):
 
 
 def test_rotation_kinds_are_the_config_enum():
-    assert hadamard_rotations(ModelArgs(  # a 3B-shaped R1: 3072 = 12 * 256
-        dim=3072, n_layers=1, n_heads=24, n_kv_heads=8, head_dim=128, hidden_dim=8192, vocab_size=8, norm_eps=1e-5,
-        rope_theta=5e5, rope_scaling=None, max_position_embeddings=16, tie_word_embeddings=True), seed=0).kind is RotationKind.HADAMARD
+    assert (
+        hadamard_rotations(
+            ModelArgs(  # a 3B-shaped R1: 3072 = 12 * 256
+                dim=3072,
+                n_layers=1,
+                n_heads=24,
+                n_kv_heads=8,
+                head_dim=128,
+                hidden_dim=8192,
+                vocab_size=8,
+                norm_eps=1e-5,
+                rope_theta=5e5,
+                rope_scaling=None,
+                max_position_embeddings=16,
+                tie_word_embeddings=True,
+            ),
+            seed=0,
+        ).kind
+        is RotationKind.HADAMARD
+    )

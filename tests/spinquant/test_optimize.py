@@ -1,4 +1,5 @@
-"""Rotation optimization (Cayley SGD) on a tiny model: each loss descends, and the KL loss's teacher is the float model."""
+"""Rotation optimization (Cayley SGD) on a tiny model: each loss descends, and the KL loss's teacher is the float
+model."""
 
 from __future__ import annotations
 
@@ -17,8 +18,17 @@ def _optimize(ckpt_path, *, loss: RotationLoss, weight_bits: int, steps: int, mi
     prepare_for_optimization(model, online_hadamard=True)
     tokens = torch.randint(3, ckpt.args.vocab_size, (8, 32), generator=torch.Generator().manual_seed(0))
     init = hadamard_rotations(ckpt.args, seed=0)
-    return optimize_rotations(model, tokens, init=init, steps=steps, learning_rate=1.5, batch_size=4,
-                              micro_batch=micro_batch, weight_bits=weight_bits, loss=loss)
+    return optimize_rotations(
+        model,
+        tokens,
+        init=init,
+        steps=steps,
+        learning_rate=1.5,
+        batch_size=4,
+        micro_batch=micro_batch,
+        weight_bits=weight_bits,
+        loss=loss,
+    )
 
 
 @pytest.mark.parametrize("weight_bits", [16, 4])
@@ -42,7 +52,11 @@ def test_cross_entropy_loss_is_the_text_loss(tiny_hf):
     rot = _optimize(tiny_hf, loss=RotationLoss.CROSS_ENTROPY, weight_bits=16, steps=2)
     vocab = open_checkpoint(tiny_hf).args.vocab_size
     assert rot.provenance["loss"] == "cross_entropy"
-    assert 0.5 * torch.log(torch.tensor(float(vocab))) < rot.provenance["loss_before"] < 3 * torch.log(torch.tensor(float(vocab)))
+    assert (
+        0.5 * torch.log(torch.tensor(float(vocab)))
+        < rot.provenance["loss_before"]
+        < 3 * torch.log(torch.tensor(float(vocab)))
+    )
 
 
 def test_micro_batches_take_the_same_steps_as_the_whole_batch(tiny_hf):
@@ -52,8 +66,9 @@ def test_micro_batches_take_the_same_steps_as_the_whole_batch(tiny_hf):
     whole = _optimize(tiny_hf, loss=RotationLoss.CROSS_ENTROPY, weight_bits=16, steps=5)
     micro = _optimize(tiny_hf, loss=RotationLoss.CROSS_ENTROPY, weight_bits=16, steps=5, micro_batch=1)
     assert whole.provenance["micro_batch"] == 4 and micro.provenance["micro_batch"] == 1
-    torch.testing.assert_close(torch.tensor(micro.provenance["losses"]), torch.tensor(whole.provenance["losses"]),
-                               rtol=1e-4, atol=0)
+    torch.testing.assert_close(
+        torch.tensor(micro.provenance["losses"]), torch.tensor(whole.provenance["losses"]), rtol=1e-4, atol=0
+    )
     moved = (whole.r1 - hadamard_rotations(open_checkpoint(tiny_hf).args, seed=0).r1).abs().max()
     assert moved > 1e-4  # five steps moved R1 (measured 9e-4) ...
     assert (micro.r1 - whole.r1).abs().max() < 0.01 * moved  # ... and the micro-batched steps went the same way

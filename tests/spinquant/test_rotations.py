@@ -27,7 +27,12 @@ def test_save_and_load_roundtrip(tiny_hf, tmp_path):
 def test_a_file_for_another_shape_is_refused(tiny_hf, tmp_path):
     args = open_checkpoint(tiny_hf).args
     save_rotations(hadamard_rotations(args, seed=0), tmp_path / "r.safetensors")
-    with pytest.raises(EdgeError, match="was made for a model with dim 64, head_dim 16, n_layers 2; this model has dim 64, head_dim 16, n_layers 3"):
+    with pytest.raises(
+        EdgeError,
+        match=(
+            "was made for a model with dim 64, head_dim 16, n_layers 2; this model has dim 64, head_dim 16, n_layers 3"
+        ),
+    ):
         load_rotations(tmp_path / "r.safetensors", replace(args, n_layers=3))
 
 

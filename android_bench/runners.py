@@ -85,24 +85,43 @@ def parse_model_benchmark(text: str) -> RuntimeStats:
     """
     head = re.search(r"prompt tokens: (\d+), tokens to generate: (\d+)", text)
     blocks = {}
-    for key, label in (("prefill", r"Prompt processing \(time to first token\)"), ("decode", "Token generation"), ("sample", "Token sampling")):
+    labels = (
+        ("prefill", r"Prompt processing \(time to first token\)"),
+        ("decode", "Token generation"),
+        ("sample", "Token sampling"),
+    )
+    for key, label in labels:
         m = re.search(_BLOCK.format(label=label), text)
         if m:
             blocks[key] = (float(m.group(1)), float(m.group(2)))
     if head is None or "prefill" not in blocks or "sample" not in blocks:
-        raise RuntimeOutputError("no 'prompt tokens:' line or no 'Prompt processing' / 'Token sampling' block in model_benchmark's output")
+        raise RuntimeOutputError(
+            "no 'prompt tokens:' line or no 'Prompt processing' / 'Token sampling' block in model_benchmark's output"
+        )
     prompt, gen = int(head.group(1)), int(head.group(2))
     prefill_us, prefill_rate = blocks["prefill"]
     decode_rate = blocks["decode"][1] if "decode" in blocks and gen > 1 else None
-    raw = {"prompt_tokens": prompt, "generated_tokens": gen, "prefill_us": prefill_us, "first_sample_us": blocks["sample"][0],
-           "decode_us": blocks["decode"][0] if "decode" in blocks else None}
+    raw = {
+        "prompt_tokens": prompt,
+        "generated_tokens": gen,
+        "prefill_us": prefill_us,
+        "first_sample_us": blocks["sample"][0],
+        "decode_us": blocks["decode"][0] if "decode" in blocks else None,
+    }
     peak = re.search(r"Peak working set size \(bytes\): (\d+)", text)
     if peak:
         raw["peak_working_set_bytes"] = int(peak.group(1))
     return RuntimeStats(
-        form="model_benchmark", prompt_tokens=prompt, generated_tokens=gen, model_load_s=None,
-        ttft_s=(prefill_us + blocks["sample"][0]) / 1e6, prefill_tok_s=_finite(prefill_rate), decode_tok_s=_finite(decode_rate),
-        reported_prefill_tok_s=_finite(prefill_rate), reported_decode_tok_s=_finite(decode_rate), raw_json=json.dumps(raw),
+        form="model_benchmark",
+        prompt_tokens=prompt,
+        generated_tokens=gen,
+        model_load_s=None,
+        ttft_s=(prefill_us + blocks["sample"][0]) / 1e6,
+        prefill_tok_s=_finite(prefill_rate),
+        decode_tok_s=_finite(decode_rate),
+        reported_prefill_tok_s=_finite(prefill_rate),
+        reported_decode_tok_s=_finite(decode_rate),
+        raw_json=json.dumps(raw),
     )
 
 
@@ -117,16 +136,30 @@ def parse_llama_perf(text: str) -> RuntimeStats:
     """
     found = {m.group(1): (float(m.group(2)), int(m.group(3)) if m.group(3) else None) for m in _PERF.finditer(text)}
     if "prompt eval" not in found or "eval" not in found:
-        raise RuntimeOutputError("no 'prompt eval time' / 'eval time' lines in llama.cpp's output (llama_perf_context_print)")
+        raise RuntimeOutputError(
+            "no 'prompt eval time' / 'eval time' lines in llama.cpp's output (llama_perf_context_print)"
+        )
     (p_ms, p_tok), (e_ms, e_runs) = found["prompt eval"], found["eval"]
     load_ms = found.get("load", (None, None))[0]
-    raw = {"load_ms": load_ms, "prompt_eval_ms": p_ms, "prompt_tokens": p_tok, "eval_ms": e_ms, "eval_runs": e_runs,
-           "build": llama_build(text)}
+    raw = {
+        "load_ms": load_ms,
+        "prompt_eval_ms": p_ms,
+        "prompt_tokens": p_tok,
+        "eval_ms": e_ms,
+        "eval_runs": e_runs,
+        "build": llama_build(text),
+    }
     return RuntimeStats(
-        form="llama_perf", prompt_tokens=p_tok or 0, generated_tokens=(e_runs or 0) + 1,
-        model_load_s=None if load_ms is None else load_ms / 1e3, ttft_s=p_ms / 1e3,
-        prefill_tok_s=_rate(p_tok, p_ms), decode_tok_s=_rate(e_runs, e_ms),
-        reported_prefill_tok_s=_rate(p_tok, p_ms), reported_decode_tok_s=_rate(e_runs, e_ms), raw_json=json.dumps(raw),
+        form="llama_perf",
+        prompt_tokens=p_tok or 0,
+        generated_tokens=(e_runs or 0) + 1,
+        model_load_s=None if load_ms is None else load_ms / 1e3,
+        ttft_s=p_ms / 1e3,
+        prefill_tok_s=_rate(p_tok, p_ms),
+        decode_tok_s=_rate(e_runs, e_ms),
+        reported_prefill_tok_s=_rate(p_tok, p_ms),
+        reported_decode_tok_s=_rate(e_runs, e_ms),
+        raw_json=json.dumps(raw),
     )
 
 
@@ -145,15 +178,30 @@ def _finite(v: float | None) -> float | None:
     return v if v is not None and v == v and v not in (float("inf"), float("-inf")) else None
 
 
-def command(runtime: Runtime, *, runner: str, model: str, prompt_file: str, new_tokens: int, threads: int | None,
-            context: int) -> str:
+def command(
+    runtime: Runtime, *, runner: str, model: str, prompt_file: str, new_tokens: int, threads: int | None, context: int
+) -> str:
     """One run's shell words for the ONNX Runtime or llama.cpp runner (already quoted)."""
     q = shlex.quote
     if runtime is Runtime.ONNXRUNTIME:  # threads: written into the staged genai_config.json
         return f"{runner} --input_folder {q(model)} --prompt_file {q(prompt_file)} -g {new_tokens} -r 1 -w 0"
     if runtime is Runtime.LLAMACPP:
-        words = [runner, "--model", q(model), "--file", q(prompt_file), "--n-predict", str(new_tokens), "--ctx-size", str(context),
-                 "--temp", "0", "--ignore-eos", "--no-warmup", "-no-cnv"]
+        words = [
+            runner,
+            "--model",
+            q(model),
+            "--file",
+            q(prompt_file),
+            "--n-predict",
+            str(new_tokens),
+            "--ctx-size",
+            str(context),
+            "--temp",
+            "0",
+            "--ignore-eos",
+            "--no-warmup",
+            "-no-cnv",
+        ]
         if threads is not None and threads > 0:
             words += ["--threads", str(threads)]
         return " ".join(words)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from android_bench.config import BenchConfig, BenchError
-from android_bench.runtimes import Runtime, model_files, runtime_of
+from android_bench.runners import Runtime, model_files, runtime_of
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,9 @@ def describe_models(config: BenchConfig) -> list[ModelSpec]:
                 tokenizer=tokenizer,
                 pte_bytes=sum(f.stat().st_size for f in model_files(pte) if not f.name.startswith("tokenizer")),
                 pte_sha256=_sha256(pte, runtime),
-                scheme=scheme_from_manifest(manifest) if manifest else ("bf16" if "bf16" in label.lower() else "unknown"),
+                scheme=(
+                    scheme_from_manifest(manifest) if manifest else "bf16" if "bf16" in label.lower() else "unknown"
+                ),
                 runtime=runtime,
             )
         )

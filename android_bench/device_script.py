@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 PID, LEFTOVER, CPUSET, MEM, EXIT = "@@EDGE_PID", "@@EDGE_LEFTOVER", "@@EDGE_CPUSET", "@@EDGE_MEM", "@@EDGE_EXIT"
 AVAIL_BEFORE, AVAIL_AFTER = "@@EDGE_AVAIL_BEFORE", "@@EDGE_AVAIL_AFTER"
@@ -24,6 +24,17 @@ STDOUT, STDERR, LOGCAT = "@@EDGE_STDOUT", "@@EDGE_STDERR", "@@EDGE_LOGCAT"
 STDERR_TAIL_BYTES = 65536
 LOGCAT_TAG = "ExecuTorch"  # runtime/platform/default/android.cpp: __android_log_print(level, "ExecuTorch", ...)
 PID_FILE = "runner.pid"
+
+
+@dataclass
+class StagedConfig:
+    """Where one configuration's files are, as seen from the work folder (what a target's `stage` returns)."""
+
+    workdir: str
+    runner: str
+    model_path: str
+    tokenizer_path: str
+    prompt_files: dict[int, str] = field(default_factory=dict)  # prompt token count -> path
 
 
 @dataclass(frozen=True)
@@ -37,7 +48,7 @@ class RunCommand:
     flags: tuple[tuple[str, str | None], ...]  # (--flag, value); value None: a bare boolean flag
     prompt_as_file: bool = False  # --prompt_file P (ExecuTorch >= 1.2) instead of --prompt "$(cat P)"
     prefix: tuple[str, ...] = ()  # e.g. ("taskset", "f0")
-    words: str | None = None  # another runtime's runner: its whole command (android_bench.runtimes.command)
+    words: str | None = None  # another runtime's runner: its whole command (android_bench.runners.command)
 
     def shell(self) -> str:
         """-> `[taskset MASK] RUNNER --model_path M --tokenizer_path T --prompt "$(cat P)" --flag v ...`"""
@@ -163,7 +174,7 @@ def parse_run_output(text: str, *, transport_stderr: str = "", timed_out: bool =
             m = _AVAIL.search(line)
             avail[key] = int(m.group(1)) if m else None
         elif key == CPUSET:
-            cpuset = line[len(CPUSET):].strip() or None
+            cpuset = line[len(CPUSET) :].strip() or None
     stdout, _, rest = rest.partition(f"\n{STDERR}\n")
     stderr, _, logcat = rest.partition(f"\n{LOGCAT}\n")
     return RunOutput(
