@@ -10,9 +10,13 @@ Out: artifacts/arm_check.md and .json: per export and emulated core (--cores, de
        * edge.evaluate's scoring (perplexity, top-1, KL against the float model) on --windows held-out windows,
          the x86 and Arm programs side by side.
      Exit 1 when an export breaks a rule (the failure names export, core and numbers), 2 for bad input or setup:
-       * no rotation: SQNR >= 100 dB;
-       * rotated: SQNR >= 30 dB, at most 1 argmax miss in 32, and KL(x86 || Arm) under a tenth of the export's
-         KL to the float model.
+       * no dynamic int8 activations (bf16): SQNR >= 100 dB (measured: bit-identical);
+       * 8-bit dynamic activations (8da4w, SpinQuant, QAT + LoRA): SQNR >= 30 dB, at most 1 argmax miss in 32, and
+         KL(x86 || Arm) under a tenth of the export's KL to the float model. x86 XNNPACK rounds an activation that
+         lands exactly on .5 to even and Arm's KleidiAI away from zero, and both machines' float results differ in
+         the last bit, so every such program takes one activation a step apart at some position, and from there
+         on the logits differ at the 35 dB level (first run, 2026-12-06: 34.7-35.9 dB over 32 positions, rotated
+         or not); docs/arm.md has the measurements.
 Both sides run `arm_emulation/guest.py`, the same code; under emulation one process per core runs every program.
 
     python benchmarks/host_tables.py && python benchmarks/arm_check.py
@@ -37,10 +41,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = ("fixture_bf16", "fixture_8da4w", "fixture_spinquant", "fixture_spinquant_no_r4", "fixture_qat_lora")
 PROMPT, GREEDY = 32, 16
 RULES = {
-    "plain_min_sqnr_db": 100.0,
-    "rotated_min_sqnr_db": 30.0,
-    "rotated_max_argmax_misses": 1,
-    "rotated_max_kl_share": 0.1,
+    "float_min_sqnr_db": 100.0,
+    "dynamic_min_sqnr_db": 30.0,
+    "dynamic_max_argmax_misses": 1,
+    "dynamic_max_kl_share": 0.1,
 }
 
 
@@ -128,26 +132,25 @@ def compare(x86: np.lib.npyio.NpzFile, arm: np.lib.npyio.NpzFile, name: str) -> 
     }
 
 
-def rotated(exports: Path, name: str) -> bool:
-    manifest = json.loads((exports / name / "manifest.json").read_text())
-    return manifest["config"]["rotation"]["kind"] != "none"
+def manifest_facts(exports: Path, name: str) -> dict:
+    """An export's manifest -> {"rotated": SpinQuant rotations, "dynamic": 8-bit dynamic activations}."""
+    config = json.loads((exports / name / "manifest.json").read_text())["config"]
+    return {"rotated": config["rotation"]["kind"] != "none", "dynamic": config["quantization"]["linear"] != "none"}
 
 
-def check(row: dict, *, is_rotated: bool, kl_to_float: float) -> list[str]:
+def check(row: dict, *, dynamic: bool, kl_to_float: float) -> list[str]:
     """One export on one core -> the rules it breaks, each naming the numbers."""
     where = f"{row['program']} on {row['core']}"
-    if not is_rotated:
-        return (
-            []
-            if row["sqnr_db"] >= RULES["plain_min_sqnr_db"]
-            else [f"{where}: SQNR {row['sqnr_db']:.1f} dB against x86 is under {RULES['plain_min_sqnr_db']:.0f} dB"]
-        )
+    if not dynamic:
+        floor = RULES["float_min_sqnr_db"]
+        ok = row["sqnr_db"] >= floor
+        return [] if ok else [f"{where}: SQNR {row['sqnr_db']:.1f} dB against x86 is under {floor:.0f} dB"]
     bad = []
-    if row["sqnr_db"] < RULES["rotated_min_sqnr_db"]:
-        bad.append(f"{where}: SQNR {row['sqnr_db']:.1f} dB against x86 is under {RULES['rotated_min_sqnr_db']:.0f} dB")
-    if row["positions"] - row["argmax_agree"] > RULES["rotated_max_argmax_misses"]:
+    if row["sqnr_db"] < RULES["dynamic_min_sqnr_db"]:
+        bad.append(f"{where}: SQNR {row['sqnr_db']:.1f} dB against x86 is under {RULES['dynamic_min_sqnr_db']:.0f} dB")
+    if row["positions"] - row["argmax_agree"] > RULES["dynamic_max_argmax_misses"]:
         bad.append(f"{where}: {row['positions'] - row['argmax_agree']} argmax misses in {row['positions']} positions")
-    if row["mean_kl"] >= RULES["rotated_max_kl_share"] * kl_to_float:
+    if row["mean_kl"] >= RULES["dynamic_max_kl_share"] * kl_to_float:
         bad.append(
             f"{where}: KL(x86 || Arm) {row['mean_kl']:.2e} is not under a tenth of its KL to the float model "
             f"({kl_to_float:.2e})"
@@ -189,9 +192,10 @@ def render(result: dict) -> str:
     rules = result["rules"]
     lines += [
         "",
-        f"Rules: no rotation, SQNR >= {rules['plain_min_sqnr_db']:.0f} dB; rotated, SQNR >= "
-        f"{rules['rotated_min_sqnr_db']:.0f} dB, at most {rules['rotated_max_argmax_misses']} argmax miss in 32, "
-        f"KL(x86‖Arm) < {rules['rotated_max_kl_share']} x the export's KL to the float model.",
+        f"Rules: no dynamic int8 activations (bf16), SQNR >= {rules['float_min_sqnr_db']:.0f} dB; 8-bit dynamic "
+        f"activations, SQNR >= {rules['dynamic_min_sqnr_db']:.0f} dB, at most {rules['dynamic_max_argmax_misses']} "
+        f"argmax miss in 32, KL(x86‖Arm) < {rules['dynamic_max_kl_share']} x the export's KL to the float model "
+        "(why: docs/arm.md).",
         "",
         "Reproduce: `python benchmarks/host_tables.py && python benchmarks/arm_check.py`",
     ]
@@ -273,10 +277,10 @@ def summarize(ns: argparse.Namespace, job: dict, sides: dict, *, setup_s: float)
     rows, failures = [], []
     for name in PROGRAMS:
         for core in cores:
-            row = {"program": name, "core": core, "rotated": rotated(ns.exports, name)} | compare(
-                x86, sides[core][0], name
+            row = (
+                {"program": name, "core": core} | manifest_facts(ns.exports, name) | compare(x86, sides[core][0], name)
             )
-            row["failures"] = check(row, is_rotated=row["rotated"], kl_to_float=quality[name]["x86"]["mean_kl"])
+            row["failures"] = check(row, dynamic=row["dynamic"], kl_to_float=quality[name]["x86"]["mean_kl"])
             failures += row["failures"]
             rows.append(row)
     return {

@@ -43,11 +43,11 @@ def test_sqnr(arm_check):
 
 
 def test_rules_name_the_export_the_core_and_the_numbers(arm_check):
-    assert arm_check.check(row(sqnr_db=135.0), is_rotated=False, kl_to_float=0.01) == []
-    [plain] = arm_check.check(row(program="fixture_8da4w", sqnr_db=99.0), is_rotated=False, kl_to_float=0.01)
-    assert plain == "fixture_8da4w on max: SQNR 99.0 dB against x86 is under 100 dB"
-    assert arm_check.check(row(), is_rotated=True, kl_to_float=0.005) == []
-    bad = arm_check.check(row(sqnr_db=29.0, argmax_agree=30, mean_kl=6e-4), is_rotated=True, kl_to_float=0.005)
+    assert arm_check.check(row(sqnr_db=135.0), dynamic=False, kl_to_float=0.01) == []
+    [plain] = arm_check.check(row(program="fixture_bf16", sqnr_db=99.0), dynamic=False, kl_to_float=0.01)
+    assert plain == "fixture_bf16 on max: SQNR 99.0 dB against x86 is under 100 dB"
+    assert arm_check.check(row(), dynamic=True, kl_to_float=0.005) == []
+    bad = arm_check.check(row(sqnr_db=29.0, argmax_agree=30, mean_kl=6e-4), dynamic=True, kl_to_float=0.005)
     assert bad == [
         "fixture_spinquant on max: SQNR 29.0 dB against x86 is under 30 dB",
         "fixture_spinquant on max: 2 argmax misses in 32 positions",

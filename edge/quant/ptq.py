@@ -186,11 +186,13 @@ def _quantize_block(
     """Block i -> rotated (if rotations), linears rounded (GPTQ when calib is given, advancing it; else torchao)
     and the rest cast to dtype, in place; SQNRs go to report."""
     from edge.core.memory import trim_heap
-    from edge.spinquant.fold import prepare_block, rotate_block
+    from edge.spinquant.fold import break_embedding_ties, prepare_block, rotate_block
 
     if rotations is not None:
         prepare_block(block, online_hadamard=online_hadamard)
         rotate_block(block, r1=rotations.r1, r2=rotations.r2[i])
+        if i == 0:  # its input is the int8 embedding: see break_embedding_ties
+            break_embedding_ties(block)
     if calib is not None:
         from edge.quant.gptq import gptq_block
 

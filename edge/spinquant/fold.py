@@ -75,6 +75,27 @@ def fuse_block_norms(block: TransformerBlock, *, dtype: torch.dtype = torch.floa
         norm.weight = nn.Parameter(torch.ones_like(norm.weight, dtype=dtype), requires_grad=False)
 
 
+# The largest relative change break_embedding_ties makes to a norm weight: far below int4's steps (2^-3 of a
+# group's range) and int8's (2^-8), far above float32's rounding (2^-24).
+TIE_JITTER = 2.0**-12
+
+
+def break_embedding_ties(block: TransformerBlock, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> None:
+    """Layer 0 after R1/R2: input_layernorm's weight -> d = 1 + TIE_JITTER * u (u uniform in [-1, 1], seeded) and
+    q/k/v's columns divided by d, in float64: the block computes what it did.
+
+    With the norm folded to exactly 1, layer 0 quantizes RMSNorm(int8 embedding row), a scaled integer lattice on
+    which x * scale often lands exactly on .5; x86 XNNPACK rounds such ties to even, Arm's KleidiAI away from zero,
+    so the two disagree within the first tokens (docs/arm.md). A non-lattice per-channel scale removes the ties.
+    """
+    norm, attn = block.input_layernorm, block.self_attn
+    u = torch.rand(norm.weight.shape[0], generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    d = 1 + TIE_JITTER * (2 * u - 1)
+    for lin in (attn.q_proj, attn.k_proj, attn.v_proj):
+        _set(lin, lin.weight.detach().double() / d[None, :], dtype)
+    norm.weight = nn.Parameter((norm.weight.detach().double() * d).to(dtype), requires_grad=False)
+
+
 def fold_online_hadamard(block: TransformerBlock, *, dtype: torch.dtype = torch.float32) -> None:
     """Insert R4: down_proj_input runs the Hadamard online, its inverse folds into down_proj (in float64)."""
     mix = online_mix(block.mlp.down_proj.in_features)

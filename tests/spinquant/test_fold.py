@@ -45,7 +45,11 @@ def test_folded_rotations_preserve_logits(tiny_hf, online_hadamard):
     torch.testing.assert_close(got, ref, rtol=0, atol=2e-5)
     # the weights really moved, and the tie is broken
     assert model.lm_head.weight is not model.embed_tokens.weight
-    assert all(torch.equal(b.input_layernorm.weight, torch.ones_like(b.input_layernorm.weight)) for b in model.layers)
+    # every norm is folded to 1, except layer 0's input norm, 1 +- 2^-12 per channel (break_embedding_ties)
+    assert all(
+        torch.equal(b.input_layernorm.weight, torch.ones_like(b.input_layernorm.weight)) for b in model.layers[1:]
+    )
+    assert 0 < float((model.layers[0].input_layernorm.weight - 1).abs().max()) <= 2.0**-12
     assert all(isinstance(b.mlp.down_proj_input, OnlineHadamard) == online_hadamard for b in model.layers)
     fresh = load_model(ckpt, max_context=64, dtype=torch.float32)
     assert (model.layers[0].self_attn.q_proj.weight - fresh.layers[0].self_attn.q_proj.weight).abs().max() > 0.05
@@ -85,3 +89,19 @@ def test_rotation_kinds_are_the_config_enum():
         ).kind
         is RotationKind.HADAMARD
     )
+
+
+def test_break_embedding_ties_keeps_the_block_function_and_moves_the_norm_off_one(tiny_hf):
+    """Layer 0's norm weight becomes 1 +- 2^-12 per channel and q/k/v absorb its inverse: the same outputs in float."""
+    import copy
+
+    from edge.spinquant.fold import TIE_JITTER, break_embedding_ties, fuse_block_norms
+
+    model = load_model(open_checkpoint(tiny_hf), max_context=64, dtype=torch.float32, full_logits=True)
+    fuse_block_norms(model.layers[0])
+    before = copy.deepcopy(model)
+    break_embedding_ties(model.layers[0])
+    w = model.layers[0].input_layernorm.weight
+    assert 0 < float((w - 1).abs().max()) <= TIE_JITTER and int((w == 1).sum()) == 0
+    tokens = torch.randint(0, model.args.vocab_size, (1, 16), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(_logits(model, tokens), _logits(before, tokens), rtol=0, atol=1e-5)  # float32 rounding
