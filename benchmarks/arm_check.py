@@ -60,11 +60,13 @@ def make_job(exports: Path, windows: int, context: int) -> dict:
 
     from edge.checkpoint import FIXTURE_CHECKPOINT, open_checkpoint
     from edge.checkpoint.tokenizer import load_tokenizer
+    from edge.core.quiet import native_stderr_filtered
     from edge.evaluate.core import tokenize_windows
 
     ckpt = open_checkpoint(FIXTURE_CHECKPOINT)
     text = (FIXTURE_CHECKPOINT / "heldout.txt").read_text(encoding="utf-8")
-    tokenizer = load_tokenizer(ckpt.tokenizer)
+    with native_stderr_filtered():  # the runner's tokenizer library logs from C++ as it compiles its regex
+        tokenizer = load_tokenizer(ckpt.tokenizer)
     prompt = [ckpt.bos_id] + tokenizer.encode(text[:4000], bos=False, eos=False)[: PROMPT - 1]
     return {
         "programs": {name: str(exports / name / "model.pte") for name in PROGRAMS},
@@ -233,6 +235,9 @@ def run_all(ns: argparse.Namespace, emulator: sysroot.Emulator, work: Path) -> t
 
 
 def main(argv: list[str] | None = None) -> int:
+    from edge.core.quiet import quiet_libraries
+
+    quiet_libraries()
     ns = parse_args(argv)
     missing = [n for n in PROGRAMS if not (ns.exports / n / "model.pte").is_file()]
     if missing:
