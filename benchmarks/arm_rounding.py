@@ -6,7 +6,8 @@ Out: benchmarks/results/arm_rounding.md. A probe program (an RMSNorm with unit w
      runs on x86 and under qemu-aarch64 (-cpu max and neoverse-n1) on two inputs: the fixture's int8 embedding rows
      of the held-out text's first tokens (what layer 0 of a rotated program quantizes) and Gaussian rows. From each
      side's outputs the int8 integers are recovered and compared with two rounding rules applied in numpy to the
-     same float input: round-half-even(x * scale) and round-half-away(x * scale).
+     side's own RMSNorm output (the float input its quantizer saw): round-half-even(x * scale) and
+     round-half-away(x * scale).
 
     python benchmarks/arm_rounding.py
 """
@@ -28,12 +29,17 @@ F = np.float32
 
 
 def run_probe(pte: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Probe .pte, {name: rows [N, D]} -> {name: outputs}; ExecuTorch runtime only (this runs under emulation)."""
+    """Probe .pte, {name: rows [N, D]} -> {name.normed: RMSNorm output, name.quantized: dequantize(quantize(it))};
+    ExecuTorch runtime only (this runs under emulation)."""
     import torch
     from executorch.runtime import Runtime
 
     method = Runtime.get().load_program(pte).load_method("forward")
-    return {k: method.execute([torch.from_numpy(v[None])])[0][0].numpy() for k, v in inputs.items()}
+    out = {}
+    for k, v in inputs.items():
+        normed, quantized = method.execute([torch.from_numpy(v[None])])
+        out[f"{k}.normed"], out[f"{k}.quantized"] = normed[0].numpy(), quantized[0].numpy()
+    return out
 
 
 def build_probe(dim: int, path: Path) -> None:
@@ -58,7 +64,8 @@ def build_probe(dim: int, path: Path) -> None:
             self.linear.weight = nn.Parameter(eye, requires_grad=False)
 
         def forward(self, x):
-            return self.linear(self.norm(x))
+            n = self.norm(x)
+            return n, self.linear(n)
 
     probe = Probe().eval()
     with torch.no_grad():
@@ -99,15 +106,11 @@ def quant_params(row: np.ndarray) -> tuple[np.float32, int]:
     return scale, int(np.rint(np.clip(zp, -128, 127)))
 
 
-def normalized(x: np.ndarray) -> np.ndarray:
-    """RMSNorm with unit weight, in float32, as the probe computes it (its output is what gets quantized)."""
-    return (x / np.sqrt((x.astype(F) ** 2).mean(-1, keepdims=True) + F(1e-5))).astype(F)
-
-
-def compare(x: np.ndarray, outputs: np.ndarray) -> dict:
-    """Float rows and one side's probe outputs -> exact ties and mismatches of each rounding rule."""
+def compare(normed: np.ndarray, outputs: np.ndarray) -> dict:
+    """One side's RMSNorm outputs (the float input its quantizer saw) and its dequantized outputs -> exact ties and
+    mismatches of each rounding rule."""
     counts = {"elements": 0, "exact ties": 0, "half-even mismatches": 0, "half-away mismatches": 0}
-    for row_in, y in zip(normalized(x), outputs):
+    for row_in, y in zip(normed, outputs):
         scale, zp = quant_params(row_in)
         v = (row_in * scale).astype(F)
         got = np.rint(y.astype(np.float64) * scale) + zp  # identity weights: y = (q - zp) / scale
@@ -122,6 +125,9 @@ def compare(x: np.ndarray, outputs: np.ndarray) -> dict:
 def main() -> int:
     from arm_emulation import sysroot
 
+    from edge.core.quiet import quiet_libraries
+
+    quiet_libraries()
     emulator = sysroot.ensure(sysroot.default_cache())
     data = inputs()
     results: dict = {}
@@ -131,23 +137,30 @@ def main() -> int:
             if not pte.exists():
                 build_probe(x.shape[1], pte)
         np.savez(Path(tmp) / "in.npz", **{k: v for k, v in data.items()})
-        sides = {"x86": {k: run_probe(str(Path(tmp) / f"probe{v.shape[1]}.pte"), {k: v})[k] for k, v in data.items()}}
+        sides = {"x86": probe_all(tmp, data)}
         for cpu in ("max", "neoverse-n1"):
             out = Path(tmp) / f"{cpu}.npz"
             cmd = emulator.command(cpu, [__file__, "--guest", tmp, str(out)])
             subprocess.run(cmd, env=emulator.env([ROOT, ROOT / "benchmarks"]), check=True, capture_output=True)
             sides[f"Arm {cpu}"] = dict(np.load(out))
         for side, outs in sides.items():
-            results[side] = {k: compare(data[k], outs[k]) for k in data}
+            results[side] = {k: compare(outs[f"{k}.normed"], outs[f"{k}.quantized"]) for k in data}
     write(results)
     return 0
 
 
 def guest(tmp: str, out: str) -> int:
     """Under emulation: every probe input through its probe -> OUT.npz."""
-    data = dict(np.load(Path(tmp) / "in.npz"))
-    np.savez(out, **{k: run_probe(str(Path(tmp) / f"probe{v.shape[1]}.pte"), {k: v})[k] for k, v in data.items()})
+    np.savez(out, **probe_all(tmp, dict(np.load(Path(tmp) / "in.npz"))))
     return 0
+
+
+def probe_all(tmp: str, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every input through the probe of its width -> the probe's outputs, keyed name.normed / name.quantized."""
+    out: dict[str, np.ndarray] = {}
+    for k, v in data.items():
+        out |= run_probe(str(Path(tmp) / f"probe{v.shape[1]}.pte"), {k: v})
+    return out
 
 
 def write(results: dict) -> None:
@@ -156,7 +169,7 @@ def write(results: dict) -> None:
         "",
         f"Measured {time.strftime('%Y-%m-%d')} with `python benchmarks/arm_rounding.py`: a unit-weight RMSNorm "
         "then an identity 8da4w linear, on x86 and under qemu-aarch64; each side's int8 integers recovered from "
-        "its outputs and compared with two rounding rules applied to the same float input.",
+        "its outputs and compared with two rounding rules applied to that side's own RMSNorm output.",
         "",
         "| side | input | elements | exact .5 ties | round-half-even mismatches | round-half-away mismatches |",
         "|---|---|---|---|---|---|",

@@ -93,20 +93,7 @@ def test_delegates_are_built_last_first_and_run_in_order(tiny_hf, tmp_path):
     from edge.evaluate.pte_model import load_pte
     from edge.export.lower import write_pte
 
-    model = load_model(open_checkpoint(tiny_hf), max_context=64, dtype=None)
-    quantize_model(
-        model,
-        QuantizationConfig(linear=WeightBits.INT4, output=WeightBits.INT8, embedding=WeightBits.INT8),
-        dtype=torch.float32,
-    )
-    meta = RunnerMetadata(
-        max_seq_len=32,
-        max_context_len=64,
-        vocab_size=model.args.vocab_size,
-        n_layers=len(model.layers),
-        bos_id=0,
-        eos_ids=(1,),
-    )
+    model, meta = _tiny_model(tiny_hf, quantized=True)
     paths = {}
     for reverse in (False, True):
         with (
