@@ -330,13 +330,13 @@ def test_force_replaces_existing_output(tiny_hf, tmp_path):
 
 
 def test_interrupted_export_leaves_nothing(tiny_hf, tmp_path, monkeypatch):
-    import edge.export.pipeline as pipeline
+    import edge.export.manifest as manifest
 
     def boom(program, path):
         Path(path).write_bytes(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "write_pte", boom)
+    monkeypatch.setattr(manifest, "write_pte", boom)
     out = tmp_path / "o"
     cfg = load_config(
         config="llama3_2_1b_bf16",

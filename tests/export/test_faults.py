@@ -103,7 +103,7 @@ def test_full_disk_while_writing_is_one_line_and_leaves_nothing(tiny_hf, tmp_pat
 
 def test_too_little_free_space_is_refused_before_writing(tiny_hf, tmp_path, capsys, fast_pipeline, monkeypatch):
     real = shutil.disk_usage
-    monkeypatch.setattr(pipeline.shutil, "disk_usage", lambda p: real(p)._replace(free=2**20))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=2**20))
     out = tmp_path / "o"
     err = _one_error_line(*_cli(["--checkpoint", str(tiny_hf), "--output", str(out), "--max-context", "32"], capsys))
     assert "the .pte needs 3 MiB, 1 MiB free" in err
