@@ -20,7 +20,7 @@ LAYERS = (
     ("edge.quant",),
     ("edge.finetune", "edge.formats"),
     ("edge.evaluate",),
-    ("edge.export",),
+    ("edge.export", "edge.generate"),
     ("android_bench",),
 )
 

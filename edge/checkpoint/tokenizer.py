@@ -41,3 +41,26 @@ def load_hf_tokenizer(path: Path):
         )
     except Exception as e:
         raise EdgeError(f"cannot load tokenizer {path} ({type(e).__name__}: {e})") from None
+
+
+CHAT_TEMPLATE_NAME = "chat_template.jinja"
+
+
+def chat_template_of(tokenizer: Path) -> str | None:
+    """A tokenizer file -> the chat template its folder carries (chat_template.jinja, or tokenizer_config.json's
+    `chat_template`, its "default" entry when it holds several), or None."""
+    folder = tokenizer.parent
+    if (folder / CHAT_TEMPLATE_NAME).is_file():
+        return (folder / CHAT_TEMPLATE_NAME).read_text(encoding="utf-8")
+    config = folder / "tokenizer_config.json"
+    if not config.is_file():
+        return None
+    import json
+
+    try:
+        template = json.loads(config.read_text(encoding="utf-8")).get("chat_template")
+    except (OSError, ValueError):
+        return None
+    if isinstance(template, list):  # [{"name": "default", "template": ...}, {"name": "tool_use", ...}]
+        template = next((t.get("template") for t in template if t.get("name") == "default"), None)
+    return template if isinstance(template, str) else None

@@ -115,6 +115,24 @@ def _check_vocab(*, ckpt: Checkpoint, pte: PteModel, tokenizer, tokenizer_path: 
         )
 
 
+class EagerProgram:
+    """An `edge.model.Transformer` (e.g. the export's quantized model, before lowering) -> PteModel's surface.
+
+    Scores what the export quantized without the minutes of lowering; the .pte runs the same integers.
+    """
+
+    def __init__(self, model, *, bos_id: int) -> None:
+        model.set_attention_path(AttentionPath.SEQUENCE)
+        self.model = model.eval()
+        self.vocab_size = model.args.vocab_size
+        self.max_context = model.max_context
+        self.metadata = {"get_bos_id": bos_id}
+
+    def forward(self, tokens: torch.Tensor, pos: int) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model(tokens, torch.tensor([pos]))
+
+
 def evaluate(
     *,
     pte_path: Path,
@@ -125,9 +143,33 @@ def evaluate(
     tokenizer_path: Path | None = None,
     on_window: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
-    """(.pte, reference checkpoint, text) -> EvalResult; see the module docstring."""
+    """(.pte or ONNX model, reference checkpoint, text) -> EvalResult; see the module docstring."""
+    return evaluate_program(
+        load_program(pte_path),
+        label=str(pte_path),
+        reference=reference,
+        text_path=text_path,
+        context=context,
+        max_windows=max_windows,
+        tokenizer_path=tokenizer_path,
+        on_window=on_window,
+    )
+
+
+def evaluate_program(
+    program,
+    *,
+    label: str,
+    reference: Path,
+    text_path: Path,
+    context: int = 256,
+    max_windows: int | None = None,
+    tokenizer_path: Path | None = None,
+    on_window: Callable[[int, int], None] | None = None,
+) -> EvalResult:
+    """(a loaded program: PteModel, ONNX or EagerProgram; reference checkpoint; text) -> EvalResult."""
     ckpt = open_checkpoint(reference)
-    pte = load_program(pte_path)
+    pte = program
     if context < 2:
         raise EdgeError(f"context {context} is too short (at least 2 tokens)")
     if context >= pte.max_context:  # the program takes at most max_context - 1 tokens per call
@@ -169,7 +211,7 @@ def evaluate(
         if on_window:
             on_window(w_i + 1, len(windows))
     return EvalResult(
-        pte=str(pte_path),
+        pte=label,
         reference=str(ckpt.path),
         text=str(text_path),
         context=context,

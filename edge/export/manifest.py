@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from edge.checkpoint import Checkpoint
+from edge.checkpoint.tokenizer import CHAT_TEMPLATE_NAME, chat_template_of
 from edge.config import ExportConfig
 from edge.core.errors import EdgeError
 from edge.core.io import BackgroundHashes, building_folder, disk_full_error, sha256_file
@@ -185,6 +186,8 @@ def _write_folder(
         tokenizer = tmp / ckpt.tokenizer.name  # type: ignore[union-attr]
         shutil.copyfile(ckpt.tokenizer, tokenizer)  # type: ignore[arg-type]
         shutil.copyfile(NOTICE, tmp / "NOTICE")
+        if template := chat_template_of(ckpt.tokenizer):  # type: ignore[arg-type]
+            (tmp / CHAT_TEMPLATE_NAME).write_text(template, encoding="utf-8")  # what edge.generate applies
         if rotations is not None:
             save_rotations(rotations, tmp / ROTATIONS_NAME)
         inputs = input_hashes.result()

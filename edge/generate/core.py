@@ -1,0 +1,265 @@
+"""A prompt -> text from an exported model, through the runtime a phone would run it with, and its speed.
+
+In:  a .pte (with tokenizer.json / tokenizer.model and manifest.json beside it, as edge.export writes them),
+     an ONNX folder (onnxruntime-genai, formats: onnx) or a .gguf (llama-cpp-python, formats: gguf);
+     the prompt; chat or raw; how many tokens; temperature.
+Out: `Generation`; the text streams to `on_text` as it is decoded.
+
+The .pte runs in ExecuTorch's own `TextLLMRunner` (the C++ runner behind llama_main, through its Python
+bindings): its tokenizer, prefill in chunks of the program's max_seq_len, KV cache, sampler and stop tokens.
+The runner writes its tokens and logs straight to file descriptors 1 and 2; they are captured while it runs,
+and the text is streamed from its token callback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from edge.core.errors import EdgeError
+from edge.generate.chat import Prompt, build_prompt, special_text
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    runtime: str
+    chat: bool
+    prompt_tokens: int
+    generated_tokens: int
+    prefill_tokens_per_s: float | None
+    decode_tokens_per_s: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def speed_line(self) -> str:
+        def rate(r: float | None) -> str:
+            return "n/a" if r is None else f"{r:.1f} tok/s"
+
+        return (
+            f"{self.runtime}: prefill {self.prompt_tokens} tokens at {rate(self.prefill_tokens_per_s)}, "
+            f"decode {self.generated_tokens} tokens at {rate(self.decode_tokens_per_s)}"
+        )
+
+
+@contextmanager
+def native_output_captured() -> Iterator[list[str]]:
+    """File descriptors 1 and 2 -> a temporary file while the block runs (a C++ runtime's prints and logs);
+    the yielded list then holds the captured lines. Python's own writes go through `sys.__stdout__` only if
+    they use the saved descriptor, which `stream_to` gives."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    lines: list[str] = []
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 1)
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            captured.seek(0)
+            lines.extend(captured.read().decode(errors="replace").splitlines())
+
+
+def _rate(tokens: int, ms: float) -> float | None:
+    return tokens / (ms / 1000) if ms > 0 and tokens > 0 else None
+
+
+def generate_pte(
+    pte: Path, prompt: Prompt, *, max_new_tokens: int, temperature: float, on_text: Callable[[str], None] | None
+) -> Generation:
+    """A .pte and its tokenizer -> Generation, from ExecuTorch's TextLLMRunner."""
+    with native_output_captured():  # the runner's tokenizer library logs from C++ as it loads
+        from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
+
+        from edge.evaluate.pte_model import load_kernels
+
+        load_kernels()
+
+    tokenizer = tokenizer_beside(pte)
+    pieces: list[str] = []
+    stats: list = []
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8", errors="replace")
+    config = GenerationConfig(
+        echo=False, max_new_tokens=max_new_tokens, temperature=temperature, num_bos=int(prompt.add_bos)
+    )
+
+    def token(piece: str) -> None:
+        pieces.append(piece)
+        if on_text is not None:
+            on_text(piece)
+        else:  # stdout itself is captured meanwhile: write to the terminal's descriptor, saved above
+            out.write(piece)
+            out.flush()
+
+    try:
+        with native_output_captured() as log:
+            try:
+                runner = TextLLMRunner(str(pte), str(tokenizer))
+                runner.generate(prompt.text, config, token_callback=token, stats_callback=stats.append)
+            except RuntimeError:
+                raise EdgeError(f"ExecuTorch's runner failed on {pte}: {last_error(log)}") from None
+    finally:
+        out.close()
+    s = stats[-1] if stats else None
+    prefill_ms = (s.prompt_eval_end_ms - s.inference_start_ms) if s else 0
+    decode_ms = (s.inference_end_ms - s.prompt_eval_end_ms) if s else 0
+    return Generation(
+        text="".join(pieces),
+        runtime="ExecuTorch TextLLMRunner",
+        chat=prompt.chat,
+        prompt_tokens=s.num_prompt_tokens if s else 0,
+        generated_tokens=len(pieces),
+        prefill_tokens_per_s=_rate(s.num_prompt_tokens, prefill_ms) if s else None,
+        # prefill yields the first token; the runner's count and decode clock cover the ones decoded after it
+        decode_tokens_per_s=_rate(s.num_generated_tokens, decode_ms) if s else None,
+    )
+
+
+def last_error(log: list[str]) -> str:
+    """Captured runtime lines -> the last one that reads like an error (or the last line)."""
+    errors = [line for line in log if any(w in line for w in ("rror", "ailed", "issing", "not found"))]
+    return (errors or log or ["no output"])[-1].strip()
+
+
+def tokenizer_beside(model: Path) -> Path:
+    for name in ("tokenizer.json", "tokenizer.model"):
+        if (model.parent / name).is_file():
+            return model.parent / name
+    raise EdgeError(f"no tokenizer.json or tokenizer.model beside {model} (edge.export writes one there)")
+
+
+def generate_onnx(
+    folder: Path, prompt: Prompt, *, max_new_tokens: int, temperature: float, on_text: Callable[[str], None] | None
+) -> Generation:
+    """An onnxruntime-genai folder (genai_config.json, model.onnx, tokenizer) -> Generation."""
+    try:
+        import onnxruntime_genai as og
+    except ImportError:
+        raise EdgeError('ONNX models run in onnxruntime-genai: pip install -e ".[onnx]"') from None
+    emit = on_text or (lambda piece: print(piece, end="", flush=True))
+    model = og.Model(str(folder))
+    tokenizer = og.Tokenizer(model)
+    stream = tokenizer.create_stream()
+    ids = list(tokenizer.encode(prompt.text))
+    bos = json.loads((folder / "genai_config.json").read_text())["model"].get("bos_token_id")
+    if prompt.add_bos and bos is not None and (not ids or ids[0] != bos):
+        ids.insert(0, int(bos))
+    params = og.GeneratorParams(model)
+    params.set_search_options(
+        max_length=len(ids) + max_new_tokens, do_sample=temperature > 0, temperature=temperature or 1.0
+    )
+    generator = og.Generator(model, params)
+    t0 = time.perf_counter()
+    generator.append_tokens(ids)
+    t1 = time.perf_counter()
+    pieces = []
+    while not generator.is_done():
+        generator.generate_next_token()
+        piece = stream.decode(int(generator.get_next_tokens()[0]))
+        pieces.append(piece)
+        emit(piece)
+    t2 = time.perf_counter()
+    n = len(pieces)
+    return Generation(
+        text="".join(pieces),
+        runtime="onnxruntime-genai",
+        chat=prompt.chat,
+        prompt_tokens=len(ids),
+        generated_tokens=n,
+        prefill_tokens_per_s=_rate(len(ids), (t1 - t0) * 1000),
+        decode_tokens_per_s=_rate(n, (t2 - t1) * 1000),
+    )
+
+
+def generate_gguf(
+    path: Path, prompt: Prompt, *, max_new_tokens: int, temperature: float, on_text: Callable[[str], None] | None
+) -> Generation:
+    """A .gguf -> Generation, from llama.cpp through llama-cpp-python (which adds BOS as the GGUF says)."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        raise EdgeError("GGUF files run in llama.cpp: pip install llama-cpp-python") from None
+    emit = on_text or (lambda piece: print(piece, end="", flush=True))
+    with native_output_captured():
+        llm = Llama(model_path=str(path), verbose=False, n_ctx=0)
+    ids = llm.tokenize(prompt.text.encode(), add_bos=prompt.add_bos, special=True)
+    pieces, t0 = [], time.perf_counter()
+    t1 = None
+    for chunk in llm.create_completion(ids, max_tokens=max_new_tokens, temperature=temperature, stream=True):
+        t1 = t1 or time.perf_counter()  # the first token comes out of prefill
+        piece = chunk["choices"][0]["text"]
+        pieces.append(piece)
+        emit(piece)
+    t2 = time.perf_counter()
+    n = len(pieces)
+    return Generation(
+        text="".join(pieces),
+        runtime="llama.cpp (llama-cpp-python)",
+        chat=prompt.chat,
+        prompt_tokens=len(ids),
+        generated_tokens=n,
+        prefill_tokens_per_s=_rate(len(ids), ((t1 or t2) - t0) * 1000),
+        decode_tokens_per_s=_rate(n - 1, (t2 - (t1 or t2)) * 1000),
+    )
+
+
+def locate(model: Path) -> tuple[str, Path, Path]:
+    """What the user named -> (runtime kind, the path its runtime loads, the export folder with manifest.json)."""
+    model = Path(model)
+    if model.is_dir():
+        if (model / "genai_config.json").is_file():
+            return "onnx", model, model.parent
+        if (model / "model.pte").is_file():
+            return "pte", model / "model.pte", model
+        if (model / "onnx" / "genai_config.json").is_file():
+            return "onnx", model / "onnx", model
+    elif model.is_file():
+        if model.suffix == ".pte":
+            return "pte", model, model.parent
+        if model.suffix == ".gguf":
+            return "gguf", model, model.parent
+        if model.name == "model.onnx" and (model.parent / "genai_config.json").is_file():
+            return "onnx", model.parent, model.parent.parent
+    raise EdgeError(f"{model}: not a .pte, an ONNX folder (genai_config.json) or a .gguf, nor a folder holding one")
+
+
+def generate(
+    model: Path,
+    prompt: str,
+    *,
+    chat: bool | None = None,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    on_text: Callable[[str], None] | None = None,
+) -> Generation:
+    """(an exported model, a prompt; chat: None = the model's default) -> Generation, the text streamed to
+    `on_text` (default: stdout) as it is decoded."""
+    if not prompt:
+        raise EdgeError("the prompt is empty")
+    if max_new_tokens < 1:
+        raise EdgeError(f"max new tokens must be at least 1, not {max_new_tokens}")
+    if temperature < 0:
+        raise EdgeError(f"temperature must be 0 (greedy) or more, not {temperature}")
+    kind, path, folder = locate(model)
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    bos_id = (manifest.get("runner_metadata") or {}).get("get_bos_id")
+    tokenizer = tokenizer_beside(path) if kind == "pte" else None
+    bos_text = special_text(tokenizer, bos_id) if tokenizer is not None else None
+    if kind != "pte" and bos_id is not None:
+        tokenizer = next((folder / n for n in ("tokenizer.json", "tokenizer.model") if (folder / n).is_file()), None)
+        bos_text = special_text(tokenizer, bos_id) if tokenizer is not None else None
+    built = build_prompt(folder, manifest, prompt, chat=chat, bos_text=bos_text)
+    run = {"pte": generate_pte, "onnx": generate_onnx, "gguf": generate_gguf}[kind]
+    return run(path, built, max_new_tokens=max_new_tokens, temperature=temperature, on_text=on_text)
