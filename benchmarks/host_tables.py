@@ -91,7 +91,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--artifacts", type=Path, default=ROOT / "artifacts", help="where the tables go (default artifacts)")
     p.add_argument("--repetitions", type=int, default=5, help="measured runs per export (default 5)")
     ns = p.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
     from edge.core.quiet import quiet_libraries
 
     quiet_libraries()
@@ -126,7 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     code = subprocess.run(command, cwd=ROOT).returncode
     # The online Hadamard's share of SpinQuant's prefill and decode, from ExecuTorch's per-operator profile of
     # the same export (timing it against fixture_spinquant_no_r4 cannot resolve a cost this small).
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from hadamard_share import measure, render
 
     meta, rows = measure({"fixture": ns.work / "fixture_spinquant" / "model.pte"}, prompt=64, decode=32, repetitions=3)

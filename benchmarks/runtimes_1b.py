@@ -27,8 +27,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from export_benchmark import PARAMS, RESULTS, ROOT, llama3_tokenizer, machine, measure  # noqa: E402
+from common import PARAMS, RESULTS, ROOT, llama3_tokenizer, machine, measure  # noqa: E402
 
 METRICS = ("decode_tok_s", "prefill_tok_s", "ttft_s", "peak_rss_mb")
 SPECIALS = [

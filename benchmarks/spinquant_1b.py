@@ -24,8 +24,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from export_benchmark import PARAMS, RESULTS, ROOT, machine, measure, write_random_meta_checkpoint  # noqa: E402
+from common import PARAMS, RESULTS, ROOT, machine, measure, write_random_meta_checkpoint  # noqa: E402
 
 
 def main() -> int:

@@ -31,8 +31,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from export_benchmark import PARAMS, RESULTS, write_random_meta_checkpoint  # noqa: E402
+from common import PARAMS, RESULTS, write_random_meta_checkpoint  # noqa: E402
 
 TINY = {
     "dim": 256,

@@ -168,7 +168,7 @@ def test_readme_layout_and_architecture_doc_match_the_tree():
     }
 
 
-@pytest.mark.parametrize("script", sorted((ROOT / "benchmarks").glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("script", sorted((ROOT / "benchmarks").rglob("*.py")), ids=lambda p: p.name)
 def test_benchmark_scripts_import_names_that_exist(script):
     """A benchmark imports edge's modules inside its functions, so a moved or renamed name fails only when it runs:
     every `from edge... import name` in it must resolve now."""

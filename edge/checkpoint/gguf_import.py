@@ -20,7 +20,6 @@ import importlib.metadata
 import io
 import json
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from edge.core.errors import EdgeError

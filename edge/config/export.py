@@ -313,14 +313,16 @@ def resolve_config_path(name_or_path: str) -> Path:
     return CONFIG_DIR / f"{name_or_path}.yaml"
 
 
-def load_config(*, config: str | None, overrides: dict[str, Any]) -> ExportConfig:
-    """A shipped config's name or a YAML path, plus CLI overrides -> ExportConfig.
+def load_config(*, config: str | Path | ExportConfig | None, overrides: dict[str, Any]) -> ExportConfig:
+    """A shipped config's name, a YAML path or an ExportConfig, plus overrides -> ExportConfig.
 
     `overrides` uses the YAML's keys; sections (`quantization`, `rotation`, `finetune`, ...) merge key by key.
     """
     raw: dict[str, Any] = {}
     source = "command line"
-    if config is not None:
+    if isinstance(config, ExportConfig):
+        raw, source = config.to_dict(), "config"
+    elif config is not None:
         path = resolve_config_path(config)
         raw, source = read_yaml(path), str(path)
     return parse_config(_deep_merge(raw, overrides), source=source)

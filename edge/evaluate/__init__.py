@@ -4,7 +4,15 @@ Names are imported from `core` on first use, so `python -m edge.evaluate` can qu
 torchao's import-time warnings (`edge.core.quiet`) before they load.
 """
 
-__all__ = ["EagerProgram", "EvalResult", "TABLE_HEADER", "evaluate", "evaluate_program", "table_row", "tokenize_windows"]
+__all__ = [
+    "EagerProgram",
+    "EvalResult",
+    "TABLE_HEADER",
+    "evaluate",
+    "evaluate_program",
+    "table_row",
+    "tokenize_windows",
+]
 
 
 def __getattr__(name: str):

@@ -20,8 +20,8 @@ In:  the fixture and the shipped configs (fixture_bf16, fixture_8da4w, fixture_s
 Out: benchmarks/results/spinquant_variants_fixture.jsonl (one line per row as it finishes) and, with
      --table, spinquant_variants_fixture.md.
 
-    python benchmarks/spinquant_variants.py [ROW ...]      # ~3.5 min per SpinQuant row on 2 cores
-    python benchmarks/spinquant_variants.py --table
+    python benchmarks/studies/spinquant_variants.py [ROW ...]      # ~3.5 min per SpinQuant row on 2 cores
+    python benchmarks/studies/spinquant_variants.py --table
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results" / "spinquant_variants_fixture.jsonl"
 W = 20
 SQ_GPTQ = {"float_targets": False, "samples": 128}  # GPTQ as SpinQuant's code runs it
@@ -74,8 +74,8 @@ def table() -> str:
                 "",
                 "Each row's time includes whatever else ran on this 2-core machine; compare the quality columns.",
                 "",
-                "Reproduce: `python benchmarks/spinquant_variants.py && "
-                "python benchmarks/spinquant_variants.py --table`",
+                "Reproduce: `python benchmarks/studies/spinquant_variants.py && "
+                "python benchmarks/studies/spinquant_variants.py --table`",
             ]
         )
         + "\n"
@@ -88,7 +88,6 @@ def main() -> int:
         RESULTS.with_suffix(".md").write_text(text)
         print(text)
         return 0
-    sys.path.insert(0, str(ROOT))
     from edge.checkpoint import FIXTURE_CHECKPOINT
     from edge.config import load_config
     from edge.core.progress import Progress

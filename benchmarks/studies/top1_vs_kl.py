@@ -11,7 +11,7 @@ A token flips when the quantization error in its top-1/top-2 margin exceeds the 
 grows with its square: halving the error amplitude recovers about half of the top-1 gap but three quarters
 of the KL gap.
 
-    python benchmarks/top1_vs_kl.py          # about 7 minutes on 2 cores (the rotation optimizations are most of it)
+    python benchmarks/studies/top1_vs_kl.py   # about 7 minutes on 2 cores (mostly the rotation optimizations)
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results" / "top1_vs_kl_fixture"
 ROWS = [
     ("bf16", "fixture_bf16", {}),
@@ -69,7 +69,6 @@ def eager_logits(model, windows: list[list[int]]):
 
 
 def main() -> int:
-    sys.path.insert(0, str(ROOT))
     from edge.core.quiet import quiet_libraries
 
     quiet_libraries()
@@ -168,7 +167,7 @@ def render(meta: dict, rows: list[dict]) -> str:
         "about what the amplitude does, not what KL does. Two thirds of the top-1 gap then asks for the amplitude "
         "cut to a third of PTQ's distance, about 1 - (1/3)^2 = 89% of the KL gap.",
         "",
-        "Reproduce: `python benchmarks/top1_vs_kl.py`",
+        "Reproduce: `python benchmarks/studies/top1_vs_kl.py`",
     ]
     return "\n".join(lines) + "\n"
 

@@ -4,7 +4,7 @@ In:  nothing (a random block: dim 2048, FFN 8192, 32/8 heads, weights N(0, 0.02)
 Out: stdout: `edge.quant.gptq.gptq_block`'s wall time for --windows x --seq-len calibration tokens (the 1B
      SpinQuant benchmark's 8 x 512 by default), then cProfile's top entries (--profile).
 
-    python benchmarks/gptq_block_1b.py --profile
+    python benchmarks/studies/gptq_block_1b.py --profile
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def main() -> int:

@@ -12,10 +12,10 @@ Each variant's step count is about what fits the shipped recipe's CPU budget (62
 a lent GPU (`--device cuda`), four to eight variants at a time, because 30 CPU runs of 35
 minutes do not fit a session; the shipped fixture was then trained on the CPU.
 
-    python benchmarks/fixture_recipe_sweep.py --cpu-step-times        # 2-core CPU, ~2 min
-    python benchmarks/fixture_recipe_sweep.py --device cuda --parallel 8 [--only NAME ...]
-    python benchmarks/fixture_recipe_sweep.py --table                 # results -> markdown
-    python benchmarks/fixture_recipe_sweep.py --shipped               # the shipped fixture's cost split, CPU
+    python benchmarks/studies/fixture_recipe_sweep.py --cpu-step-times        # 2-core CPU, ~2 min
+    python benchmarks/studies/fixture_recipe_sweep.py --device cuda --parallel 8 [--only NAME ...]
+    python benchmarks/studies/fixture_recipe_sweep.py --table                 # results -> markdown
+    python benchmarks/studies/fixture_recipe_sweep.py --shipped               # the shipped fixture's cost split, CPU
 
 Out: benchmarks/results/fixture_recipe_sweep/<variant>.json, fixture_recipe_sweep.md,
 fixture_recipe_cpu_step_times.json, fixture_ptq_breakdown.json.
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 SWEEP_DIR = RESULTS / "fixture_recipe_sweep"
 EVAL_TOKENS = 20 * 1024 + 1
@@ -298,7 +298,7 @@ def write_table() -> Path:
         )
     lines += [
         "",
-        "Reproduce: `python benchmarks/fixture_recipe_sweep.py --device cuda --parallel 8` then `--table`.",
+        "Reproduce: `python benchmarks/studies/fixture_recipe_sweep.py --device cuda --parallel 8` then `--table`.",
         "",
         "Where the rows come from:",
         "",

@@ -8,7 +8,7 @@ In:  the shipped fixture (the recipe's 4400 steps) and the same recipe retrained
 Out: benchmarks/results/fixture_training_length.{md,json}: per training length, held-out perplexity, PTQ's mean KL
      and top-1 agreement, and the share of PTQ's KL and top-1 gap each recipe recovers.
 
-    python benchmarks/fixture_training_length.py      # about 25 minutes on 2 cores (training is 14 of them)
+    python benchmarks/studies/fixture_training_length.py      # about 25 minutes on 2 cores (training is 14 of them)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results" / "fixture_training_length"
 RETRAINED_STEPS = (1100, 2200)
 ROWS = [  # (name, config, overrides); the first two are the gap's ends
@@ -77,8 +77,6 @@ def measure(checkpoint: Path) -> dict:
 
 
 def main() -> int:
-    sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from edge.core.quiet import quiet_libraries
 
     quiet_libraries()
@@ -93,7 +91,7 @@ def main() -> int:
         for steps in RETRAINED_STEPS:
             config = TrainConfig(out_dir=Path(tmp) / f"steps{steps}", max_steps=steps, minutes=600.0)
             t0 = time.monotonic()
-            train_fixture(config, command=f"benchmarks/fixture_training_length.py ({steps} steps)")
+            train_fixture(config, command=f"benchmarks/studies/fixture_training_length.py ({steps} steps)")
             log = json.loads((config.out_dir / "train_log.json").read_text())
             results.append(
                 {
@@ -144,7 +142,7 @@ def render(meta: dict, results: list[dict]) -> str:
             f"| {steps} | {r['tokens_seen'] / r['parameters']:.1f} | {r['float32_perplexity']:.2f} | "
             f"{ptq['mean_kl']:.5f} | {ptq['top1_agreement']:.2%} | " + " | ".join(cells) + " |"
         )
-    lines += ["", "Reproduce: `python benchmarks/fixture_training_length.py`"]
+    lines += ["", "Reproduce: `python benchmarks/studies/fixture_training_length.py`"]
     return "\n".join(lines) + "\n"
 
 

@@ -7,9 +7,9 @@
 # Needs the .ptes of benchmarks/executorch_comparison.py in $W (it exports ExecuTorch's); exports
 # the two edge variants here when missing. Out: benchmarks/results/prefill_chunk_1b.{md,round1.jsonl,round2.jsonl}
 #
-#     bash benchmarks/prefill_chunk_1b.sh
+#     bash benchmarks/studies/prefill_chunk_1b.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 W=${W:-/tmp/edge-bench}
 R=benchmarks/results
 CK=$W/llama3_2_1b_random
@@ -38,7 +38,7 @@ for r in (1, 2):
 med = lambda v, k: statistics.median(x[k] for x in v)  # noqa: E731
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
 out = [f"# Prefill chunk, Llama 3.2 1B shape, int4 output layer (915 MiB .pte each)", "",
-       f"Measured {when} on {cpu}, 2 cores; `bash benchmarks/prefill_chunk_1b.sh`; medians of 6 runs (3 per round, two rounds of opposite order).", "",
+       f"Measured {when} on {cpu}, 2 cores; `bash benchmarks/studies/prefill_chunk_1b.sh`; medians of 6 runs (3 per round, two rounds of opposite order).", "",
        "| .pte | prompt | decode tok/s | prefill tok/s | TTFT s | peak RSS MiB | runs |", "|---|---|---|---|---|---|---|"]
 for (label, n), v in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
     out.append(f"| {label} | {n} | {med(v, 'decode_tok_s'):.1f} | {med(v, 'prefill_tok_s'):.1f} | {med(v, 'ttft_s'):.3f} | {med(v, 'peak_rss_mb'):.0f} | {len(v)} |")

@@ -14,7 +14,7 @@ Out: benchmarks/results/spinquant_fixture_ceiling.{md,json}:
           the calibration text, 100 steps (EfficientQAT's E2E-QP, Chen et al. 2024).
      The last two are diagnostics written here, not options of the exporter.
 
-    python benchmarks/spinquant_fixture_ceiling.py      # about 10 minutes on 2 cores
+    python benchmarks/studies/spinquant_fixture_ceiling.py      # about 10 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results" / "spinquant_fixture_ceiling"
-sys.path.insert(0, str(ROOT))
 
 
 def coordinate_descent(w, hessian, q, scales, *, group_size: int, damp: float, passes: int):
@@ -367,7 +366,7 @@ def render(meta: dict, rows: list[dict], weights: list[dict]) -> str:
         f"{e2e['first_loss']:.5f} -> {e2e['last_loss']:.5f} "
         f"(one batch of 8 windows each). The larger calibration text is {meta['calibration_bytes']:,} bytes.",
         "",
-        "Reproduce: `python benchmarks/spinquant_fixture_ceiling.py` "
+        "Reproduce: `python benchmarks/studies/spinquant_fixture_ceiling.py` "
         "(needs `apt-get install python3.11-doc` for the corpus)",
     ]
     return "\n".join(lines) + "\n"
