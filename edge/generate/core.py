@@ -14,12 +14,8 @@ and the text is streamed from its token callback instead.
 from __future__ import annotations
 
 import json
-import os
-import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -50,27 +46,6 @@ class Generation:
         )
 
 
-@contextmanager
-def native_output_captured() -> Iterator[list[str]]:
-    """File descriptors 1 and 2 -> a temporary file while the block runs (a C++ runtime's prints and logs);
-    the yielded list then holds the captured lines. Python's own writes go through `sys.__stdout__` only if
-    they use the saved descriptor, which `stream_to` gives."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    lines: list[str] = []
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 1)
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield lines
-        finally:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            captured.seek(0)
-            lines.extend(captured.read().decode(errors="replace").splitlines())
-
-
 def _rate(tokens: int, ms: float) -> float | None:
     return tokens / (ms / 1000) if ms > 0 and tokens > 0 else None
 
@@ -78,58 +53,30 @@ def _rate(tokens: int, ms: float) -> float | None:
 def generate_pte(
     pte: Path, prompt: Prompt, *, max_new_tokens: int, temperature: float, on_text: Callable[[str], None] | None
 ) -> Generation:
-    """A .pte and its tokenizer -> Generation, from ExecuTorch's TextLLMRunner."""
-    with native_output_captured():  # the runner's tokenizer library logs from C++ as it loads
-        from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
+    """A .pte and its tokenizer -> Generation, from ExecuTorch's TextLLMRunner (see pte_runner.py)."""
+    from edge.generate.pte_runner import run_pte
 
-        from edge.evaluate.pte_model import load_kernels
-
-        load_kernels()
-
-    tokenizer = tokenizer_beside(pte)
-    pieces: list[str] = []
-    stats: list = []
-    out = os.fdopen(os.dup(1), "w", encoding="utf-8", errors="replace")
-    config = GenerationConfig(
-        echo=False, max_new_tokens=max_new_tokens, temperature=temperature, num_bos=int(prompt.add_bos)
+    text, s = run_pte(
+        pte,
+        tokenizer_beside(pte),
+        prompt.text,
+        add_bos=prompt.add_bos,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        on_text=on_text,
     )
-
-    def token(piece: str) -> None:
-        pieces.append(piece)
-        if on_text is not None:
-            on_text(piece)
-        else:  # stdout itself is captured meanwhile: write to the terminal's descriptor, saved above
-            out.write(piece)
-            out.flush()
-
-    try:
-        with native_output_captured() as log:
-            try:
-                runner = TextLLMRunner(str(pte), str(tokenizer))
-                runner.generate(prompt.text, config, token_callback=token, stats_callback=stats.append)
-            except RuntimeError:
-                raise EdgeError(f"ExecuTorch's runner failed on {pte}: {last_error(log)}") from None
-    finally:
-        out.close()
-    s = stats[-1] if stats else None
     prefill_ms = (s.prompt_eval_end_ms - s.inference_start_ms) if s else 0
     decode_ms = (s.inference_end_ms - s.prompt_eval_end_ms) if s else 0
     return Generation(
-        text="".join(pieces),
+        text=text,
         runtime="ExecuTorch TextLLMRunner",
         chat=prompt.chat,
         prompt_tokens=s.num_prompt_tokens if s else 0,
-        generated_tokens=len(pieces),
-        prefill_tokens_per_s=_rate(s.num_prompt_tokens, prefill_ms) if s else None,
         # prefill yields the first token; the runner's count and decode clock cover the ones decoded after it
+        generated_tokens=(s.num_generated_tokens + 1) if s else 0,
+        prefill_tokens_per_s=_rate(s.num_prompt_tokens, prefill_ms) if s else None,
         decode_tokens_per_s=_rate(s.num_generated_tokens, decode_ms) if s else None,
     )
-
-
-def last_error(log: list[str]) -> str:
-    """Captured runtime lines -> the last one that reads like an error (or the last line)."""
-    errors = [line for line in log if any(w in line for w in ("rror", "ailed", "issing", "not found"))]
-    return (errors or log or ["no output"])[-1].strip()
 
 
 def tokenizer_beside(model: Path) -> Path:
@@ -191,8 +138,7 @@ def generate_gguf(
     except ImportError:
         raise EdgeError("GGUF files run in llama.cpp: pip install llama-cpp-python") from None
     emit = on_text or (lambda piece: print(piece, end="", flush=True))
-    with native_output_captured():
-        llm = Llama(model_path=str(path), verbose=False, n_ctx=0)
+    llm = Llama(model_path=str(path), verbose=False, n_ctx=0)
     ids = llm.tokenize(prompt.text.encode(), add_bos=prompt.add_bos, special=True)
     pieces, t0 = [], time.perf_counter()
     t1 = None

@@ -112,3 +112,16 @@ def test_bad_requests_are_one_error(exported):
         generate(exported, "")
     with pytest.raises(EdgeError, match="at least 1"):
         generate(exported, "x", max_new_tokens=0)
+
+
+def test_runner_bytes_split_inside_a_character_stream_whole_and_the_stats_line_is_dropped():
+    from edge.generate.pte_runner import TextPump
+
+    pieces = []
+    pump = TextPump(pieces.append)
+    emoji = "🙂".encode()
+    for chunk in (b"Hi ", emoji[:2], emoji[2:], b" there\nPy", b"thon\n", b'\nPyTorchObserver {"a": 1}\n'):
+        pump.feed(chunk)
+    pump.feed(b"", final=True)
+    assert "".join(pieces) == "Hi 🙂 there\nPython\n"
+    assert "".join(pump.text) == "".join(pieces)
