@@ -60,3 +60,7 @@ class Progress:
 
     def info(self, text: str) -> None:
         self._print(f"[{self._elapsed()}] {text}")
+
+    def warn(self, text: str) -> None:
+        """A warning the user should see even with quiet: one `warning:` line on the stream."""
+        print(f"warning: {text}", file=self.stream, flush=True)

@@ -159,6 +159,13 @@ def run_export(config: ExportConfig, *, progress: Progress) -> ExportResult:
         report = prequantized_report(ckpt)
         return _export_and_write(config, prepared, progress=progress, model=model, report=report, rotations=None)
 
+    if config.rotation.enabled and config.quantization.rounding is Rounding.RTN:
+        # benchmarks/results/real_model_rotation.md: folding RMSNorm into the next linears (which rotating needs)
+        # costs their round-to-nearest output error more than the rotation gains; GPTQ rounds against the inputs.
+        progress.warn(
+            "rotations with round-to-nearest rounding were measured worse than plain 8da4w on a real model "
+            "(docs/real_model.md); SpinQuant rounds with GPTQ: quantization.rounding: gptq"
+        )
     model, report, rotations = quantized_model(config, prepared, progress=progress)
     return _export_and_write(config, prepared, progress=progress, model=model, report=report, rotations=rotations)
 

@@ -345,3 +345,21 @@ def test_interrupted_export_leaves_nothing(tiny_hf, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_export(cfg, progress=Progress(quiet=True))
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_rotation_with_round_to_nearest_warns_once(tiny_hf, tmp_path, capsys):
+    import io
+
+    from edge.config import load_config
+    from edge.core.progress import Progress
+    from edge.export.pipeline import run_export
+
+    overrides = {"checkpoint": str(tiny_hf), "output": str(tmp_path / "h"), "max_context": 64}
+    stream = io.StringIO()
+    config = load_config(config="llama3_2_1b_8da4w", overrides=overrides | {"rotation": {"kind": "hadamard"}})
+    run_export(config, progress=Progress(quiet=True, stream=stream))
+    assert stream.getvalue().count("warning: rotations with round-to-nearest") == 1
+    stream = io.StringIO()
+    config = load_config(config="llama3_2_1b_8da4w", overrides=overrides | {"output": str(tmp_path / "p")})
+    run_export(config, progress=Progress(quiet=True, stream=stream))
+    assert "warning" not in stream.getvalue()
