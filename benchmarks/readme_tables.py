@@ -1,9 +1,9 @@
-"""The README's tables, copied from benchmarks/results/ by this script, never by hand.
+"""The tables of the README and docs/, copied from benchmarks/results/ by this script, never by hand.
 
-Each block in README.md between `<!-- table: NAME -->` and `<!-- end table -->` is regenerated from a results
-file; tests/test_readme.py fails when the README differs from what this script writes.
+Each block between `<!-- table: NAME -->` and `<!-- end table -->` in a page of PAGES is regenerated from a
+results file; tests/test_readme.py fails when a page differs from what this script writes.
 
-    python benchmarks/readme_tables.py           # rewrite the blocks in README.md
+    python benchmarks/readme_tables.py           # rewrite the blocks
     python benchmarks/readme_tables.py --check   # exit 1 if any block is stale
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
+PAGES = [README, ROOT / "docs" / "arm.md"]
 BLOCK = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end table -->)", re.S)
 # recipe key in real_model_quality.json -> (recipe, what it needs, what it costs)
 RECIPES = [
@@ -50,6 +51,24 @@ def recipes() -> str:
     return "\n".join(out)
 
 
+def arm_tie_fix() -> str:
+    """The Arm check before and after the layer-0 tie fix: per program, the worst of the emulated cores."""
+    runs = [json.loads((RESULTS / f"arm_check{s}.json").read_text())["rows"] for s in ("_before_tie_fix", "")]
+
+    def worst(rows, program):
+        mine = [r for r in rows if r["program"] == program]
+        return min(r["sqnr_db"] for r in mine), max(r["mean_kl"] for r in mine), min(r["argmax_agree"] for r in mine)
+
+    out = [
+        "| export | SQNR vs x86, before → after | KL(x86 ‖ Arm), before → after | argmax in 32, before → after |",
+        "|---|---|---|---|",
+    ]
+    for program in ("fixture_spinquant", "fixture_spinquant_no_r4", "fixture_8da4w"):
+        (s0, k0, a0), (s1, k1, a1) = (worst(rows, program) for rows in runs)
+        out.append(f"| {program} | {s0:.1f} → {s1:.1f} dB | {k0:.2e} → {k1:.2e} | {a0} → {a1} |")
+    return "\n".join(out)
+
+
 def blocks() -> dict[str, str]:
     comparison = RESULTS / "executorch_comparison_1b.md"
     return {
@@ -57,6 +76,7 @@ def blocks() -> dict[str, str]:
         "real-model": table_after(RESULTS / "real_model_quality.md", "## grid-free"),
         "executorch-export": table_after(comparison, "## Export"),
         "executorch-ratios": table_after(comparison, "Ratios to ExecuTorch"),
+        "arm-tie-fix": arm_tie_fix(),
     }
 
 
@@ -71,14 +91,17 @@ def synced(text: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = README.read_text()
-    new = synced(text)
-    if "--check" in argv:
+    stale = []
+    for page in PAGES:
+        text = page.read_text()
+        new = synced(text)
         if new != text:
-            print("README.md tables are stale: run python benchmarks/readme_tables.py", file=sys.stderr)
-            return 1
-        return 0
-    README.write_text(new)
+            stale.append(page.relative_to(ROOT))
+            if "--check" not in argv:
+                page.write_text(new)
+    if stale and "--check" in argv:
+        print(f"stale tables in {', '.join(map(str, stale))}: run python benchmarks/readme_tables.py", file=sys.stderr)
+        return 1
     return 0
 
 

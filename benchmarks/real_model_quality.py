@@ -75,8 +75,9 @@ def run_row(row, checkpoint: Path, work: Path, ns, progress) -> dict:
     """One recipe on one model -> its measurements (eager-scored; lowered and .pte-scored too for --pte-rows)."""
     from edge.config import load_config
     from edge.evaluate import EagerProgram, evaluate, evaluate_program
-    from edge.export.pipeline import prepare, quantized_model, run_export
+    from edge.export.pipeline import export_quantized, prepare, quantized_model
     from edge.finetune.run import run_finetune
+    from edge.model import AttentionPath
 
     key, label, config_name, ex_over, ft_over = row
     text = dict(calibration={"text": str(ns.calibration), "seq_len": ns.calibration_seq_len})
@@ -101,27 +102,39 @@ def run_row(row, checkpoint: Path, work: Path, ns, progress) -> dict:
     config = load_config(config=config_name, overrides=overrides)
     t0 = time.monotonic()
     prepared = prepare(config)
-    model, _, _ = quantized_model(config, prepared, progress=progress)
+    model, report, rotations = quantized_model(config, prepared, progress=progress)
     rec["quantize_s"] = round(time.monotonic() - t0, 1)
     reference = ns.reference
     scored = dict(reference=reference, text_path=ns.heldout, context=ns.context, max_windows=ns.windows)
     with progress.stage("evaluate", f"{label} (eager)"):
         rec |= evaluate_program(EagerProgram(model, bos_id=prepared.ckpt.bos_id), label=label, **scored).to_dict()
-    if key in ns.pte_rows:
+    if key in ns.pte_rows:  # the same quantized model, lowered: the export's remaining stages
         t0 = time.monotonic()
-        run_export(config, progress=progress)
-        rec["export_s"] = round(time.monotonic() - t0, 1)
+        model.set_attention_path(AttentionPath.KV_CACHE)
+        export_quantized(config, prepared, progress=progress, model=model, report=report, rotations=rotations)
+        rec["export_s"] = round(rec["quantize_s"] + time.monotonic() - t0, 1)
         rec["pte_mib"] = round((out / "model.pte").stat().st_size / 2**20, 2)
         with progress.stage("evaluate", f"{label} (.pte)"):
             rec["lowered"] = evaluate(pte_path=out / "model.pte", **scored).to_dict()
     return rec
 
 
+def row_settings(row, ns) -> dict:
+    """The settings one row's numbers depend on (a change elsewhere keeps its cached result)."""
+    key = row[0]
+    settings = {k: getattr(ns, k) for k in ("windows", "context", "calibration_seq_len")}
+    if key == "spinquant":
+        settings["spinquant_steps"] = ns.spinquant_steps
+    if row[4] is not None:
+        settings["finetune_steps"] = ns.finetune_steps
+    settings["lowered"] = key in ns.pte_rows
+    return settings
+
+
 def cached_row(row, checkpoint: Path, work: Path, ns, progress) -> dict:
-    """run_row, kept in `work` under a key of the row and settings, so an interrupted run resumes row by row."""
-    settings = {k: str(v) for k, v in sorted(vars(ns).items()) if k not in ("rows", "models", "results")}
-    key = hashlib.sha256(json.dumps([row, settings, code_hash()], sort_keys=True, default=str).encode()).hexdigest()
-    path = work / f"{row[0]}.{key[:16]}.json"
+    """run_row, kept in `work` under a key of the row and its settings, so an interrupted run resumes row by row."""
+    blob = json.dumps([row, row_settings(row, ns), code_hash()], sort_keys=True, default=str)
+    path = work / f"{row[0]}.{hashlib.sha256(blob.encode()).hexdigest()[:16]}.json"
     if path.is_file():
         return json.loads(path.read_text())
     rec = run_row(row, checkpoint, work, ns, progress)
@@ -227,7 +240,8 @@ def main() -> int:
     ap.add_argument("--finetune-steps", type=int, default=40)
     ap.add_argument("--rows", nargs="*", default=[r[0] for r in ROWS], choices=[r[0] for r in ROWS])
     ap.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
-    ap.add_argument("--pte-rows", nargs="*", default=["ptq", "had_gptq"])
+    ap.add_argument("--pte-rows", nargs="*", default=["ptq", "had_gptq"], help="rows also lowered and run as .pte")
+    ap.add_argument("--pte-models", nargs="*", default=["grid"], help="models whose --pte-rows are lowered")
     ap.add_argument("--work", type=Path, default=ROOT / "out" / "real_model")
     ap.add_argument("--results", type=Path, default=RESULTS / "real_model_quality")
     ns = ap.parse_args()
@@ -249,8 +263,10 @@ def main() -> int:
         "texts": {"calibration": "edge/assets/fixture/calibration.txt", "heldout": "edge/assets/fixture/heldout.txt"},
         "models": {},
     }
+    pte_rows = ns.pte_rows
     for name in ns.models:
         ns.reference = checkpoints[name]
+        ns.pte_rows = pte_rows if name in ns.pte_models else []
         rows = [cached_row(r, checkpoints[name], ns.work / name, ns, progress) for r in ROWS if r[0] in ns.rows]
         add_gaps(rows)
         results["models"][name] = rows

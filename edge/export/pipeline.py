@@ -157,7 +157,7 @@ def run_export(config: ExportConfig, *, progress: Progress) -> ExportResult:
         with progress.stage("load", f"{ckpt.path} (pre-quantized)"):
             model = load_prequantized_model(ckpt, max_context=config.max_context, full_logits=config.full_logits)
         report = prequantized_report(ckpt)
-        return _export_and_write(config, prepared, progress=progress, model=model, report=report, rotations=None)
+        return export_quantized(config, prepared, progress=progress, model=model, report=report, rotations=None)
 
     if config.rotation.enabled and config.quantization.rounding is Rounding.RTN:
         # benchmarks/results/real_model_rotation.md: folding RMSNorm into the next linears (which rotating needs)
@@ -167,13 +167,14 @@ def run_export(config: ExportConfig, *, progress: Progress) -> ExportResult:
             "(docs/real_model.md); SpinQuant rounds with GPTQ: quantization.rounding: gptq"
         )
     model, report, rotations = quantized_model(config, prepared, progress=progress)
-    return _export_and_write(config, prepared, progress=progress, model=model, report=report, rotations=rotations)
+    return export_quantized(config, prepared, progress=progress, model=model, report=report, rotations=rotations)
 
 
-def _export_and_write(
+def export_quantized(
     config: ExportConfig, prepared: Prepared, *, progress: Progress, model, report, rotations
 ) -> ExportResult:
-    """Quantized model -> (onnx/, model.gguf) -> export -> lower -> serialize."""
+    """A quantized model (from `quantized_model`, or pre-quantized) -> (onnx/, model.gguf) -> export -> lower ->
+    serialize -> ExportResult."""
     ckpt = prepared.ckpt
     input_hashes = BackgroundHashes(input_files(ckpt))  # overlaps with lowering, which leaves a core mostly idle
     breakdown = size_breakdown(model)

@@ -4,7 +4,8 @@ The runner prints each token's bytes to file descriptor 1 itself, and logs to de
 callback cannot be used: the binding turns each token into a `str`, and a token holding part of a UTF-8
 character (an emoji, most CJK text) raises UnicodeDecodeError there and ends the generation. So descriptor 1
 goes to a pipe while the runner works, and a thread decodes the bytes incrementally and streams the text on,
-leaving out the runner's closing newline and its `PyTorchObserver {...}` stats line (the stats come from its stats callback).
+leaving out the runner's closing newline and its `PyTorchObserver {...}` stats line (the stats come from its
+stats callback).
 Descriptor 2 goes to a temporary file, shown only in the error when the runner fails.
 """
 
