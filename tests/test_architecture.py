@@ -21,6 +21,7 @@ LAYERS = (
     ("edge.finetune", "edge.formats"),
     ("edge.evaluate",),
     ("edge.export", "edge.generate"),
+    ("edge.api",),
     ("android_bench",),
 )
 
@@ -164,6 +165,7 @@ def test_readme_layout_and_architecture_doc_match_the_tree():
     ]
     assert {layer for group in LAYERS for layer in group} == {pkg.replace("/", ".") for pkg in packages} | {
         "edge.model",
+        "edge.api",
         "android_bench",
     }
 
