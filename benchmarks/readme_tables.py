@@ -38,9 +38,9 @@ def table_after(path: Path, marker: str) -> str:
 
 
 def recipes() -> str:
-    """Each recipe's needs and cost, with its headline numbers on the real model's grid-free control."""
+    """Each recipe's needs and cost, with its headline numbers on the real model."""
     data = json.loads((RESULTS / "real_model_quality.json").read_text())
-    rows = {r["key"]: r for r in data["models"]["grid-free"]}
+    rows = {r["key"]: r for r in data["models"]["grid"]}
     out = [
         "| recipe | needs | costs | top-1 agreement / mean KL vs fp32 (SmolLM2-135M) |",
         "|---|---|---|---|",
@@ -73,7 +73,7 @@ def blocks() -> dict[str, str]:
     comparison = RESULTS / "executorch_comparison_1b.md"
     return {
         "recipes": recipes(),
-        "real-model": table_after(RESULTS / "real_model_quality.md", "## grid-free"),
+        "real-model": table_after(RESULTS / "real_model_quality.md", "## grid:"),
         "executorch-export": table_after(comparison, "## Export"),
         "executorch-ratios": table_after(comparison, "Ratios to ExecuTorch"),
         "arm-tie-fix": arm_tie_fix(),

@@ -185,6 +185,27 @@ def target_lines(rows: list[dict]) -> list[str]:
     return out
 
 
+def grid_effect(results: dict) -> list[str]:
+    """Rows run on both models -> how much the GGUF's grid moves each (grid minus grid-free)."""
+    models = results["models"]
+    if not {"grid", "grid-free"} <= set(models):
+        return []
+    free = {r["key"]: r for r in models["grid-free"]}
+    lines = [
+        "## How much the grid moves each method",
+        "",
+        "| recipe | mean KL: grid / grid-free | top-1: grid / grid-free | KL gap recovered: grid / grid-free |",
+        "|---|---|---|---|",
+    ]
+    for r in models["grid"]:
+        if (f := free.get(r["key"])) is not None:
+            lines.append(
+                f"| {r['row']} | {r['mean_kl']:.3f} / {f['mean_kl']:.3f} | {r['top1_agreement']:.1%} / "
+                f"{f['top1_agreement']:.1%} | {r['kl_gap_recovered']:.0%} / {f['kl_gap_recovered']:.0%} |"
+            )
+    return [*lines, ""]
+
+
 def render(results: dict) -> str:
     """The results JSON -> the markdown page; every number comes from `results`."""
     ns = argparse.Namespace(**results["settings"])
@@ -218,11 +239,16 @@ def render(results: dict) -> str:
                     f"KL {p['mean_kl']:.3f}."
                 )
         lines.append("")
+    lines += grid_effect(results)
+    skipped = [r[1] for r in ROWS if r[0] not in ns.control_rows]
+    if skipped:
+        lines += [f"Not run on the grid-free control (CPU time on this machine): {'; '.join(skipped)}.", ""]
+    control = "" if not skipped else " --control-rows " + " ".join(ns.control_rows)
     lines += [
         "Seconds: rotations, GPTQ and quantization on this machine (fine-tunes: CPU seconds, both cores).",
         "",
         f"Reproduce: `python benchmarks/real_model_quality.py --windows {ns.windows} "
-        f"--spinquant-steps {ns.spinquant_steps} --finetune-steps {ns.finetune_steps}`",
+        f"--spinquant-steps {ns.spinquant_steps} --finetune-steps {ns.finetune_steps}{control}`",
         "",
         f"Code hash (rows, configs, scheme): `{results['code_hash']}`",
     ]
@@ -240,6 +266,13 @@ def main() -> int:
     ap.add_argument("--finetune-steps", type=int, default=40)
     ap.add_argument("--rows", nargs="*", default=[r[0] for r in ROWS], choices=[r[0] for r in ROWS])
     ap.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument(
+        "--control-rows",
+        nargs="*",
+        default=[r[0] for r in ROWS],
+        choices=[r[0] for r in ROWS],
+        help="the rows also run on the grid-free control (default: all)",
+    )
     ap.add_argument("--pte-rows", nargs="*", default=["ptq", "had_gptq"], help="rows also lowered and run as .pte")
     ap.add_argument("--pte-models", nargs="*", default=["grid"], help="models whose --pte-rows are lowered")
     ap.add_argument("--work", type=Path, default=ROOT / "out" / "real_model")
@@ -267,7 +300,8 @@ def main() -> int:
     for name in ns.models:
         ns.reference = checkpoints[name]
         ns.pte_rows = pte_rows if name in ns.pte_models else []
-        rows = [cached_row(r, checkpoints[name], ns.work / name, ns, progress) for r in ROWS if r[0] in ns.rows]
+        wanted = ns.rows if name == "grid" else [r for r in ns.rows if r in ns.control_rows]
+        rows = [cached_row(r, checkpoints[name], ns.work / name, ns, progress) for r in ROWS if r[0] in wanted]
         add_gaps(rows)
         results["models"][name] = rows
         results["tokens"] = rows[0]["predicted_tokens"]
