@@ -180,3 +180,11 @@ def run_cli(
             raise
         print(f"error: {out_of_memory.format(where=' on the GPU' if on_gpu else '')}", file=sys.stderr)
         return 1
+
+
+def plain_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Python keyword overrides -> YAML-shaped values (paths as strings, sections as nested dicts)."""
+    return {
+        k: plain_overrides(v) if isinstance(v, dict) else str(v) if isinstance(v, Path) else v
+        for k, v in overrides.items()
+    }

@@ -4,6 +4,8 @@ Names are imported from `core` on first use, so `python -m edge.evaluate` can qu
 torchao's import-time warnings (`edge.core.quiet`) before they load.
 """
 
+from edge.core.callable import make_callable
+
 __all__ = [
     "EagerProgram",
     "EvalResult",
@@ -21,3 +23,12 @@ def __getattr__(name: str):
 
         return getattr(core, name)
     raise AttributeError(name)
+
+
+def _function():
+    from edge.evaluate.api import evaluate
+
+    return evaluate
+
+
+make_callable(__name__, _function)  # edge.evaluate(...): see edge/evaluate/api.py

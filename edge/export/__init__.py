@@ -4,6 +4,8 @@ The pipeline is imported on first use, so `python -m edge.export` can quiet torc
 import-time warnings (`edge.core.quiet`) before they load.
 """
 
+from edge.core.callable import make_callable
+
 __all__ = ["ExportResult", "run_export"]
 
 
@@ -13,3 +15,12 @@ def __getattr__(name: str):
 
         return getattr(pipeline, name)
     raise AttributeError(name)
+
+
+def _function():
+    from edge.export.api import export
+
+    return export
+
+
+make_callable(__name__, _function)  # edge.export(...): see edge/export/api.py

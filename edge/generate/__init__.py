@@ -7,6 +7,8 @@
 Names are imported from `core` on first use, so `python -m edge.generate` quiets import-time noise first.
 """
 
+from edge.core.callable import make_callable
+
 __all__ = ["Generation", "generate"]
 
 
@@ -16,3 +18,12 @@ def __getattr__(name: str):
 
         return getattr(core, name)
     raise AttributeError(name)
+
+
+def _function():
+    from edge.generate.api import generate
+
+    return generate
+
+
+make_callable(__name__, _function)  # edge.generate(...): see edge/generate/api.py
