@@ -84,7 +84,8 @@ def run_row(row, checkpoint: Path, work: Path, ns, progress) -> dict:
     common = {"max_context": 2 * ns.context, "full_logits": True, "force": True} | text
     rec = {"key": key, "row": label, "config": config_name, "export_overrides": ex_over, "finetune_s": None}
     if config_name.endswith("spinquant"):  # the calibration text holds 167 windows of 256 tokens
-        rotation = {"steps": ns.spinquant_steps, "samples": 160} | ex_over.get("rotation", {})
+        rotation = {"steps": ns.spinquant_steps, "batch_size": ns.spinquant_batch, "samples": 160}
+        rotation |= ex_over.get("rotation", {})
         ex_over = {**ex_over, "rotation": rotation, "gptq": {"samples": 128}}
     if ft_over is not None:
         ft_dir = work / f"finetune_{key.replace('_merged', '')}"
@@ -125,6 +126,7 @@ def row_settings(row, ns) -> dict:
     settings = {k: getattr(ns, k) for k in ("windows", "context", "calibration_seq_len")}
     if key == "spinquant":
         settings["spinquant_steps"] = ns.spinquant_steps
+        settings["spinquant_batch"] = ns.spinquant_batch
     if row[4] is not None:
         settings["finetune_steps"] = ns.finetune_steps
     settings["lowered"] = key in ns.pte_rows
@@ -215,7 +217,8 @@ def render(results: dict) -> str:
         f"Measured {results['measured']} on {results['machine']}; {results['tokens']} predicted tokens per row "
         f"({ns.windows} windows of {ns.context} from the fixture's heldout.txt). Scores are against each model's own "
         "fp32 weights. Calibration and fine-tune text: the fixture's calibration.txt (other source files). "
-        f"SpinQuant: {ns.spinquant_steps} Cayley steps (the shipped recipe runs 100); fine-tunes: {ns.finetune_steps} "
+        f"SpinQuant: {ns.spinquant_steps} Cayley steps of {ns.spinquant_batch} windows (the shipped recipe: 100 of 8 "
+        f"x 2048, GPU work); fine-tunes: {ns.finetune_steps} "
         f"QAT + {ns.finetune_steps} LoRA steps of 4 x {ns.context} tokens, loss `distill` (the shipped recipe: 1000 + "
         "1000 steps of 8 x 2048).",
         "",
@@ -247,8 +250,8 @@ def render(results: dict) -> str:
     lines += [
         "Seconds: rotations, GPTQ and quantization on this machine (fine-tunes: CPU seconds, both cores).",
         "",
-        f"Reproduce: `python benchmarks/real_model_quality.py --windows {ns.windows} "
-        f"--spinquant-steps {ns.spinquant_steps} --finetune-steps {ns.finetune_steps}{control}`",
+        f"Reproduce: `python benchmarks/real_model_quality.py --windows {ns.windows} --spinquant-steps "
+        f"{ns.spinquant_steps} --spinquant-batch {ns.spinquant_batch} --finetune-steps {ns.finetune_steps}{control}`",
         "",
         f"Code hash (rows, configs, scheme): `{results['code_hash']}`",
     ]
@@ -262,7 +265,8 @@ def main() -> int:
     ap.add_argument("--windows", type=int, default=24, help="held-out windows scored per row")
     ap.add_argument("--context", type=int, default=256)
     ap.add_argument("--calibration-seq-len", type=int, default=256)
-    ap.add_argument("--spinquant-steps", type=int, default=10)
+    ap.add_argument("--spinquant-steps", type=int, default=4, help="Cayley steps (the shipped recipe: 100)")
+    ap.add_argument("--spinquant-batch", type=int, default=2, help="windows per Cayley step (the recipe: 8)")
     ap.add_argument("--finetune-steps", type=int, default=40)
     ap.add_argument("--rows", nargs="*", default=[r[0] for r in ROWS], choices=[r[0] for r in ROWS])
     ap.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
