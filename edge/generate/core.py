@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -110,23 +110,14 @@ def generate_onnx(
     t0 = time.perf_counter()
     generator.append_tokens(ids)
     t1 = time.perf_counter()
-    pieces = []
-    while not generator.is_done():
-        generator.generate_next_token()
-        piece = stream.decode(int(generator.get_next_tokens()[0]))
-        pieces.append(piece)
-        emit(piece)
-    t2 = time.perf_counter()
-    n = len(pieces)
-    return Generation(
-        text="".join(pieces),
-        runtime="onnxruntime-genai",
-        chat=prompt.chat,
-        prompt_tokens=len(ids),
-        generated_tokens=n,
-        prefill_tokens_per_s=_rate(len(ids), (t1 - t0) * 1000),
-        decode_tokens_per_s=_rate(n, (t2 - t1) * 1000),
-    )
+
+    def decoded():
+        while not generator.is_done():
+            generator.generate_next_token()
+            yield stream.decode(int(generator.get_next_tokens()[0]))
+
+    pieces, _, end = _stream(decoded(), emit)
+    return _generation("onnxruntime-genai", prompt, pieces, len(ids), t1 - t0, end - t1, decoded=len(pieces))
 
 
 def generate_gguf(
@@ -140,23 +131,42 @@ def generate_gguf(
     emit = on_text or (lambda piece: print(piece, end="", flush=True))
     llm = Llama(model_path=str(path), verbose=False, n_ctx=0)
     ids = llm.tokenize(prompt.text.encode(), add_bos=prompt.add_bos, special=True)
-    pieces, t0 = [], time.perf_counter()
-    t1 = None
-    for chunk in llm.create_completion(ids, max_tokens=max_new_tokens, temperature=temperature, stream=True):
-        t1 = t1 or time.perf_counter()  # the first token comes out of prefill
-        piece = chunk["choices"][0]["text"]
-        pieces.append(piece)
+    t0 = time.perf_counter()
+    chunks = llm.create_completion(ids, max_tokens=max_new_tokens, temperature=temperature, stream=True)
+    pieces, first, end = _stream((c["choices"][0]["text"] for c in chunks), emit)
+    first = first or end  # the first token comes out of prefill; the rest were decoded
+    runtime = "llama.cpp (llama-cpp-python)"
+    return _generation(runtime, prompt, pieces, len(ids), first - t0, end - first, decoded=len(pieces) - 1)
+
+
+def _stream(pieces: Iterator[str], emit: Callable[[str], None]) -> tuple[list[str], float | None, float]:
+    """Text pieces as a runtime yields them -> (the pieces, when the first came, when the last did); each emitted."""
+    out, first = [], None
+    for piece in pieces:
+        first = first or time.perf_counter()
+        out.append(piece)
         emit(piece)
-    t2 = time.perf_counter()
-    n = len(pieces)
+    return out, first, time.perf_counter()
+
+
+def _generation(
+    runtime: str,
+    prompt: Prompt,
+    pieces: list[str],
+    prompt_tokens: int,
+    prefill_s: float,
+    decode_s: float,
+    *,
+    decoded: int,
+) -> Generation:
     return Generation(
         text="".join(pieces),
-        runtime="llama.cpp (llama-cpp-python)",
+        runtime=runtime,
         chat=prompt.chat,
-        prompt_tokens=len(ids),
-        generated_tokens=n,
-        prefill_tokens_per_s=_rate(len(ids), ((t1 or t2) - t0) * 1000),
-        decode_tokens_per_s=_rate(n - 1, (t2 - (t1 or t2)) * 1000),
+        prompt_tokens=prompt_tokens,
+        generated_tokens=len(pieces),
+        prefill_tokens_per_s=_rate(prompt_tokens, prefill_s * 1000),
+        decode_tokens_per_s=_rate(decoded, decode_s * 1000),
     )
 
 
