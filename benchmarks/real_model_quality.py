@@ -243,10 +243,14 @@ def render(results: dict) -> str:
                 )
         lines.append("")
     lines += grid_effect(results)
-    skipped = [r[1] for r in ROWS if r[0] not in ns.control_rows]
+    not_run = [r[1] for r in ROWS if r[0] not in ns.rows]
+    skipped = [r[1] for r in ROWS if r[0] in ns.rows and r[0] not in ns.control_rows]
+    if not_run:
+        lines += [f"Not run in this measurement (CPU time on this machine): {'; '.join(not_run)}.", ""]
     if skipped:
         lines += [f"Not run on the grid-free control (CPU time on this machine): {'; '.join(skipped)}.", ""]
     control = "" if not skipped else " --control-rows " + " ".join(ns.control_rows)
+    control += "" if not not_run else " --rows " + " ".join(ns.rows)
     lines += [
         "Seconds: rotations, GPTQ and quantization on this machine (fine-tunes: CPU seconds, both cores).",
         "",
