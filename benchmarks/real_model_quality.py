@@ -139,6 +139,7 @@ def cached_row(row, checkpoint: Path, work: Path, ns, progress) -> dict:
     path = work / f"{row[0]}.{hashlib.sha256(blob.encode()).hexdigest()[:16]}.json"
     if path.is_file():
         return json.loads(path.read_text())
+    work.mkdir(parents=True, exist_ok=True)
     rec = run_row(row, checkpoint, work, ns, progress)
     path.write_text(json.dumps(rec, indent=2, default=str) + "\n")
     return rec
@@ -222,6 +223,7 @@ def render(results: dict) -> str:
         f"QAT + {ns.finetune_steps} LoRA steps of 4 x {ns.context} tokens, loss `distill` (the shipped recipe: 1000 + "
         "1000 steps of 8 x 2048).",
         "",
+        *([ns.note, ""] if getattr(ns, "note", "") else []),
     ]
     for name, rows in results["models"].items():
         lines += [
@@ -283,6 +285,7 @@ def main() -> int:
     )
     ap.add_argument("--pte-rows", nargs="*", default=["ptq", "had_gptq"], help="rows also lowered and run as .pte")
     ap.add_argument("--pte-models", nargs="*", default=["grid"], help="models whose --pte-rows are lowered")
+    ap.add_argument("--note", default="", help="a sentence about this run for the page (e.g. what shared the CPU)")
     ap.add_argument("--work", type=Path, default=ROOT / "out" / "real_model")
     ap.add_argument("--results", type=Path, default=RESULTS / "real_model_quality")
     ns = ap.parse_args()
