@@ -157,7 +157,7 @@ def evaluate(
 
 
 def evaluate_program(
-    program,
+    pte,
     *,
     label: str,
     reference: Path,
@@ -169,7 +169,6 @@ def evaluate_program(
 ) -> EvalResult:
     """(a loaded program: PteModel, ONNX or EagerProgram; reference checkpoint; text) -> EvalResult."""
     ckpt = open_checkpoint(reference)
-    pte = program
     if context < 2:
         raise EdgeError(f"context {context} is too short (at least 2 tokens)")
     if context >= pte.max_context:  # the program takes at most max_context - 1 tokens per call

@@ -11,7 +11,6 @@ Out: the output folder (see `edge.export.pipeline`), a summary on stdout,
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
 from edge.core.cli import add_config_flags, config_dests, config_name, overrides_from_namespace, prologue, run_cli
@@ -49,7 +48,7 @@ def overrides_from_args(ns: argparse.Namespace) -> dict:
     return overrides_from_namespace(ns, config_dests(build_parser()))
 
 
-def print_summary(result, *, config, stream=None) -> None:
+def print_summary(result, *, stream=None) -> None:
     stream = stream or sys.stdout  # looked up per call: a default bound at import would outlive a redirected stdout
     mb = lambda b: f"{b / 2**20:9.1f} MiB"  # noqa: E731
     print(f"\nexported {result.pte or result.output_dir}", file=stream)
@@ -89,15 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     name = config_name(parser, ns, DEFAULT_CONFIG)
 
     def work() -> int:
-        from edge.checkpoint.fixture import resolve_checkpoint
-        from edge.config import load_config
-        from edge.core.progress import Progress
-        from edge.export.pipeline import run_export
+        from edge.export.api import export  # the same function as edge.export(...)
 
-        config = load_config(config=name, overrides=overrides_from_args(ns))
-        config = dataclasses.replace(config, checkpoint=resolve_checkpoint(config.checkpoint, config_name=name))
-        result = run_export(config, progress=Progress(quiet=ns.quiet))
-        print_summary(result, config=config)
+        print_summary(export(name, quiet=ns.quiet, **overrides_from_args(ns)))
         return 0
 
     return run_cli(work, out_of_memory="out of memory during export{where}; nothing was written")

@@ -7,8 +7,8 @@ Out: `Generation`; the text streams to `on_text` as it is decoded.
 
 The .pte runs in ExecuTorch's own `TextLLMRunner` (the C++ runner behind llama_main, through its Python
 bindings): its tokenizer, prefill in chunks of the program's max_seq_len, KV cache, sampler and stop tokens.
-The runner writes its tokens and logs straight to file descriptors 1 and 2; they are captured while it runs,
-and the text is streamed from its token callback instead.
+The runner writes its tokens and logs straight to file descriptors 1 and 2: pte_runner.py streams the text from
+its byte output (its token callback cannot take a token that splits a UTF-8 character).
 """
 
 from __future__ import annotations
@@ -79,11 +79,16 @@ def generate_pte(
     )
 
 
+def tokenizer_in(folder: Path) -> Path | None:
+    """An export folder -> its tokenizer.json or tokenizer.model, or None."""
+    return next((folder / n for n in ("tokenizer.json", "tokenizer.model") if (folder / n).is_file()), None)
+
+
 def tokenizer_beside(model: Path) -> Path:
-    for name in ("tokenizer.json", "tokenizer.model"):
-        if (model.parent / name).is_file():
-            return model.parent / name
-    raise EdgeError(f"no tokenizer.json or tokenizer.model beside {model} (edge.export writes one there)")
+    """A .pte -> the tokenizer the runner loads with it; EdgeError if there is none."""
+    if (tokenizer := tokenizer_in(model.parent)) is None:
+        raise EdgeError(f"no tokenizer.json or tokenizer.model beside {model} (edge.export writes one there)")
+    return tokenizer
 
 
 def generate_onnx(
@@ -94,7 +99,7 @@ def generate_onnx(
         import onnxruntime_genai as og
     except ImportError:
         raise EdgeError('ONNX models run in onnxruntime-genai: pip install -e ".[onnx]"') from None
-    emit = on_text or (lambda piece: print(piece, end="", flush=True))
+    emit = on_text or print_piece
     model = og.Model(str(folder))
     tokenizer = og.Tokenizer(model)
     stream = tokenizer.create_stream()
@@ -128,7 +133,7 @@ def generate_gguf(
         from llama_cpp import Llama
     except ImportError:
         raise EdgeError("GGUF files run in llama.cpp: pip install llama-cpp-python") from None
-    emit = on_text or (lambda piece: print(piece, end="", flush=True))
+    emit = on_text or print_piece
     llm = Llama(model_path=str(path), verbose=False, n_ctx=0)
     ids = llm.tokenize(prompt.text.encode(), add_bos=prompt.add_bos, special=True)
     t0 = time.perf_counter()
@@ -137,6 +142,11 @@ def generate_gguf(
     first = first or end  # the first token comes out of prefill; the rest were decoded
     runtime = "llama.cpp (llama-cpp-python)"
     return _generation(runtime, prompt, pieces, len(ids), first - t0, end - first, decoded=len(pieces) - 1)
+
+
+def print_piece(piece: str) -> None:
+    """The default `on_text` of the Python runtimes: each piece to stdout as it comes."""
+    print(piece, end="", flush=True)
 
 
 def _stream(pieces: Iterator[str], emit: Callable[[str], None]) -> tuple[list[str], float | None, float]:
@@ -211,11 +221,8 @@ def generate(
     manifest_path = folder / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     bos_id = (manifest.get("runner_metadata") or {}).get("get_bos_id")
-    tokenizer = tokenizer_beside(path) if kind == "pte" else None
+    tokenizer = tokenizer_in(folder)  # edge.export writes it at the top of the folder, whatever the formats
     bos_text = special_text(tokenizer, bos_id) if tokenizer is not None else None
-    if kind != "pte" and bos_id is not None:
-        tokenizer = next((folder / n for n in ("tokenizer.json", "tokenizer.model") if (folder / n).is_file()), None)
-        bos_text = special_text(tokenizer, bos_id) if tokenizer is not None else None
     built = build_prompt(folder, manifest, prompt, chat=chat, bos_text=bos_text)
     run = {"pte": generate_pte, "onnx": generate_onnx, "gguf": generate_gguf}[kind]
     return run(path, built, max_new_tokens=max_new_tokens, temperature=temperature, on_text=on_text)
