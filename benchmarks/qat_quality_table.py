@@ -3,13 +3,16 @@
 In:  the fixture (edge/assets/fixture), its held-in calibration.txt (the fine-tune's data) and
      held-out heldout.txt (never trained on), the shipped configs fixture_bf16, fixture_8da4w and
      fixture_qat_lora.
-Out: benchmarks/results/quality_qat_fixture.{md,json}: one row per .pte (bf16, plain 8da4w PTQ,
+Out: <--results>/quality_qat_fixture.{md,json} (default benchmarks/results): one row per .pte (bf16, plain 8da4w PTQ,
      QAT only, QAT + LoRA, QAT + LoRA merged, and the control: the same fine-tune without fake
      quantization, exported with 8da4w), each run in ExecuTorch's runtime on held-out windows:
      perplexity, top-1 agreement and mean KL against the original float model, the share of PTQ's
      gap recovered, .pte size, and the fine-tune's CPU time on this machine.
 
     python benchmarks/qat_quality_table.py [--windows 40]
+
+--steps overrides the QAT and LoRA steps of every fine-tune (for a smoke run: the numbers are then not the
+model card's).
 """
 
 from __future__ import annotations
@@ -45,11 +48,13 @@ def main() -> int:
     ap.add_argument("--context", type=int, default=256)
     ap.add_argument("--windows", type=int, default=40)
     ap.add_argument("--work", type=Path, default=ROOT / "out" / "quality_qat")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="where the .md and .json go")
+    ap.add_argument("--rows", type=int, help="only the first N rows (a smoke run; default: all)")
+    ap.add_argument("--steps", type=int, help="QAT and LoRA steps of every fine-tune (default: the config's)")
     ns = ap.parse_args()
 
     from edge.checkpoint import FIXTURE_CHECKPOINT
     from edge.config import load_config
-    from edge.core.machine import cpu_name
     from edge.core.progress import Progress
     from edge.core.quiet import quiet_libraries
     from edge.evaluate import evaluate
@@ -60,8 +65,10 @@ def main() -> int:
     quiet_libraries()
     progress = Progress()
     results, tuned = [], {}
-    for i, (label, ft_over, config_name, ex_over) in enumerate(ROWS):
+    for i, (label, ft_over, config_name, ex_over) in enumerate(ROWS[: ns.rows]):
         checkpoint, ft_s = FIXTURE_CHECKPOINT, None
+        if ft_over is not None and ns.steps is not None:
+            ft_over = ft_over | {k: {"steps": ns.steps} | ft_over.get(k, {}) for k in ("qat", "lora")}
         if ft_over is not None:
             key = json.dumps(ft_over, sort_keys=True)
             if key not in tuned:
@@ -113,6 +120,19 @@ def main() -> int:
     for r in results:
         for key, field in (("kl", "mean_kl"), ("top1", "top1_agreement"), ("ppl", "pte_perplexity")):
             r[f"{key}_gap_recovered"] = gap_recovered(r[field], ptq=ptq[field], base=base[field])
+    ns.results.mkdir(parents=True, exist_ok=True)
+    (ns.results / "quality_qat_fixture.json").write_text(json.dumps(results, indent=2) + "\n")
+    text = render(results, ns)
+    (ns.results / "quality_qat_fixture.md").write_text(text)
+    print(text, end="")
+    return 0
+
+
+def render(results: list[dict], ns: argparse.Namespace) -> str:
+    """The rows (as saved in the JSON) -> the committed markdown."""
+    from edge.core.machine import cpu_name
+
+    base = results[0]
     lines = [
         "# QAT + LoRA on the fixture model (held-out text; each .pte run in ExecuTorch's runtime)",
         "",
@@ -141,13 +161,12 @@ def main() -> int:
         "",
         f"Eager float32 reference perplexity: {base['reference_perplexity']:.3f}.",
         "",
-        f"Reproduce: `python benchmarks/qat_quality_table.py --windows {ns.windows}`",
+        f"Reproduce: `python benchmarks/qat_quality_table.py --windows {ns.windows}"
+        + (f" --steps {ns.steps}" if ns.steps is not None else "")
+        + (f" --rows {ns.rows}" if ns.rows is not None else "")
+        + "`",
     ]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "quality_qat_fixture.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "quality_qat_fixture.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

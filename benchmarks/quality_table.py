@@ -2,7 +2,7 @@
 
 In:  the fixture in edge/assets/fixture (trained by `python -m edge.fixture.train`)
      and its held-out text (heldout.txt, never trained on).
-Out: benchmarks/results/quality_fixture.{md,json}: one row per export (bf16 baseline,
+Out: <--results>/quality_fixture.{md,json} (default benchmarks/results): one row per export (bf16 baseline,
      plain 8da4w PTQ, then SpinQuant and its parts: random Hadamard + RTN, optimized
      rotations + RTN, GPTQ without rotation, optimized + GPTQ), each with the .pte's
      perplexity measured in ExecuTorch's runtime, its difference from the bf16 row,
@@ -12,6 +12,9 @@ Out: benchmarks/results/quality_fixture.{md,json}: one row per export (bf16 base
      KL / top-1 gap that the row recovers, and the export's wall time on this machine.
 
     python benchmarks/quality_table.py [--windows 40] [--context 256]
+
+--rotation-steps and --gptq-samples override every row's (for a smoke run: the numbers are then not the
+model card's).
 """
 
 from __future__ import annotations
@@ -57,11 +60,14 @@ def main() -> int:
     ap.add_argument("--context", type=int, default=256)
     ap.add_argument("--windows", type=int, default=40, help="evaluate the first N windows of heldout.txt (default 40)")
     ap.add_argument("--work", type=Path, default=ROOT / "out" / "quality")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="where the .md and .json go")
+    ap.add_argument("--rows", type=int, help="only the first N rows (a smoke run; default: all)")
+    ap.add_argument("--rotation-steps", type=int, help="Cayley SGD steps of every optimized row (default: 100)")
+    ap.add_argument("--gptq-samples", type=int, help="calibration windows of every GPTQ row (default: the row's)")
     ns = ap.parse_args()
 
     from edge.checkpoint import FIXTURE_CHECKPOINT
     from edge.config import load_config
-    from edge.core.machine import cpu_name
     from edge.core.progress import Progress
     from edge.evaluate import evaluate
     from edge.evaluate.metrics import gap_recovered
@@ -70,11 +76,15 @@ def main() -> int:
     progress = Progress()
     text = FIXTURE_CHECKPOINT / "heldout.txt"
     results = []
-    for row_i, (label, config_name, extra) in enumerate(ROWS):
+    for row_i, (label, config_name, extra) in enumerate(ROWS[: ns.rows]):
         out = ns.work / f"row{row_i}_{config_name}"
         # full_logits: the same program but returning every position's logits, so a window is one
         # call (the default last-position program would be fed one token at a time: same numbers, slower).
         overrides = {"output": str(out), "force": True, "full_logits": True, "max_context": 2 * ns.context} | extra
+        if ns.rotation_steps is not None:
+            overrides["rotation"] = extra.get("rotation", {}) | {"steps": ns.rotation_steps}
+        if ns.gptq_samples is not None:
+            overrides["gptq"] = extra.get("gptq", {}) | {"samples": ns.gptq_samples}
         t0 = time.monotonic()
         run_export(load_config(config=config_name, overrides=overrides), progress=progress)
         export_s = time.monotonic() - t0
@@ -107,6 +117,18 @@ def main() -> int:
         r["ppl_gap_recovered"] = gap_recovered(
             r["pte_perplexity"], ptq=ptq["pte_perplexity"], base=base["pte_perplexity"]
         )
+    ns.results.mkdir(parents=True, exist_ok=True)
+    (ns.results / "quality_fixture.json").write_text(json.dumps(results, indent=2) + "\n")
+    text = render(results, ns)
+    (ns.results / "quality_fixture.md").write_text(text)
+    print(text, end="")
+    return 0
+
+
+def render(results: list[dict], ns: argparse.Namespace) -> str:
+    """The rows (as saved in the JSON) -> the committed markdown."""
+    from edge.core.machine import cpu_name
+
     base = results[0]["pte_perplexity"]
     lines = [
         "# Quality on the fixture model (held-out text, perplexity of the .pte run in ExecuTorch's runtime)",
@@ -134,13 +156,14 @@ def main() -> int:
         "",
         f"Eager float32 reference perplexity: {results[0]['reference_perplexity']:.3f}.",
         "",
-        "Reproduce: `python benchmarks/quality_table.py" + (f" --windows {ns.windows}" if ns.windows else "") + "`",
+        "Reproduce: `python benchmarks/quality_table.py"
+        + (f" --windows {ns.windows}" if ns.windows else "")
+        + (f" --rotation-steps {ns.rotation_steps}" if ns.rotation_steps is not None else "")
+        + (f" --gptq-samples {ns.gptq_samples}" if ns.gptq_samples is not None else "")
+        + (f" --rows {ns.rows}" if ns.rows is not None else "")
+        + "`",
     ]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "quality_fixture.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "quality_fixture.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """The same 1B weights in ExecuTorch, ONNX Runtime and llama.cpp, measured in one run on this machine.
 
-In:  --work DIR (checkpoint, exports; default /tmp/edge-runtimes), --llama-cpp DIR (a llama.cpp
-     source tree built with llama-completion and llama-quantize in build/bin), --repetitions N (3),
-     --prompt-tokens (64 and 512), --max-new-tokens (64), --skip-exports.
-Out: benchmarks/results/runtimes_1b.{md,json}: decode, prefill, TTFT, peak RSS and file size for
+In:  --size 1b|tiny (tiny: a 2-layer smoke-run shape with the fixture's tokenizer), --work DIR (checkpoint,
+     exports; default /tmp/edge-runtimes), --llama-cpp DIR (a llama.cpp source tree built with
+     llama-completion and llama-quantize in build/bin; without it the llama.cpp rows are skipped),
+     --repetitions N (3), --prompt-tokens (64 and 512), --max-new-tokens (64), --skip-exports.
+Out: <--results>/runtimes_<size>.{md,json} (default benchmarks/results): decode, prefill, TTFT, peak RSS
+     and file size for
        edge .pte        ExecuTorch (TextLLMRunner through android_bench.host_runner)
        edge ONNX        ONNX Runtime (onnxruntime-genai through android_bench.ort_host_runner)
        edge GGUF        llama.cpp's llama-completion, Q4_0/Q8_0 blocks holding edge's integers
@@ -12,7 +14,9 @@ Out: benchmarks/results/runtimes_1b.{md,json}: decode, prefill, TTFT, peak RSS a
                         embedding at Q4_0 (a reference row: other bit widths than 8da4w)
      all from one random-weight Llama 3.2 1B checkpoint (Hugging Face layout; the Llama 3 tokenizer
      converted from the `bench` extra's tiktoken file), through `android_bench --host`, in one call.
-     Weights are random (no model hub here): speed and memory depend on shapes, not values.
+     A runtime that is not installed here (onnxruntime-genai; llama.cpp without --llama-cpp) is
+     skipped, with the reason in the results. Weights are random (no model hub here): speed and memory
+     depend on shapes, not values.
 
     python benchmarks/runtimes_1b.py --llama-cpp ~/src/llama.cpp
 """
@@ -21,13 +25,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import statistics
 import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from common import PARAMS, RESULTS, ROOT, llama3_tokenizer, machine, measure  # noqa: E402
+from common import (  # noqa: E402
+    PARAMS,
+    RESULTS,
+    ROOT,
+    config_size,
+    llama3_tokenizer,
+    machine,
+    measure,
+    write_random_checkpoint,
+    write_random_hf_checkpoint,
+)
 
 METRICS = ("decode_tok_s", "prefill_tok_s", "ttft_s", "peak_rss_mb")
 SPECIALS = [
@@ -45,14 +59,14 @@ SPECIALS = [
 ] + [f"<|reserved_special_token_{i}|>" for i in range(2, 247)]
 
 
-def write_random_hf_checkpoint(folder: Path) -> None:
-    """-> folder with config.json, model.safetensors (random bf16, tied embedding), tokenizer.json/_config.json."""
-    import torch
-    from safetensors.torch import save_file
-    from transformers import LlamaConfig
+def write_checkpoint(folder: Path, size: str) -> None:
+    """-> folder: a random-weight checkpoint in Hugging Face's layout (llama.cpp's converter reads it) with a
+    tokenizer.json: the fixture's at the tiny shape, else the Llama 3 tokenizer converted from the `bench` extra's
+    tiktoken file."""
+    if size == "tiny":
+        write_random_checkpoint(folder, PARAMS[size])  # Hugging Face's layout at the fixture's vocabulary
+        return
     from transformers.convert_slow_tokenizer import TikTokenConverter
-
-    from edge.checkpoint import expected_shapes, meta_args
 
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "tokenizer.json").is_file():
@@ -70,68 +84,36 @@ def write_random_hf_checkpoint(folder: Path) -> None:
                 indent=2,
             )
         )
-    if (folder / "model.safetensors").is_file():
-        return
-    p = PARAMS["1b"]
-    args = meta_args(p, folder / "params.json")
-    LlamaConfig(
-        architectures=["LlamaForCausalLM"],
-        hidden_size=args.dim,
-        intermediate_size=args.hidden_dim,
-        num_hidden_layers=args.n_layers,
-        num_attention_heads=args.n_heads,
-        num_key_value_heads=args.n_kv_heads,
-        head_dim=args.head_dim,
-        vocab_size=args.vocab_size,
-        rms_norm_eps=args.norm_eps,
-        max_position_embeddings=131072,
-        tie_word_embeddings=True,
-        bos_token_id=128000,
-        eos_token_id=[128001, 128008, 128009],
-        rope_parameters={
-            "rope_type": "llama3",
-            "rope_theta": 500000.0,
-            "factor": 32.0,
-            "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 8192,
-        },
-        torch_dtype="bfloat16",
-    ).save_pretrained(folder)
-    gen = torch.Generator().manual_seed(0)
-    shapes = expected_shapes(args)
-    state = {
-        ("" if n.startswith("lm_head") else "model.") + n: torch.ones(s, dtype=torch.bfloat16)
-        if len(s) == 1
-        else (torch.randn(s, generator=gen) * 0.02).to(torch.bfloat16)
-        for n, s in shapes.items()
-    }
-    save_file(state, str(folder / "model.safetensors.tmp"), metadata={"format": "pt"})
-    os.replace(folder / "model.safetensors.tmp", folder / "model.safetensors")
+    write_random_hf_checkpoint(folder, PARAMS[size], bos_id=128000, eos_ids=[128001, 128008, 128009])
 
 
-def exports(ns: argparse.Namespace, ckpt: Path) -> dict:
-    """Run (or reuse) the exports -> {label: {"model": path, "seconds": ..., "peak_rss_mib": ...}}."""
-    out = ns.work / "edge_1b_8da4w"
-    bin_dir = ns.llama_cpp / "build" / "bin"
-    f16, q4 = ns.work / "llamacpp_1b_f16.gguf", ns.work / "llamacpp_1b_q4_0.gguf"
-    steps = {
-        "edge export (pte, onnx, gguf)": [
-            sys.executable,
-            "-m",
-            "edge.export",
-            "llama3_2_1b_8da4w",
-            "--checkpoint",
-            str(ckpt),
-            "--output",
-            str(out),
-            "--formats",
-            "pte,onnx,gguf",
-            "--force",
-            "--quiet",
-        ],
+def skipped_runtimes(ns: argparse.Namespace) -> dict[str, str]:
+    """Runtimes not installed here -> why they are left out ({} when all three run)."""
+    import importlib.util
+
+    out = {}
+    if importlib.util.find_spec("onnxruntime_genai") is None:
+        out["ONNX Runtime"] = "the onnxruntime-genai package is not installed"
+    if ns.llama_cpp is None:
+        out["llama.cpp"] = "no --llama-cpp DIR given (a llama.cpp source tree built with llama-completion)"
+    return out
+
+
+def export_steps(ns: argparse.Namespace, ckpt: Path) -> tuple[dict[str, list[str]], dict[str, Path], dict]:
+    """-> ({step: command}, {step: the file it writes}, {row label: model path}) for the runtimes that run."""
+    out = ns.work / f"edge_{ns.size}_8da4w"
+    formats = ["pte"] + (["onnx"] if "ONNX Runtime" not in ns.skipped else [])
+    models = {"edge .pte (ExecuTorch)": out / "model.pte"}
+    if "onnx" in formats:
+        models["edge ONNX (ONNX Runtime)"] = out / "onnx"
+    steps: dict[str, list[str]] = {}
+    outputs: dict[str, Path] = {}
+    if "llama.cpp" not in ns.skipped:
+        formats.append("gguf")
+        bin_dir = ns.llama_cpp / "build" / "bin"
+        f16, q4 = ns.work / f"llamacpp_{ns.size}_f16.gguf", ns.work / f"llamacpp_{ns.size}_q4_0.gguf"
         # with llama.cpp's own gguf-py, as its README runs it
-        "convert_hf_to_gguf.py (f16)": [
+        steps["convert_hf_to_gguf.py (f16)"] = [
             "env",
             f"PYTHONPATH={ns.llama_cpp / 'gguf-py'}",
             sys.executable,
@@ -141,15 +123,21 @@ def exports(ns: argparse.Namespace, ckpt: Path) -> dict:
             "f16",
             "--outfile",
             str(f16),
-        ],
-        "llama-quantize Q4_0": [str(bin_dir / "llama-quantize"), str(f16), str(q4), "Q4_0"],
-    }
+        ]
+        steps["llama-quantize Q4_0"] = [str(bin_dir / "llama-quantize"), str(f16), str(q4), "Q4_0"]
+        outputs |= {"convert_hf_to_gguf.py (f16)": f16, "llama-quantize Q4_0": q4}
+        models |= {"edge GGUF (llama.cpp)": out / "model.gguf", "llama.cpp Q4_0 (its own quantization)": q4}
+    label = f"edge export ({', '.join(formats)})"
+    config = f"llama3_2_{config_size(ns.size)}_8da4w"
+    edge = [sys.executable, "-m", "edge.export", config, "--checkpoint", str(ckpt), "--output", str(out)]
+    steps = {label: [*edge, "--formats", ",".join(formats), "--force", "--quiet"]} | steps
+    return steps, {label: out / "model.pte"} | outputs, models
+
+
+def exports(ns: argparse.Namespace, ckpt: Path) -> dict:
+    """Run (or reuse) the exports -> {"models": {label: path}, "timed": {step: {wall_s, peak_rss_mb, ...}}}."""
+    steps, outputs, models = export_steps(ns, ckpt)
     timed = {}
-    outputs = {
-        "edge export (pte, onnx, gguf)": out / "model.pte",
-        "convert_hf_to_gguf.py (f16)": f16,
-        "llama-quantize Q4_0": q4,
-    }
     if not ns.skip_exports:
         for label, cmd in steps.items():
             log = ns.work / f"{label.split()[0]}.log"
@@ -161,15 +149,7 @@ def exports(ns: argparse.Namespace, ckpt: Path) -> dict:
             if r["returncode"] != 0:
                 sys.exit(f"error: {label} failed (exit {r['returncode']}); see {log}")
             timed[label] = r
-    return {
-        "models": {
-            "edge .pte (ExecuTorch)": out / "model.pte",
-            "edge ONNX (ONNX Runtime)": out / "onnx",
-            "edge GGUF (llama.cpp)": out / "model.gguf",
-            "llama.cpp Q4_0 (its own quantization)": q4,
-        },
-        "timed": timed,
-    }
+    return {"models": models, "timed": timed}
 
 
 def _from_log(log: Path) -> dict:
@@ -193,17 +173,15 @@ def size_mib(path: Path) -> float:
     return round(sum(f.stat().st_size for f in files) / 2**20, 1)
 
 
-def main() -> int:
-    from edge.core.quiet import quiet_libraries
-
-    quiet_libraries()
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", choices=["1b", "tiny"], default="1b", help="tiny: a 2-layer shape for a smoke run")
     ap.add_argument("--work", type=Path, default=Path("/tmp/edge-runtimes"))
+    ap.add_argument("--results", type=Path, default=RESULTS, help="where the .md and .json go")
     ap.add_argument(
         "--llama-cpp",
         type=Path,
-        required=True,
-        help="llama.cpp source tree with build/bin/llama-completion and llama-quantize",
+        help="llama.cpp source tree with build/bin/llama-completion and llama-quantize (without it: no llama.cpp rows)",
     )
     ap.add_argument("--repetitions", type=int, default=3)
     ap.add_argument("--prompt-tokens", type=int, action="append")
@@ -211,50 +189,38 @@ def main() -> int:
     ap.add_argument("--skip-exports", action="store_true")
     ns = ap.parse_args()
     ns.prompt_tokens = ns.prompt_tokens or [64, 512]
-    completion = ns.llama_cpp / "build" / "bin" / "llama-completion"
-    if not completion.is_file():
+    ns.skipped = skipped_runtimes(ns)
+    if ns.llama_cpp is not None and not (ns.llama_cpp / "build" / "bin" / "llama-completion").is_file():
         sys.exit(
-            f"error: {completion} is missing: build llama.cpp first "
+            f"error: {ns.llama_cpp / 'build' / 'bin' / 'llama-completion'} is missing: build llama.cpp first "
             "(cmake -B build && cmake --build build --target llama-completion llama-quantize)"
         )
-    ckpt = ns.work / "llama3_2_1b_random_hf"
-    write_random_hf_checkpoint(ckpt)
-    plan = exports(ns, ckpt)
-    models = plan["models"]
-    stem = ns.work / "runtimes_1b"
-    cmd = [
-        sys.executable,
-        "-m",
-        "android_bench",
-        "--host",
-        "--tokenizer",
-        str(ckpt / "tokenizer.json"),
-        "--repetitions",
-        str(ns.repetitions),
-        "--max-new-tokens",
-        str(ns.max_new_tokens),
-        "--cooldown-temp-c",
-        "200",
-        "--llamacpp-runner",
-        str(completion),
-        "--output",
-        str(stem),
-        "--format",
-        "jsonl",
-    ]
+    return ns
+
+
+def bench(ns: argparse.Namespace, models: dict, tokenizer: Path) -> tuple[int, list[dict]]:
+    """One `android_bench --host` call over every model -> (its exit status, its records)."""
+    stem = ns.work / f"runtimes_{ns.size}"
+    cmd = [sys.executable, "-m", "android_bench", "--host", "--tokenizer", str(tokenizer)]
+    cmd += ["--repetitions", str(ns.repetitions), "--max-new-tokens", str(ns.max_new_tokens)]
+    cmd += ["--cooldown-temp-c", "200", "--output", str(stem), "--format", "jsonl"]
+    if ns.llama_cpp is not None:
+        cmd += ["--llamacpp-runner", str(ns.llama_cpp / "build" / "bin" / "llama-completion")]
     for n in ns.prompt_tokens:
         cmd += ["--prompt-tokens", str(n)]
     for label, path in models.items():
         cmd += ["--pte", str(path), "--label", label]
     print("$ python " + " ".join(cmd[1:]), file=sys.stderr, flush=True)
     rc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL).returncode
-    records = [json.loads(line) for line in stem.with_suffix(".jsonl").read_text().splitlines()]
-    measured = [r for r in records if r["phase"] == "measured" and r["status"] == "ok"]
-    import statistics
+    return rc, [json.loads(line) for line in stem.with_suffix(".jsonl").read_text().splitlines()]
 
+
+def table_rows(records: list[dict], models: dict, prompts: list[int]) -> list[dict]:
+    """Records -> one row per model and prompt length: medians of the measured runs (None where one missed it)."""
+    measured = [r for r in records if r["phase"] == "measured" and r["status"] == "ok"]
     rows = []
     for label, path in models.items():
-        for n in ns.prompt_tokens:
+        for n in prompts:
             rs = [r for r in measured if r["label"] == label and r["prompt_tokens_requested"] == n]
             med = {
                 m: round(statistics.median(r[m] for r in rs), 3) if rs and all(r[m] is not None for r in rs) else None
@@ -270,20 +236,37 @@ def main() -> int:
                     "runner_build": rs[0]["runner_build"] if rs else None,
                 }
             )
+    return rows
+
+
+def main() -> int:
+    from edge.core.quiet import quiet_libraries
+
+    quiet_libraries()
+    ns = parse_args()
+    for runtime, why in ns.skipped.items():
+        print(f"skipping {runtime}: {why}", file=sys.stderr, flush=True)
+    ckpt = ns.work / f"llama3_2_{ns.size}_random_hf"
+    write_checkpoint(ckpt, ns.size)
+    plan = exports(ns, ckpt)
+    rc, records = bench(ns, plan["models"], ckpt / "tokenizer.json")
+    flags = ("" if ns.size == "1b" else f" --size {ns.size}") + (" --llama-cpp LLAMA_CPP_DIR" if ns.llama_cpp else "")
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "size": ns.size,
         "machine": machine(),
         "repetitions": ns.repetitions,
         "max_new_tokens": ns.max_new_tokens,
         "exports": plan["timed"],
-        "rows": rows,
+        "rows": table_rows(records, plan["models"], ns.prompt_tokens),
+        "skipped": ns.skipped,
         "bench_exit_status": rc,
         "faults": [r["error"] for r in records if r["status"] != "ok"],
-        "command": "python benchmarks/runtimes_1b.py --llama-cpp LLAMA_CPP_DIR",
+        "command": f"python benchmarks/runtimes_1b.py{flags}",
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "runtimes_1b.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "runtimes_1b.md").write_text(render(result))
+    ns.results.mkdir(parents=True, exist_ok=True)
+    (ns.results / f"runtimes_{ns.size}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (ns.results / f"runtimes_{ns.size}.md").write_text(render(result))
     print(render(result))
     return rc
 
@@ -291,7 +274,8 @@ def main() -> int:
 def render(result: dict) -> str:
     m = result["machine"]
     lines = [
-        "# The same Llama 3.2 1B weights in ExecuTorch, ONNX Runtime and llama.cpp (random weights, this machine)",
+        f"# The same Llama 3.2 {result.get('size', '1b').upper()} weights in ExecuTorch, ONNX Runtime and llama.cpp "
+        "(random weights, this machine)",
         "",
         f"{result['date']} · {m.get('cpu', '?')} · {m.get('cores', '?')} cores · "
         f"median of {result['repetitions']} runs after one "
@@ -315,6 +299,8 @@ def render(result: dict) -> str:
                 + (" (an earlier run of this script, from its log)" if t.get("reused") else "")
                 + f" | {t['wall_s']} | {t['peak_rss_mb']} |"
             )
+    if result.get("skipped"):
+        lines += ["", "Skipped: " + "; ".join(f"{k}: {v}" for k, v in result["skipped"].items())]
     if result["faults"]:
         lines += ["", "Faults: " + "; ".join(sorted(set(result["faults"])))]
     lines += [

@@ -1,11 +1,12 @@
 """SpinQuant at the full Llama 3.2 1B (or 3B) shape on this CPU: what rotation and GPTQ cost the exporter.
 
-In:  --work DIR; a random-weight 1B (--size 3b: 3B) checkpoint in Meta's layout is written there (no hub here;
-     the same writer as export_benchmark.py, Llama 3 tokenizer from the `bench` extra);
+In:  --work DIR; a random-weight 1B (--size 3b: 3B; tiny: a 2-layer smoke-run shape with the fixture's
+     tokenizer) checkpoint in Meta's layout is written there (no hub here; the same writer as
+     export_benchmark.py, Llama 3 tokenizer from the `bench` extra);
      --gptq-samples / --gptq-seq-len for the GPTQ run's calibration (default 8 x 512: Meta's
      128 x 2048 is GPU work: 64x the tokens of the Hessian passes), calibrated on the fixture's
      calibration.txt.
-Out: benchmarks/results/spinquant_{1b,3b}.{md,json}: wall time, peak RSS (GNU time) and stage times
+Out: <--results>/spinquant_<size>.{md,json} (default benchmarks/results): wall time, peak RSS (GNU time) and stage times
      of three exports run one after the other in one session:
        1. plain 8da4w (round-to-nearest), the baseline;
        2. random Hadamard R1/R2 + online R4, round-to-nearest;
@@ -24,7 +25,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from common import PARAMS, RESULTS, ROOT, machine, measure, write_random_meta_checkpoint  # noqa: E402
+from common import PARAMS, RESULTS, ROOT, config_size, machine, measure, write_random_checkpoint  # noqa: E402
 
 
 def main() -> int:
@@ -34,6 +35,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("/tmp/edge-bench"))
     ap.add_argument("--size", choices=sorted(PARAMS), default="1b")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="where the .md and .json go")
     ap.add_argument("--gptq-samples", type=int, default=8)
     ap.add_argument("--gptq-seq-len", type=int, default=512)
     ap.add_argument("--skip", nargs="*", default=[], help="row names to skip (plain, hadamard, gptq)")
@@ -50,28 +52,8 @@ def main() -> int:
     ckpt = ns.work / f"llama3_2_{ns.size}_random"
     if not ns.from_logs:
         print(f"writing random {ns.size} checkpoint to {ckpt}", file=sys.stderr, flush=True)
-        write_random_meta_checkpoint(ckpt, PARAMS[ns.size])
-    calib = ROOT / "edge" / "assets" / "fixture" / "calibration.txt"
-    base = [sys.executable, "-m", "edge.export", f"llama3_2_{ns.size}_8da4w", "--checkpoint", str(ckpt), "--force"]
-    runs = {
-        "plain": ("8da4w, round-to-nearest (baseline)", []),
-        "hadamard": ("random Hadamard R1/R2 + online R4, round-to-nearest", ["--rotation-kind", "hadamard"]),
-        "gptq": (
-            f"random Hadamard + R4 + GPTQ ({ns.gptq_samples} x {ns.gptq_seq_len} calibration tokens)",
-            [
-                "--rotation-kind",
-                "hadamard",
-                "--rounding",
-                "gptq",
-                "--gptq-samples",
-                str(ns.gptq_samples),
-                "--calibration-text",
-                str(calib),
-                "--calibration-seq-len",
-                str(ns.gptq_seq_len),
-            ],
-        ),
-    }
+        write_random_checkpoint(ckpt, PARAMS[ns.size])
+    base, runs = plan(ns, ckpt)
     rows = []
     for key, (label, extra) in runs.items():
         if key in ns.skip:
@@ -110,12 +92,38 @@ def main() -> int:
         "note": ns.note,
         "size": ns.size,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"spinquant_{ns.size}.json").write_text(json.dumps(result, indent=2) + "\n")
+    ns.results.mkdir(parents=True, exist_ok=True)
+    (ns.results / f"spinquant_{ns.size}.json").write_text(json.dumps(result, indent=2) + "\n")
     md = render(result)
-    (RESULTS / f"spinquant_{ns.size}.md").write_text(md)
+    (ns.results / f"spinquant_{ns.size}.md").write_text(md)
     print(md)
     return 0 if all(r["returncode"] == 0 for r in rows) else 1
+
+
+def plan(ns: argparse.Namespace, ckpt: Path) -> tuple[list[str], dict[str, tuple[str, list[str]]]]:
+    """-> (the export command every row shares, {row: (label, its extra flags)})."""
+    calib = ROOT / "edge" / "assets" / "fixture" / "calibration.txt"
+    config = f"llama3_2_{config_size(ns.size)}_8da4w"
+    base = [sys.executable, "-m", "edge.export", config, "--checkpoint", str(ckpt), "--force"]
+    return base, {
+        "plain": ("8da4w, round-to-nearest (baseline)", []),
+        "hadamard": ("random Hadamard R1/R2 + online R4, round-to-nearest", ["--rotation-kind", "hadamard"]),
+        "gptq": (
+            f"random Hadamard + R4 + GPTQ ({ns.gptq_samples} x {ns.gptq_seq_len} calibration tokens)",
+            [
+                "--rotation-kind",
+                "hadamard",
+                "--rounding",
+                "gptq",
+                "--gptq-samples",
+                str(ns.gptq_samples),
+                "--calibration-text",
+                str(calib),
+                "--calibration-seq-len",
+                str(ns.gptq_seq_len),
+            ],
+        ),
+    }
 
 
 def from_log(log: Path) -> dict:

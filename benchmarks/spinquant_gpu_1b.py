@@ -33,19 +33,6 @@ from pathlib import Path
 
 from common import PARAMS, RESULTS, write_random_meta_checkpoint  # noqa: E402
 
-TINY = {
-    "dim": 256,
-    "ffn_dim_multiplier": 1.5,
-    "multiple_of": 256,
-    "n_heads": 4,
-    "n_kv_heads": 2,
-    "n_layers": 2,
-    "norm_eps": 1e-05,
-    "rope_theta": 500000.0,
-    "use_scaled_rope": True,
-    "vocab_size": 4096,
-}
-
 
 def where(device: str) -> str:
     import torch
@@ -329,7 +316,7 @@ def main() -> int:
     n_gptq = ns.gptq_samples or config.gptq.samples
     ckpt_dir = ns.work / f"llama3_2_{ns.size}_random_no_tokenizer"
     print(f"writing random {ns.size} checkpoint to {ckpt_dir}", file=sys.stderr, flush=True)
-    write_random_meta_checkpoint(ckpt_dir, PARAMS[ns.size] if ns.size != "tiny" else TINY, tokenizer=False)
+    write_random_meta_checkpoint(ckpt_dir, PARAMS[ns.size], tokenizer=False)
     ckpt = open_checkpoint(ckpt_dir)
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, ckpt.args.vocab_size, (max(n_gptq, steps * batch), seq), generator=gen)

