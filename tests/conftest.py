@@ -12,6 +12,15 @@ import torch
 
 from edge.fixture.recipe import LLAMA32_ROPE
 
+# The two files that take ten minutes and more each (a fine-tune and real-model exports) are collected first, so
+# the two test workers (pytest-xdist, one file at a time) start one each and share out the short files after.
+LONGEST_FILES = ("tests/evaluate/test_fixture_quality.py", "tests/test_real_model_quality.py")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in LONGEST_FILES)  # stable: the rest keep order
+
+
 warnings.filterwarnings("ignore", category=FutureWarning)
 logging.getLogger("torchao").setLevel(logging.ERROR)
 

@@ -101,3 +101,23 @@ def test_committed_results_come_from_this_code():
     for rows in results["models"].values():
         for r in rows:
             assert 0 <= r["mean_kl"] and 0 < r["top1_agreement"] <= 1
+
+
+def test_the_benchmark_script_runs_end_to_end_at_a_small_size(smollm2, tmp_path):
+    """The script itself (the product benchmark) on two rows and two short windows: its own conversion, export
+    stages, scoring and page, written where --work and --results point."""
+    import subprocess
+    import sys
+
+    stem = tmp_path / "results" / "rmq"
+    stem.parent.mkdir()
+    cmd = [sys.executable, str(BENCH), "--rows", "bf16", "ptq", "--models", "grid", "--windows", "2"]
+    cmd += ["--context", "64", "--pte-rows", "--work", str(tmp_path / "work"), "--results", str(stem)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(stem.with_suffix(".json").read_text())
+    bf16, ptq = result["models"]["grid"]
+    assert (bf16["key"], ptq["key"]) == ("bf16", "ptq")
+    assert bf16["predicted_tokens"] == ptq["predicted_tokens"] == 2 * 63
+    assert bf16["mean_kl"] < 0.05 < ptq["mean_kl"], (bf16, ptq)  # PTQ's KL on the full benchmark: 0.45
+    assert stem.with_suffix(".md").read_text() == bench_module().render(result)
