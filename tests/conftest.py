@@ -13,7 +13,8 @@ import torch
 from edge.fixture.recipe import LLAMA32_ROPE
 
 # The two files that take ten minutes and more each (a fine-tune and real-model exports) are collected first, so
-# the two test workers (pytest-xdist, one file at a time) start one each and share out the short files after.
+# the two test workers (pytest-xdist, one file at a time, in collection order: `--no-loadscope-reorder`) start
+# one each and share out the short files after.
 LONGEST_FILES = ("tests/evaluate/test_fixture_quality.py", "tests/test_real_model_quality.py")
 
 
