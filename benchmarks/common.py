@@ -222,6 +222,25 @@ def write_random_meta_checkpoint(folder: Path, params: dict, *, tokenizer: bool 
     os.replace(tmp, folder / "consolidated.00.pth")
 
 
+def add_gap_shares(rows: list[dict]) -> None:
+    """Quality rows (bf16 first, plain PTQ second) -> each gets the share of PTQ's gap to bf16 it recovers, in KL,
+    top-1 agreement and perplexity (`kl_gap_recovered`, `top1_gap_recovered`, `ppl_gap_recovered`)."""
+    from edge.evaluate.metrics import gap_recovered
+
+    base, ptq = rows[0], rows[1]
+    for r in rows:
+        for key, field in (("kl", "mean_kl"), ("top1", "top1_agreement"), ("ppl", "pte_perplexity")):
+            r[f"{key}_gap_recovered"] = gap_recovered(r[field], ptq=ptq[field], base=base[field])
+
+
+def write_table(folder: Path, name: str, results, markdown: str) -> None:
+    """results and their page -> folder/name.json and folder/name.md, and the page on stdout."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (folder / f"{name}.md").write_text(markdown)
+    print(markdown, end="")
+
+
 def measure(cmd: list[str], *, log: Path) -> dict:
     """Run cmd under GNU time -> {wall_s, peak_rss_mb, returncode}."""
     t0 = time.monotonic()

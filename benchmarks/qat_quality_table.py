@@ -25,8 +25,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
+from common import RESULTS, ROOT, add_gap_shares, write_table  # noqa: E402
+
 # (label, fine-tune overrides or None for a plain export, export config, export overrides)
 ROWS = [
     ("bf16", None, "fixture_bf16", {}),
@@ -58,7 +58,6 @@ def main() -> int:
     from edge.core.progress import Progress
     from edge.core.quiet import quiet_libraries
     from edge.evaluate import evaluate
-    from edge.evaluate.metrics import gap_recovered
     from edge.export.pipeline import run_export
     from edge.finetune.run import run_finetune
 
@@ -116,15 +115,8 @@ def main() -> int:
             }
             | r.to_dict()
         )
-    base, ptq = results[0], results[1]
-    for r in results:
-        for key, field in (("kl", "mean_kl"), ("top1", "top1_agreement"), ("ppl", "pte_perplexity")):
-            r[f"{key}_gap_recovered"] = gap_recovered(r[field], ptq=ptq[field], base=base[field])
-    ns.results.mkdir(parents=True, exist_ok=True)
-    (ns.results / "quality_qat_fixture.json").write_text(json.dumps(results, indent=2) + "\n")
-    text = render(results, ns)
-    (ns.results / "quality_qat_fixture.md").write_text(text)
-    print(text, end="")
+    add_gap_shares(results)
+    write_table(ns.results, "quality_qat_fixture", results, render(results, ns))
     return 0
 
 

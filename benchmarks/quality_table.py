@@ -20,15 +20,14 @@ model card's).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
+from common import RESULTS, ROOT, add_gap_shares, write_table  # noqa: E402
+
 # (label, shipped config, overrides)
 SPINQUANT_GPTQ = {
     "float_targets": False,
@@ -70,7 +69,6 @@ def main() -> int:
     from edge.config import load_config
     from edge.core.progress import Progress
     from edge.evaluate import evaluate
-    from edge.evaluate.metrics import gap_recovered
     from edge.export.pipeline import run_export
 
     progress = Progress()
@@ -108,20 +106,8 @@ def main() -> int:
             }
             | r.to_dict()
         )
-    base, ptq = results[0], results[1]
-    for r in results:
-        r["kl_gap_recovered"] = gap_recovered(r["mean_kl"], ptq=ptq["mean_kl"], base=base["mean_kl"])
-        r["top1_gap_recovered"] = gap_recovered(
-            r["top1_agreement"], ptq=ptq["top1_agreement"], base=base["top1_agreement"]
-        )
-        r["ppl_gap_recovered"] = gap_recovered(
-            r["pte_perplexity"], ptq=ptq["pte_perplexity"], base=base["pte_perplexity"]
-        )
-    ns.results.mkdir(parents=True, exist_ok=True)
-    (ns.results / "quality_fixture.json").write_text(json.dumps(results, indent=2) + "\n")
-    text = render(results, ns)
-    (ns.results / "quality_fixture.md").write_text(text)
-    print(text, end="")
+    add_gap_shares(results)
+    write_table(ns.results, "quality_fixture", results, render(results, ns))
     return 0
 
 
