@@ -55,6 +55,14 @@ def export_row(row: str, work: Path) -> Path:
     if row == "fixture":
         config = "fixture_spinquant"
         overrides["quantization"] = {"rounding": "rtn"}
+    elif row == "smollm2":  # the real model: FFN 1536 = 12 x 128, so R4 is the op on 128 plus a 12 x 12 mix
+        from edge.checkpoint.gguf_import import gguf_to_hf, packaged_smollm2
+
+        ckpt = work / "smollm2"
+        if not (ckpt / "model.safetensors").is_file():
+            gguf_to_hf(packaged_smollm2(), ckpt, force=True)
+        config = "llama3_2_1b_8da4w"
+        overrides["checkpoint"] = str(ckpt)
     else:
         ckpt = work / f"llama3_2_{row}_random"
         if not (ckpt / "params.json").is_file():
@@ -132,6 +140,68 @@ def profile(pte: Path, *, prompt: int, decode: int, repetitions: int) -> dict:
     return out
 
 
+class MixChain:
+    """`layers` R4s at FFN width `n` = m * 2^k chained, nothing else: x [1, S, n] -> x after each (built lazily, so
+    `--help` imports no torch)."""
+
+    @staticmethod
+    def program(n: int, layers: int, tokens: int):
+        """-> the chain exported and delegated to XNNPACK as edge's export does it (an ExecutorchProgramManager)."""
+        import torch
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+
+        from edge.model import OnlineHadamard
+        from edge.spinquant.hadamard import online_mix
+
+        class Chain(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.r4 = torch.nn.ModuleList(OnlineHadamard(online_mix(n).float()) for _ in range(layers))
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                for r4 in self.r4:
+                    x = r4(x)
+                return x
+
+        ep = torch.export.export(Chain().eval(), (torch.randn(1, tokens, n),), strict=False)
+        return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch()
+
+
+def mix_cost(n: int, layers: int, *, prompt: int, calls: int, work: Path) -> dict:
+    """R4's m x m mix at width n, timed alone: `layers` chained R4s (the op, then the mix in an XNNPACK delegate) ->
+    ms per call of the delegate calls (the mixes) and of the op, for a decode token and for a prompt of `prompt`.
+
+    Each mix here is its own delegate call; in a model it shares the call that runs down_proj, so this counts a
+    delegate call's overhead that the model does not pay: an upper bound."""
+    import torch
+    from executorch.devtools import Inspector
+    from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  (llama:: ops)
+    from executorch.extension.pybindings.portable_lib import _load_for_executorch
+
+    from edge.core.quiet import native_stderr_filtered
+    from edge.spinquant.hadamard import online_mix
+
+    out = {"width": n, "m": online_mix(n).shape[0], "layers": layers, "calls": calls}
+    for kind, tokens in (("decode", 1), ("prefill", prompt)):
+        pte, dump = work / f"r4_chain_{n}_{tokens}.pte", work / "r4_chain.etdp"
+        pte.write_bytes(MixChain.program(n, layers, tokens).buffer)
+        x = torch.randn(1, tokens, n)
+        with native_stderr_filtered():
+            module = _load_for_executorch(str(pte), enable_etdump=True, debug_buffer_size=0)
+            for _ in range(calls + 1):  # the first call warms up
+                module.forward((x,))
+            module.write_etdump_result_to_file(str(dump))
+        sums = defaultdict(float)
+        for block in Inspector(etdump_path=str(dump)).event_blocks:
+            for event in block.events if block.name == "Execute" else []:
+                if event.perf_data is not None and event.name.startswith(("DELEGATE_CALL", HADAMARD)):
+                    sums[event.name.split(":")[0]] += sum(event.perf_data.raw[1:]) / calls
+        dump.unlink()
+        out[kind] = {"mix_ms": sums["DELEGATE_CALL"], "op_ms": sums["llama"]}
+    return out
+
+
 def measure(ptes: dict[str, Path], *, prompt: int, decode: int, repetitions: int) -> tuple[dict, dict]:
     """{row name: .pte} -> (meta, {row name: profile}), each .pte profiled in turn (benchmarks/host_tables.py uses
     it too)."""
@@ -161,6 +231,28 @@ ROWS_NOTE = (
 TINY_NOTE = " `tiny`: the `1b` row's export at a 2-layer smoke-run shape."
 
 
+def mix_lines(row: str, r: dict) -> list[str]:
+    """A row with R4's m x m mix -> what the mix adds, timed alone, and R4's share with it (an upper bound)."""
+    mix = r["mix"]
+    n, m = mix["width"], mix["m"]
+    lines = [
+        f"`{row}`: its FFN width {n} is not a power of two, so R4 is ExecuTorch's op on groups of {n // m} (the R4 ms "
+        f"above) then a {m} x {m} mix inside an XNNPACK delegate, where ETDump cannot tell it from the linears around "
+        f"it. Timed alone, {mix['layers']} chained R4s (one per layer) in their own program, {mix['calls']} calls, "
+        "each mix its own delegate call, so an upper bound:",
+        "",
+    ]
+    for kind in ("prefill", "decode"):
+        p = r[kind]
+        total = p["hadamard_ms"] + mix[kind]["mix_ms"]
+        lines.append(
+            f"- {kind}: the mixes {mix[kind]['mix_ms']:.3f} ms per call (the op alone in that program "
+            f"{mix[kind]['op_ms']:.3f} ms); R4 in all at most {total:.3f} ms, **{total / p['execute_ms']:.2%}** of "
+            f"the model's {p['execute_ms']:.2f} ms."
+        )
+    return [*lines, ""]
+
+
 def render(meta: dict, rows: dict, *, rows_note: str = ROWS_NOTE, command: str | None = None) -> str:
     """Measured rows -> the markdown report; `rows_note` says what the rows are, `command` how to reproduce them."""
     lines = [
@@ -184,7 +276,11 @@ def render(meta: dict, rows: dict, *, rows_note: str = ROWS_NOTE, command: str |
                 f"{s[GROUPS['llama::custom_sdpa']]:.1%} | {s[GROUPS['llama::update_cache']]:.1%} |"
             )
     command = command or f"python benchmarks/hadamard_share.py --rows {' '.join(rows)}"
-    lines += ["", rows_note, "", f"Reproduce: `{command}`", ""]
+    lines += ["", rows_note, ""]
+    for row, r in rows.items():
+        if "mix" in r:
+            lines += mix_lines(row, r)
+    lines += [f"Reproduce: `{command}`", ""]
     return "\n".join(lines)
 
 
@@ -194,7 +290,7 @@ def main() -> int:
     quiet_libraries()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("/tmp/edge-bench"))
-    ap.add_argument("--rows", nargs="+", choices=["fixture", "1b", "tiny"], default=["fixture", "1b"])
+    ap.add_argument("--rows", nargs="+", choices=["fixture", "1b", "smollm2", "tiny"], default=["fixture", "1b"])
     ap.add_argument("--results", type=Path, default=RESULTS, help="where the .md and .json go")
     ap.add_argument("--prompt", type=int, default=64)
     ap.add_argument("--decode", type=int, default=32)
@@ -203,6 +299,16 @@ def main() -> int:
     ns.work.mkdir(parents=True, exist_ok=True)
     ptes = {row: export_row(row, ns.work) / "model.pte" for row in ns.rows}
     meta, rows = measure(ptes, prompt=ns.prompt, decode=ns.decode, repetitions=ns.repetitions)
+    from edge.spinquant.hadamard import online_mix
+
+    for row, pte in ptes.items():  # a width with an m x m mix: the mix is timed alone (ETDump cannot split it out)
+        model = json.loads((pte.parent / "manifest.json").read_text())["model"]
+        if online_mix(model["hidden_dim"]) is not None:
+            print(f"timing R4's mix at width {model['hidden_dim']} alone", file=sys.stderr, flush=True)
+            calls = ns.decode * ns.repetitions
+            rows[row]["mix"] = mix_cost(
+                model["hidden_dim"], model["n_layers"], prompt=ns.prompt, calls=calls, work=ns.work
+            )
     ns.results.mkdir(parents=True, exist_ok=True)
     stem = ns.results / "hadamard_share"
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")

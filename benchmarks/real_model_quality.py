@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 MODELS = {"grid": None, "grid-free": 0}  # name -> seed of the control's noise (None: the GGUF's weights as they are)
 HADAMARD = {"rotation": {"kind": "hadamard"}}
+GPTQ_SAMPLES = 128  # calibration windows for GPTQ's Hessians (the calibration text holds 167 of 256 tokens)
 # (key, label, export config, export overrides, fine-tune overrides or None)
 ROWS = [
     ("bf16", "bf16", "llama3_2_1b_bf16", {}, None),
@@ -58,12 +59,13 @@ def code_hash() -> str:
     return h.hexdigest()
 
 
-def prepare_models(work: Path, progress) -> dict[str, Path]:
-    """-> {model name: HF folder}, converted from the packaged GGUF once and kept in `work`."""
+def prepare_models(work: Path, progress, names=tuple(MODELS)) -> dict[str, Path]:
+    """-> {model name: HF folder} for `names`, converted from the packaged GGUF once and kept in `work`."""
     from edge.checkpoint.gguf_import import gguf_to_hf, packaged_smollm2
 
     gguf, paths = packaged_smollm2(), {}
-    for name, seed in MODELS.items():
+    for name in names:
+        seed = MODELS[name]
         paths[name] = work / f"smollm2_{name}"
         if not (paths[name] / "model.safetensors").is_file():
             with progress.stage("convert", f"{gguf.name} -> {paths[name]}"):
@@ -86,7 +88,7 @@ def run_row(row, checkpoint: Path, work: Path, ns, progress) -> dict:
     if config_name.endswith("spinquant"):  # the calibration text holds 167 windows of 256 tokens
         rotation = {"steps": ns.spinquant_steps, "batch_size": ns.spinquant_batch, "samples": 160}
         rotation |= ex_over.get("rotation", {})
-        ex_over = {**ex_over, "rotation": rotation, "gptq": {"samples": 128}}
+        ex_over = {**ex_over, "rotation": rotation, "gptq": {"samples": ns.gptq_samples}}
     if ft_over is not None:
         ft_dir = work / f"finetune_{key.replace('_merged', '')}"
         ft = {"data": str(ns.calibration), "output": str(ft_dir), "loss": "distill", "max_length": ns.context}
@@ -130,6 +132,8 @@ def row_settings(row, ns) -> dict:
     if row[4] is not None:
         settings["finetune_steps"] = ns.finetune_steps
     settings["lowered"] = key in ns.pte_rows
+    if row[2].endswith("spinquant") and ns.gptq_samples != GPTQ_SAMPLES:  # the default stays out of the key, so
+        settings["gptq_samples"] = ns.gptq_samples  # rows measured before the flag existed keep their cache
     return settings
 
 
@@ -253,6 +257,8 @@ def render(results: dict) -> str:
         lines += [f"Not run on the grid-free control (CPU time on this machine): {'; '.join(skipped)}.", ""]
     control = "" if not skipped else " --control-rows " + " ".join(ns.control_rows)
     control += "" if not not_run else " --rows " + " ".join(ns.rows)
+    samples = getattr(ns, "gptq_samples", GPTQ_SAMPLES)
+    control += "" if samples == GPTQ_SAMPLES else f" --gptq-samples {samples}"
     lines += [
         "Seconds: rotations, GPTQ and quantization on this machine (fine-tunes: CPU seconds, both cores).",
         "",
@@ -274,6 +280,7 @@ def main() -> int:
     ap.add_argument("--spinquant-steps", type=int, default=4, help="Cayley steps (the shipped recipe: 100)")
     ap.add_argument("--spinquant-batch", type=int, default=2, help="windows per Cayley step (the recipe: 8)")
     ap.add_argument("--finetune-steps", type=int, default=40)
+    ap.add_argument("--gptq-samples", type=int, default=GPTQ_SAMPLES, help="calibration windows for GPTQ")
     ap.add_argument("--rows", nargs="*", default=[r[0] for r in ROWS], choices=[r[0] for r in ROWS])
     ap.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     ap.add_argument(
@@ -298,7 +305,7 @@ def main() -> int:
     quiet_libraries()
     progress = Progress()
     ns.work.mkdir(parents=True, exist_ok=True)
-    checkpoints = prepare_models(ns.work, progress)
+    checkpoints = prepare_models(ns.work, progress, ns.models)
     results = {
         "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{cpu_name()} ({os.cpu_count()} cores)",

@@ -17,11 +17,41 @@ PRODUCT = sorted(
 )
 
 
-@pytest.mark.parametrize("script", PRODUCT, ids=lambda p: p.name)
-def test_product_benchmark_help(script):
-    proc = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120)
+# Runs every script's `--help` in one fresh interpreter (torch and friends imported once, not once per script):
+# {script name: [exit status, its stdout, the traceback or ""]}.
+HELP_DRIVER = """
+import contextlib, io, json, runpy, sys, traceback
+out = {}
+sys.path.insert(0, sys.argv[1].rsplit("/", 1)[0])  # as `python benchmarks/x.py` puts the script's folder first
+for path in sys.argv[1:]:
+    sys.argv, buf, err = [path, "--help"], io.StringIO(), ""
+    try:
+        with contextlib.redirect_stdout(buf):
+            runpy.run_path(path, run_name="__main__")
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    except BaseException:
+        code, err = 1, traceback.format_exc()
+    out[path.rsplit("/", 1)[-1]] = [code, buf.getvalue(), err]
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def helps() -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-c", HELP_DRIVER, *map(str, PRODUCT)], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "usage:" in proc.stdout
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("script", PRODUCT, ids=lambda p: p.name)
+def test_product_benchmark_help(script, helps):
+    code, stdout, err = helps[script.name]
+    assert code == 0, err[-2000:]
+    assert "usage:" in stdout
 
 
 def _row(rows: list[dict], label: str, prompt: int) -> dict:
@@ -109,3 +139,34 @@ def test_product_benchmark_runs_at_a_tiny_shape(script, tmp_path):
     values = numbers(json.loads((tmp_path / "results" / written).read_text()))
     assert all(v > 0 for v in values), values
     assert _results_stamps() == before  # nothing written into benchmarks/results/
+
+
+def test_r4_mix_is_timed_alone_from_a_program_that_computes_it(tmp_path):
+    """hadamard_share's chain of R4s at a width with a 12 x 12 mix (96 = 12 x 8): the delegated program computes the
+    same rotation as edge's eager R4, and ETDump times both the mixes (delegate calls) and the op."""
+    import importlib.util
+
+    import torch
+    from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  (llama:: ops)
+    from executorch.runtime import Runtime
+
+    from edge.model import hadamard_transform
+    from edge.spinquant.hadamard import online_mix
+
+    spec = importlib.util.spec_from_file_location("hadamard_share", ROOT / "benchmarks" / "hadamard_share.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    pte = tmp_path / "chain.pte"
+    pte.write_bytes(mod.MixChain.program(96, 2, 3).buffer)
+    x = torch.randn(1, 3, 96, generator=torch.Generator().manual_seed(0))
+    got = Runtime.get().load_program(str(pte)).load_method("forward").execute([x])[0]
+    mix = online_mix(96).float()
+    torch.testing.assert_close(got, hadamard_transform(hadamard_transform(x, mix), mix), rtol=0, atol=1e-5)
+    cost = mod.mix_cost(96, 2, prompt=4, calls=3, work=tmp_path)
+    assert (cost["m"], cost["layers"]) == (12, 2)
+    for kind in ("decode", "prefill"):
+        assert cost[kind]["mix_ms"] > 0 and cost[kind]["op_ms"] > 0, cost
