@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import warnings
 from pathlib import Path
 
@@ -17,14 +16,6 @@ from edge.fixture.recipe import LLAMA32_ROPE
 # the two test workers (pytest-xdist, one file at a time, in collection order: `--no-loadscope-reorder`) start
 # one each and share out the short files after.
 LONGEST_FILES = ("tests/evaluate/test_fixture_quality.py", "tests/test_real_model_quality.py")
-
-
-# In a test worker (pytest-xdist), torch runs one thread, and so does every process a test starts (OMP_NUM_THREADS is
-# inherited): two workers on two cores, each running two threads, oversubscribe the CPU, and OpenMP's threads then
-# wait on each other at every parallel region.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ["OMP_NUM_THREADS"] = "1"
-    torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(items) -> None:

@@ -92,3 +92,22 @@ def test_committed_results_come_from_this_code():
     for rows in results["models"].values():
         for r in rows:
             assert 0 <= r["mean_kl"] and 0 < r["top1_agreement"] <= 1
+
+
+def test_committed_qat_sweep_renders_from_its_json():
+    """benchmarks/results/real_model_qat_sweep: its page is what its JSON renders to, and each point's gap shares are
+    the ones its numbers give against the PTQ row."""
+    from edge.evaluate.metrics import gap_recovered
+
+    path = ROOT / "benchmarks" / "studies" / "real_model_qat_sweep.py"
+    spec = importlib.util.spec_from_file_location("real_model_qat_sweep", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    stem = ROOT / "benchmarks" / "results" / "real_model_qat_sweep"
+    results = json.loads(stem.with_suffix(".json").read_text())
+    assert stem.with_suffix(".md").read_text() == mod.render(results)
+    ptq = results["ptq"]
+    assert len(results["points"]) == len(results["settings"]["points"])
+    for r in results["points"] + results["recipe_rows"]:
+        kl = gap_recovered(r["mean_kl"], ptq=ptq["mean_kl"], base=0.0)
+        assert r["kl_gap_recovered"] == pytest.approx(kl), r["point"]
