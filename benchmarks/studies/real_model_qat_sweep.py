@@ -7,7 +7,7 @@ the rates, or the steps, are what keeps that row under its targets: each point i
 the fixture's calibration.txt) of the grid model, quantized as the export does and scored eagerly on the same
 held-out windows as the table, with the table's PTQ row as the gap's baseline.
 
-    python benchmarks/studies/real_model_qat_sweep.py --point 10:2e-5:0:0 --point 10:1e-4:0:0 --point 10:5e-4:0:0
+    python benchmarks/studies/real_model_qat_sweep.py --point 10:1e-4:0:0 --point 10:5e-4:0:0 --point 40:1e-4:0:0
 
 A point is QAT_STEPS:QAT_LR:LORA_STEPS:LORA_LR. Points are cached in --work, so a sweep grows point by point.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 CONFIG = "llama3_2_1b_qat_lora"
-DEFAULT_POINTS = ["10:2e-5:0:0", "10:1e-4:0:0", "10:5e-4:0:0"]
+DEFAULT_POINTS = ["10:1e-4:0:0", "10:5e-4:0:0", "40:1e-4:0:0"]  # the recipe's rate at 10 steps: the table's rows
 
 
 def table_module():
