@@ -1,7 +1,7 @@
 """QAT and LoRA learning rates and steps on the real model: what a short CPU fine-tune reaches, and how it scales.
 
 The shipped 1B/3B recipe (1000 QAT + 1000 LoRA steps of 8 x 2048 tokens, QAT lr 2e-5, LoRA lr 2e-4) is GPU work.
-On 2 CPU cores one step of 4 x 256 tokens of SmolLM2-135M costs about a minute of CPU, so the real-model table
+On 2 CPU cores one step of 4 x 256 tokens of SmolLM2-135M costs about half a minute of CPU, so the real-model table
 (benchmarks/results/real_model_quality.md) ran 10 + 10 steps at the recipe's rates. This sweep measures whether
 the rates, or the steps, are what keeps that row under its targets: each point is a fine-tune (loss `distill`,
 the fixture's calibration.txt) of the grid model, quantized as the export does and scored eagerly on the same
