@@ -140,32 +140,28 @@ def profile(pte: Path, *, prompt: int, decode: int, repetitions: int) -> dict:
     return out
 
 
-class MixChain:
-    """`layers` R4s at FFN width `n` = m * 2^k chained, nothing else: x [1, S, n] -> x after each (built lazily, so
-    `--help` imports no torch)."""
+def mix_chain_program(n: int, layers: int, tokens: int):
+    """`layers` R4s at FFN width `n` = m * 2^k chained, nothing else, for x [1, tokens, n] -> that chain exported and
+    delegated to XNNPACK (an ExecutorchProgramManager)."""
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
 
-    @staticmethod
-    def program(n: int, layers: int, tokens: int):
-        """-> the chain exported and delegated to XNNPACK as edge's export does it (an ExecutorchProgramManager)."""
-        import torch
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-        from executorch.exir import to_edge_transform_and_lower
+    from edge.model import OnlineHadamard
+    from edge.spinquant.hadamard import online_mix
 
-        from edge.model import OnlineHadamard
-        from edge.spinquant.hadamard import online_mix
+    class Chain(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.r4 = torch.nn.ModuleList(OnlineHadamard(online_mix(n).float()) for _ in range(layers))
 
-        class Chain(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.r4 = torch.nn.ModuleList(OnlineHadamard(online_mix(n).float()) for _ in range(layers))
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for r4 in self.r4:
+                x = r4(x)
+            return x
 
-            def forward(self, x: torch.Tensor) -> torch.Tensor:
-                for r4 in self.r4:
-                    x = r4(x)
-                return x
-
-        ep = torch.export.export(Chain().eval(), (torch.randn(1, tokens, n),), strict=False)
-        return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch()
+    ep = torch.export.export(Chain().eval(), (torch.randn(1, tokens, n),), strict=False)
+    return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch()
 
 
 def mix_cost(n: int, layers: int, *, prompt: int, calls: int, work: Path) -> dict:
@@ -185,7 +181,7 @@ def mix_cost(n: int, layers: int, *, prompt: int, calls: int, work: Path) -> dic
     out = {"width": n, "m": online_mix(n).shape[0], "layers": layers, "calls": calls}
     for kind, tokens in (("decode", 1), ("prefill", prompt)):
         pte, dump = work / f"r4_chain_{n}_{tokens}.pte", work / "r4_chain.etdp"
-        pte.write_bytes(MixChain.program(n, layers, tokens).buffer)
+        pte.write_bytes(mix_chain_program(n, layers, tokens).buffer)
         x = torch.randn(1, tokens, n)
         with native_stderr_filtered():
             module = _load_for_executorch(str(pte), enable_etdump=True, debug_buffer_size=0)

@@ -161,7 +161,7 @@ def test_r4_mix_is_timed_alone_from_a_program_that_computes_it(tmp_path):
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
     pte = tmp_path / "chain.pte"
-    pte.write_bytes(mod.MixChain.program(96, 2, 3).buffer)
+    pte.write_bytes(mod.mix_chain_program(96, 2, 3).buffer)
     x = torch.randn(1, 3, 96, generator=torch.Generator().manual_seed(0))
     got = Runtime.get().load_program(str(pte)).load_method("forward").execute([x])[0]
     mix = online_mix(96).float()

@@ -26,8 +26,9 @@ NO_MODEL = (
 )
 
 
-def bench_module():
-    spec = importlib.util.spec_from_file_location("real_model_quality", BENCH)
+def bench_module(path: Path = BENCH):
+    """A benchmark script (default: the real-model table) -> it, imported as a module."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -99,10 +100,7 @@ def test_committed_qat_sweep_renders_from_its_json():
     the ones its numbers give against the PTQ row."""
     from edge.evaluate.metrics import gap_recovered
 
-    path = ROOT / "benchmarks" / "studies" / "real_model_qat_sweep.py"
-    spec = importlib.util.spec_from_file_location("real_model_qat_sweep", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = bench_module(ROOT / "benchmarks" / "studies" / "real_model_qat_sweep.py")
     stem = ROOT / "benchmarks" / "results" / "real_model_qat_sweep"
     results = json.loads(stem.with_suffix(".json").read_text())
     assert stem.with_suffix(".md").read_text() == mod.render(results)

@@ -173,10 +173,10 @@ def main() -> int:
         "ptq": rows[0],
         "points": rows[1:],
     }
-    ns.results.parent.mkdir(parents=True, exist_ok=True)
-    ns.results.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    ns.results.with_suffix(".md").write_text(render(results))
-    print(render(results))
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # benchmarks/common.py, as the product benchmarks import it
+    from common import write_table
+
+    write_table(ns.results.parent, ns.results.name, results, render(results))
     return 0
 
 
