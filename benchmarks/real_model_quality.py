@@ -59,6 +59,14 @@ def code_hash() -> str:
     return h.hexdigest()
 
 
+def shipped_rates() -> dict:
+    """-> {"qat": lr, "lora": lr}: the learning rates of the shipped QAT + LoRA config the fine-tune rows use."""
+    from edge.config import load_config
+
+    ft = load_config(config=next(r[2] for r in ROWS if r[4] is not None), overrides={}).finetune
+    return {"qat": ft.qat.learning_rate, "lora": ft.lora.learning_rate}
+
+
 def prepare_models(work: Path, progress, names=tuple(MODELS)) -> dict[str, Path]:
     """-> {model name: HF folder} for `names`, converted from the packaged GGUF once and kept in `work`."""
     from edge.checkpoint.gguf_import import gguf_to_hf, packaged_smollm2
@@ -90,9 +98,12 @@ def run_row(row, checkpoint: Path, work: Path, ns, progress) -> dict:
         rotation |= ex_over.get("rotation", {})
         ex_over = {**ex_over, "rotation": rotation, "gptq": {"samples": ns.gptq_samples}}
     if ft_over is not None:
-        ft_dir = work / f"finetune_{key.replace('_merged', '')}"
-        ft = {"data": str(ns.calibration), "output": str(ft_dir), "loss": "distill", "max_length": ns.context}
-        ft |= {s: {"steps": ns.finetune_steps, "batch_size": 4} | ft_over.get(s, {}) for s in ("qat", "lora")}
+        ft = {"data": str(ns.calibration), "loss": "distill", "max_length": ns.context}
+        for stage, lr in (("qat", getattr(ns, "qat_lr", None)), ("lora", getattr(ns, "lora_lr", None))):
+            ft[stage] = {"steps": ns.finetune_steps, "batch_size": 4} | ({} if lr is None else {"learning_rate": lr})
+            ft[stage] |= ft_over.get(stage, {})
+        ft_dir = finetune_dir(work, load_config(config=config_name, overrides=common | {"finetune": ft}).finetune)
+        ft["output"] = str(ft_dir)
         if not (ft_dir / "training.json").is_file():
             cfg = load_config(config=config_name, overrides=common | {"finetune": ft})
             t0 = time.process_time()
@@ -122,6 +133,13 @@ def run_row(row, checkpoint: Path, work: Path, ns, progress) -> dict:
     return rec
 
 
+def finetune_dir(work: Path, ft) -> Path:
+    """A fine-tune's settings (the config's `finetune` section) -> its folder in `work`, named by its steps, rates
+    and window length, so rows and sweep points that train the same way share one fine-tune."""
+    lora = f"l{ft.lora.steps}_{ft.lora.learning_rate if ft.lora.steps else 0:g}"
+    return work / f"finetune_q{ft.qat.steps}_{ft.qat.learning_rate:g}_{lora}_c{ft.max_length}"
+
+
 def row_settings(row, ns) -> dict:
     """The settings one row's numbers depend on (a change elsewhere keeps its cached result)."""
     key = row[0]
@@ -131,6 +149,9 @@ def row_settings(row, ns) -> dict:
         settings["spinquant_batch"] = ns.spinquant_batch
     if row[4] is not None:
         settings["finetune_steps"] = ns.finetune_steps
+        for flag in ("qat_lr", "lora_lr"):  # unset: the shipped rates, kept out of the key as before the flags
+            if getattr(ns, flag, None) is not None:
+                settings[flag] = getattr(ns, flag)
     settings["lowered"] = key in ns.pte_rows
     if row[2].endswith("spinquant") and ns.gptq_samples != GPTQ_SAMPLES:  # the default stays out of the key, so
         settings["gptq_samples"] = ns.gptq_samples  # rows measured before the flag existed keep their cache
@@ -213,6 +234,16 @@ def grid_effect(results: dict) -> list[str]:
     return [*lines, ""]
 
 
+def rates(ns, shipped: dict) -> str:
+    """The settings and the shipped config's rates -> the fine-tunes' learning rates, as the page states them."""
+    said = []
+    for stage in ("qat", "lora"):
+        value = getattr(ns, f"{stage}_lr", None)
+        given = f"{shipped[stage]:g} (shipped)" if value is None else f"{value:g} (shipped: {shipped[stage]:g})"
+        said.append(f"{ {'qat': 'QAT', 'lora': 'LoRA'}[stage] } lr {given}")
+    return ", ".join(said)
+
+
 def render(results: dict) -> str:
     """The results JSON -> the markdown page; every number comes from `results`."""
     ns = argparse.Namespace(**results["settings"])
@@ -224,8 +255,8 @@ def render(results: dict) -> str:
         "fp32 weights. Calibration and fine-tune text: the fixture's calibration.txt (other source files). "
         f"SpinQuant: {ns.spinquant_steps} Cayley steps of {ns.spinquant_batch} windows (the shipped recipe: 100 of 8 "
         f"x 2048, GPU work); fine-tunes: {ns.finetune_steps} "
-        f"QAT + {ns.finetune_steps} LoRA steps of 4 x {ns.context} tokens, loss `distill` (the shipped recipe: 1000 + "
-        "1000 steps of 8 x 2048).",
+        f"QAT + {ns.finetune_steps} LoRA steps of 4 x {ns.context} tokens, loss `distill`, "
+        f"{rates(ns, results['shipped_rates'])} (the shipped recipe: 1000 + 1000 steps of 8 x 2048).",
         "",
         *([ns.note, ""] if getattr(ns, "note", "") else []),
     ]
@@ -258,6 +289,9 @@ def render(results: dict) -> str:
     control = "" if not skipped else " --control-rows " + " ".join(ns.control_rows)
     control += "" if not not_run else " --rows " + " ".join(ns.rows)
     samples = getattr(ns, "gptq_samples", GPTQ_SAMPLES)
+    for flag in ("qat_lr", "lora_lr"):
+        value = getattr(ns, flag, None)
+        control += "" if value is None else f" --{flag.replace('_', '-')} {value:g}"
     control += "" if samples == GPTQ_SAMPLES else f" --gptq-samples {samples}"
     lines += [
         "Seconds: rotations, GPTQ and quantization on this machine (fine-tunes: CPU seconds, both cores).",
@@ -279,7 +313,9 @@ def main() -> int:
     ap.add_argument("--calibration-seq-len", type=int, default=256)
     ap.add_argument("--spinquant-steps", type=int, default=4, help="Cayley steps (the shipped recipe: 100)")
     ap.add_argument("--spinquant-batch", type=int, default=2, help="windows per Cayley step (the recipe: 8)")
-    ap.add_argument("--finetune-steps", type=int, default=40)
+    ap.add_argument("--finetune-steps", type=int, default=40, help="QAT steps, then as many LoRA steps")
+    ap.add_argument("--qat-lr", type=float, help="QAT's learning rate (default: the shipped config's)")
+    ap.add_argument("--lora-lr", type=float, help="LoRA's learning rate (default: the shipped config's)")
     ap.add_argument("--gptq-samples", type=int, default=GPTQ_SAMPLES, help="calibration windows for GPTQ")
     ap.add_argument("--rows", nargs="*", default=[r[0] for r in ROWS], choices=[r[0] for r in ROWS])
     ap.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
@@ -310,6 +346,7 @@ def main() -> int:
         "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{cpu_name()} ({os.cpu_count()} cores)",
         "code_hash": code_hash(),
+        "shipped_rates": shipped_rates(),
         "settings": {k: v for k, v in vars(ns).items() if k not in ("work", "results", "calibration", "heldout")},
         "texts": {"calibration": "edge/assets/fixture/calibration.txt", "heldout": "edge/assets/fixture/heldout.txt"},
         "models": {},

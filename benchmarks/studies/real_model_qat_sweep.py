@@ -62,7 +62,7 @@ def point_row(p: dict) -> tuple:
 
 
 def recipe_rows(ptq: dict, ns) -> list[dict]:
-    """The real-model table's QAT and QAT + LoRA rows (the shipped rates), when it was measured on the same PTQ
+    """The real-model table's QAT and QAT + LoRA rows (at the table's rates), when it was measured on the same PTQ
     baseline and windows as this sweep -> those rows with their points; else []."""
     path = RESULTS / "real_model_quality.json"
     table = json.loads(path.read_text()) if path.is_file() else {}
@@ -78,8 +78,8 @@ def recipe_rows(ptq: dict, ns) -> list[dict]:
     steps, out = s["finetune_steps"], []
     for key, lora in (("qat", 0), ("qat_lora", steps)):
         if key in rows:
-            point = {"qat_steps": steps, "qat_lr": ft.qat.learning_rate, "lora_steps": lora}
-            point["lora_lr"] = ft.lora.learning_rate
+            point = {"qat_steps": steps, "qat_lr": s.get("qat_lr") or ft.qat.learning_rate, "lora_steps": lora}
+            point["lora_lr"] = s.get("lora_lr") or ft.lora.learning_rate
             out.append(rows[key] | {"point": point})
     return out
 
