@@ -98,10 +98,7 @@ def run_row(row, checkpoint: Path, work: Path, ns, progress) -> dict:
         rotation |= ex_over.get("rotation", {})
         ex_over = {**ex_over, "rotation": rotation, "gptq": {"samples": ns.gptq_samples}}
     if ft_over is not None:
-        ft = {"data": str(ns.calibration), "loss": "distill", "max_length": ns.context}
-        for stage, lr in (("qat", getattr(ns, "qat_lr", None)), ("lora", getattr(ns, "lora_lr", None))):
-            ft[stage] = {"steps": ns.finetune_steps, "batch_size": 4} | ({} if lr is None else {"learning_rate": lr})
-            ft[stage] |= ft_over.get(stage, {})
+        ft = finetune_section(row, ns)
         ft_dir = finetune_dir(work, load_config(config=config_name, overrides=common | {"finetune": ft}).finetune)
         ft["output"] = str(ft_dir)
         if not (ft_dir / "training.json").is_file():
@@ -131,6 +128,15 @@ def run_row(row, checkpoint: Path, work: Path, ns, progress) -> dict:
         with progress.stage("evaluate", f"{label} (.pte)"):
             rec["lowered"] = evaluate(pte_path=out / "model.pte", **scored).to_dict()
     return rec
+
+
+def finetune_section(row, ns) -> dict:
+    """A fine-tune row and the settings -> the config's `finetune` overrides it trains with (all but its output)."""
+    ft = {"data": str(ns.calibration), "loss": "distill", "max_length": ns.context}
+    for stage, lr in (("qat", getattr(ns, "qat_lr", None)), ("lora", getattr(ns, "lora_lr", None))):
+        ft[stage] = {"steps": ns.finetune_steps, "batch_size": 4} | ({} if lr is None else {"learning_rate": lr})
+        ft[stage] |= row[4].get(stage, {})
+    return ft
 
 
 def finetune_dir(work: Path, ft) -> Path:

@@ -109,3 +109,30 @@ def test_committed_qat_sweep_renders_from_its_json():
     for r in results["points"] + results["recipe_rows"]:
         kl = gap_recovered(r["mean_kl"], ptq=ptq["mean_kl"], base=0.0)
         assert r["kl_gap_recovered"] == pytest.approx(kl), r["point"]
+
+
+def test_rows_and_sweep_points_that_train_alike_share_one_fine_tune(tmp_path):
+    """A fine-tune's folder is named by what it trains with: the table's QAT row at 40 steps and lr 1e-4 is the sweep's
+    40:1e-4:0:0 point, QAT + LoRA and its merged export share one, and other steps or rates get their own."""
+    import argparse
+
+    from edge.config import load_config
+
+    table = bench_module()
+    sweep = bench_module(ROOT / "benchmarks" / "studies" / "real_model_qat_sweep.py")
+    rows = {r[0]: r for r in table.ROWS}
+
+    def folder(row, steps=40, qat_lr=None, lora_lr=None) -> Path:
+        ns = argparse.Namespace(
+            calibration=tmp_path / "calibration.txt", context=256, finetune_steps=steps, qat_lr=qat_lr, lora_lr=lora_lr
+        )
+        ft = load_config(config=row[2], overrides={"max_context": 512, "finetune": table.finetune_section(row, ns)})
+        return table.finetune_dir(tmp_path, ft.finetune)
+
+    assert folder(rows["qat"], qat_lr=1e-4) == folder(sweep.point_row(sweep.parse_point("40:1e-4:0:0")))
+    assert folder(rows["qat"], qat_lr=1e-4).name == "finetune_q40_0.0001_l0_0_c256"
+    assert folder(rows["qat_lora"]) == folder(rows["qat_lora_merged"])
+    assert folder(rows["qat_lora"]).name == "finetune_q40_2e-05_l40_0.0002_c256"  # the shipped rates
+    assert folder(rows["qat_lora"], steps=10) != folder(rows["qat_lora"])
+    assert folder(rows["qat_lora"], lora_lr=1e-3) != folder(rows["qat_lora"])
+    assert folder(rows["qat"], lora_lr=1e-3) == folder(rows["qat"])  # no LoRA steps: its rate trains nothing
