@@ -59,6 +59,11 @@ def code_hash() -> str:
     return h.hexdigest()
 
 
+def rotates(row) -> bool:
+    """A row -> whether it exports with the SpinQuant config (rotation settings and GPTQ's calibration apply)."""
+    return row[2].endswith("spinquant")
+
+
 def shipped_rates() -> dict:
     """-> {"qat": lr, "lora": lr}: the learning rates of the shipped QAT + LoRA config the fine-tune rows use."""
     from edge.config import load_config
@@ -93,7 +98,7 @@ def run_row(row, checkpoint: Path, work: Path, ns, progress) -> dict:
     text = dict(calibration={"text": str(ns.calibration), "seq_len": ns.calibration_seq_len})
     common = {"max_context": 2 * ns.context, "full_logits": True, "force": True} | text
     rec = {"key": key, "row": label, "config": config_name, "export_overrides": ex_over, "finetune_s": None}
-    if config_name.endswith("spinquant"):  # the calibration text holds 167 windows of 256 tokens
+    if rotates(row):  # the calibration text holds 167 windows of 256 tokens
         rotation = {"steps": ns.spinquant_steps, "batch_size": ns.spinquant_batch, "samples": 160}
         rotation |= ex_over.get("rotation", {})
         ex_over = {**ex_over, "rotation": rotation, "gptq": {"samples": ns.gptq_samples}}
@@ -159,7 +164,7 @@ def row_settings(row, ns) -> dict:
             if getattr(ns, flag, None) is not None:
                 settings[flag] = getattr(ns, flag)
     settings["lowered"] = key in ns.pte_rows
-    if row[2].endswith("spinquant") and ns.gptq_samples != GPTQ_SAMPLES:  # the default stays out of the key, so
+    if rotates(row) and ns.gptq_samples != GPTQ_SAMPLES:  # the default stays out of the key, so
         settings["gptq_samples"] = ns.gptq_samples  # rows measured before the flag existed keep their cache
     return settings
 

@@ -170,3 +170,36 @@ def test_r4_mix_is_timed_alone_from_a_program_that_computes_it(tmp_path):
     assert (cost["m"], cost["layers"]) == (12, 2)
     for kind in ("decode", "prefill"):
         assert cost[kind]["mix_ms"] > 0 and cost[kind]["op_ms"] > 0, cost
+
+
+def test_real_model_decode_times_each_program_and_its_share(q_export, tmp_path):
+    """real_model_decode.py on three copies of one tiny 8da4w program: each gets a speed in every round, its share is
+    1 - speed / PTQ's speed of the same round, and the page renders from the JSON; a missing program is one error."""
+    import importlib.util
+    import shutil
+
+    script = ROOT / "benchmarks" / "real_model_decode.py"
+    spec = importlib.util.spec_from_file_location("real_model_decode", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    before = _results_stamps()
+    cmd = [sys.executable, str(script), "--work", str(tmp_path / "work"), "--results", str(tmp_path / "out" / "rmd")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: missing "), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+    for key in ("ptq", "had_gptq", "qat_lora"):
+        shutil.copytree(q_export, tmp_path / "work" / "grid" / key)
+    cmd += ["--rounds", "2", "--repetitions", "1", "--threads", "1", "--prompt-tokens", "16", "--max-new-tokens", "8"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "rmd.json").read_text())
+    assert (tmp_path / "out" / "rmd.md").read_text() == mod.render(results)
+    programs = results["programs"]
+    assert len({p["pte_mib"] for p in programs.values()}) == 1 and programs["ptq"]["pte_mib"] > 0
+    for key in ("had_gptq", "qat_lora"):
+        for phase in ("decode", "prefill"):
+            speeds = [(r[phase], base[phase]) for r, base in zip(programs[key]["rounds"], programs["ptq"]["rounds"])]
+            assert len(speeds) == 2 and all(s > 0 and b > 0 for s, b in speeds)
+            assert results["shares"][key][phase] == pytest.approx([1 - s / b for s, b in speeds])
+    assert _results_stamps() == before
