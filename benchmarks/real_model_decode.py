@@ -35,53 +35,43 @@ METRICS = {"decode": "decode_tok_s_median", "prefill": "prefill_tok_s_median"}
 
 
 def bench_round(paths: dict[str, Path], order: list[str], ns) -> dict[str, dict]:
-    """One android_bench run of the programs in `order` -> {row: its csv row (medians over the repetitions)}."""
-    cmd = [sys.executable, "-m", "android_bench", "--host", "--prompt-tokens", str(ns.prompt_tokens)]
-    cmd += ["--max-new-tokens", str(ns.max_new_tokens)]
-    cmd += [
-        "--threads",
-        str(ns.threads),
-        "--repetitions",
-        str(ns.repetitions),
-        "--warmup",
-        "1",
-        "--format",
-        "csv",
-        "--quiet",
-        "--baseline",
-        "ptq",
-    ]
+    """One android_bench run of the programs in `order` -> {row: {phase: the repetitions' median tok/s}}."""
+    cmd = [sys.executable, "-m", "android_bench", "--host", "--format", "csv", "--quiet", "--baseline", "ptq"]
+    for flag in ("prompt_tokens", "max_new_tokens", "threads", "repetitions", "warmup"):
+        cmd += [f"--{flag.replace('_', '-')}", str(getattr(ns, flag))]
     for key in order:
         cmd += ["--pte", str(paths[key]), "--label", key]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
-        raise SystemExit(f"error: android_bench failed: {proc.stderr.strip().splitlines()[-1:]}")
-    return {r["label"]: r for r in csv.DictReader(io.StringIO(proc.stdout))}
+        raise SystemExit(f"error: android_bench failed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
+    speeds = {r["label"]: {ph: r[col] for ph, col in METRICS.items()} for r in csv.DictReader(io.StringIO(proc.stdout))}
+    if any(v == "" for row in speeds.values() for v in row.values()):  # a phase shorter than the runner's 1 ms clock
+        raise SystemExit("error: a phase ran under the runner's 1 ms clock: give more --prompt-tokens/--max-new-tokens")
+    return {label: {ph: float(v) for ph, v in row.items()} for label, row in speeds.items()}
 
 
 def shares(rounds: list[dict[str, dict]]) -> dict[str, dict[str, list[float]]]:
-    """Rounds of {row: csv row} -> {row: {"decode"/"prefill": per round, 1 - speed(row) / speed(ptq)}}: the share of
-    that phase's time the row's addition takes, each ratio from one round."""
+    """Rounds of {row: {phase: tok/s}} -> {row: {phase: per round, 1 - speed(row) / speed(ptq)}}: the share of that
+    phase's time the row's addition takes, each ratio from one round."""
     out = {}
     for key, _, adds in PROGRAMS:
         if adds is not None:
-            out[key] = {
-                phase: [1 - float(r[key][col]) / float(r["ptq"][col]) for r in rounds] for phase, col in METRICS.items()
-            }
+            out[key] = {phase: [1 - r[key][phase] / r["ptq"][phase] for r in rounds] for phase in METRICS}
     return out
 
 
 def render(results: dict) -> str:
     """The results JSON -> the markdown page; every number comes from `results`."""
     s = results["settings"]
+    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in s.items())
     lines = [
         "# What R4 and float adapters cost per token on the real model (SmolLM2-135M-Instruct, grid)",
         "",
         f"Measured {results['measured']} on {results['machine']} with `python -m android_bench --host` (ExecuTorch's "
         f"runner through the pip wheel, XNNPACK, {s['threads']} threads): prompt {s['prompt_tokens']} tokens, "
         f"{s['max_new_tokens']} new, "
-        f"{s['rounds']} rounds of {s['repetitions']} runs per program (after a warm-up), the programs' order rotated "
-        "from round to round. Speeds: the median over the rounds of each round's median.",
+        f"{s['rounds']} rounds of {s['repetitions']} runs per program (after {s['warmup']} warm-up), the programs' "
+        "order rotated from round to round. Speeds: the median over the rounds of each round's median.",
         "",
         "| program | .pte MiB | decode tok/s | prefill tok/s | adds to PTQ's program | share of decode time "
         "| share of prefill time |",
@@ -103,9 +93,7 @@ def render(results: dict) -> str:
         "than the addition there.",
         "",
         f"Reproduce: `python benchmarks/real_model_quality.py --pte-rows ptq had_gptq qat_lora ...` (the page's own "
-        f"command), then `python benchmarks/real_model_decode.py --rounds {s['rounds']} --repetitions "
-        f"{s['repetitions']} --threads {s['threads']} --prompt-tokens {s['prompt_tokens']} --max-new-tokens "
-        f"{s['max_new_tokens']}`",
+        f"command), then `python benchmarks/real_model_decode.py {flags}`",
     ]
     return "\n".join(lines) + "\n"
 
@@ -118,6 +106,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3, help="android_bench runs, each program in a rotated order")
     ap.add_argument("--repetitions", type=int, default=3, help="measured runs per program and round")
+    ap.add_argument("--warmup", type=int, default=1, help="unmeasured runs per program and round, first")
     ap.add_argument("--prompt-tokens", type=int, default=64)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="the runner's --cpu_threads")
@@ -146,8 +135,8 @@ def main() -> int:
     programs = {
         k: {
             "pte_mib": round(paths[k].stat().st_size / 2**20, 2),
-            **{f"{ph}_tok_s": statistics.median(float(r[k][col]) for r in rounds) for ph, col in METRICS.items()},
-            "rounds": [{ph: float(r[k][col]) for ph, col in METRICS.items()} for r in rounds],
+            **{f"{ph}_tok_s": statistics.median(r[k][ph] for r in rounds) for ph in METRICS},
+            "rounds": [r[k] for r in rounds],
         }
         for k in keys
     }
@@ -155,7 +144,7 @@ def main() -> int:
         "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{cpu_name()} ({os.cpu_count()} cores)",
         "settings": {
-            k: getattr(ns, k) for k in ("rounds", "repetitions", "threads", "prompt_tokens", "max_new_tokens")
+            k: getattr(ns, k) for k in ("rounds", "repetitions", "warmup", "threads", "prompt_tokens", "max_new_tokens")
         },
         "programs": programs,
         "shares": shares(rounds),

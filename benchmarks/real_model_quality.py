@@ -266,8 +266,9 @@ def render(results: dict) -> str:
         "fp32 weights. Calibration and fine-tune text: the fixture's calibration.txt (other source files). "
         f"SpinQuant: {ns.spinquant_steps} Cayley steps of {ns.spinquant_batch} windows (the shipped recipe: 100 of 8 "
         f"x 2048, GPU work); fine-tunes: {ns.finetune_steps} "
-        f"QAT + {ns.finetune_steps} LoRA steps of 4 x {ns.context} tokens, loss `distill`, "
-        f"{rates(ns, results['shipped_rates'])} (the shipped recipe: 1000 + 1000 steps of 8 x 2048).",
+        f"QAT + {ns.finetune_steps} LoRA steps of 4 x {ns.context} tokens ({ns.finetune_steps * 4 * ns.context:,} "
+        f"tokens a stage), loss `distill`, {rates(ns, results['shipped_rates'])} (the shipped recipe: 1000 + 1000 "
+        "steps of 8 x 2048).",
         "",
         *([ns.note, ""] if getattr(ns, "note", "") else []),
     ]

@@ -190,7 +190,8 @@ def test_real_model_decode_times_each_program_and_its_share(q_export, tmp_path):
 
     for key in ("ptq", "had_gptq", "qat_lora"):
         shutil.copytree(q_export, tmp_path / "work" / "grid" / key)
-    cmd += ["--rounds", "2", "--repetitions", "1", "--threads", "1", "--prompt-tokens", "16", "--max-new-tokens", "8"]
+    cmd += ["--rounds", "2", "--repetitions", "1", "--warmup", "0", "--threads", "1"]
+    cmd += ["--prompt-tokens", "80", "--max-new-tokens", "40"]  # each phase over the runner's 1 ms clock (context 128)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "rmd.json").read_text())

@@ -25,7 +25,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 CONFIG = "llama3_2_1b_qat_lora"
-DEFAULT_POINTS = ["10:1e-4:0:0", "10:5e-4:0:0", "40:1e-4:0:0"]  # the recipe's rate at 10 steps: the table's rows
+# the table's earlier rows (shipped rates, 10 + 10 steps), the rates at 10 steps, then length; the table's rows now
+# are 40:1e-4:0:0 and 40:1e-4:40:2e-4
+DEFAULT_POINTS = [
+    "10:2e-5:0:0",
+    "10:2e-5:10:2e-4",
+    "10:1e-4:0:0",
+    "10:5e-4:0:0",
+    "40:1e-4:0:0",
+    "40:1e-4:40:2e-4",
+    "80:1e-4:40:2e-4",
+]
 
 
 def table_module():
@@ -46,6 +56,11 @@ def parse_point(text: str) -> dict:
     if point["qat_steps"] < 1 or point["lora_steps"] < 0 or point["qat_lr"] <= 0 or point["lora_lr"] < 0:
         raise argparse.ArgumentTypeError(f"{text!r}: QAT needs at least 1 step and a positive rate")
     return point
+
+
+def point_text(p: dict) -> str:
+    """A point -> its QAT_STEPS:QAT_LR:LORA_STEPS:LORA_LR text (a LoRA rate with no LoRA steps is 0)."""
+    return f"{p['qat_steps']}:{p['qat_lr']:g}:{p['lora_steps']}:{p['lora_lr'] if p['lora_steps'] else 0:g}"
 
 
 def point_row(p: dict) -> tuple:
@@ -106,8 +121,11 @@ def render(results: dict) -> str:
         f"| PTQ | — | — | — | 0 | {ptq['pte_perplexity']:.2f} | {ptq['top1_agreement']:.1%} | {ptq['mean_kl']:.3f} "
         "| — | — |"
     )
-    # the table's own fine-tune rows (the shipped recipe's rates) first, then the sweep's points
-    for r, whose in [(r, " (the table's)") for r in results["recipe_rows"]] + [(r, "") for r in results["points"]]:
+    # the sweep's points, in order, with the table's own fine-tune rows among them (marked) or first when not one
+    table = {point_text(r["point"]) for r in results["recipe_rows"]}
+    rows = [r for r in results["recipe_rows"] if point_text(r["point"]) not in s["points"]] + results["points"]
+    for r in rows:
+        whose = " (the table's)" if point_text(r["point"]) in table else ""
         p = r["point"]
         lora = (str(p["lora_steps"]), f"{p['lora_lr']:.0e}") if p["lora_steps"] else ("0", "—")
         tokens = (p["qat_steps"] + p["lora_steps"]) * 4 * s["context"]
@@ -168,7 +186,7 @@ def main() -> int:
             "windows": ns.windows,
             "context": ns.context,
             "note": ns.note,
-            "points": [f"{p['qat_steps']}:{p['qat_lr']:g}:{p['lora_steps']}:{p['lora_lr']:g}" for p in ns.points],
+            "points": [point_text(p) for p in ns.points],
         },
         "ptq": rows[0],
         "points": rows[1:],
