@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 MODELS = {"grid": None, "grid-free": 0}  # name -> seed of the control's noise (None: the GGUF's weights as they are)
 HADAMARD = {"rotation": {"kind": "hadamard"}}
+PTE_ROWS = ["ptq", "had_gptq", "qat_lora"]  # rows also lowered to .pte by default: PTQ's layout, R4's, the adapters'
 GPTQ_SAMPLES = 128  # calibration windows for GPTQ's Hessians (the calibration text holds 167 of 256 tokens)
 # (key, label, export config, export overrides, fine-tune overrides or None)
 ROWS = [
@@ -267,8 +268,8 @@ def render(results: dict) -> str:
         f"SpinQuant: {ns.spinquant_steps} Cayley steps of {ns.spinquant_batch} windows (the shipped recipe: 100 of 8 "
         f"x 2048, GPU work); fine-tunes: {ns.finetune_steps} "
         f"QAT + {ns.finetune_steps} LoRA steps of 4 x {ns.context} tokens ({ns.finetune_steps * 4 * ns.context:,} "
-        f"tokens a stage), loss `distill`, {rates(ns, results['shipped_rates'])} (the shipped recipe: 1000 + 1000 "
-        "steps of 8 x 2048).",
+        f"tokens a stage), loss `distill`, {rates(ns, results['shipped_rates'])}; the shipped recipe runs 1000 + 1000 "
+        "steps of 8 x 2048.",
         "",
         *([ns.note, ""] if getattr(ns, "note", "") else []),
     ]
@@ -300,13 +301,15 @@ def render(results: dict) -> str:
         lines += [f"Not run on the grid-free control (CPU time on this machine): {'; '.join(skipped)}.", ""]
     control = "" if not skipped else " --control-rows " + " ".join(ns.control_rows)
     control += "" if not not_run else " --rows " + " ".join(ns.rows)
+    control += "" if ns.pte_rows == PTE_ROWS else " --pte-rows " + " ".join(ns.pte_rows)
     samples = getattr(ns, "gptq_samples", GPTQ_SAMPLES)
     for flag in ("qat_lr", "lora_lr"):
         value = getattr(ns, flag, None)
         control += "" if value is None else f" --{flag.replace('_', '-')} {value:g}"
     control += "" if samples == GPTQ_SAMPLES else f" --gptq-samples {samples}"
     lines += [
-        "Seconds: rotations, GPTQ and quantization on this machine (fine-tunes: CPU seconds, both cores).",
+        "Seconds: rotations, GPTQ and quantization on this machine (fine-tunes: CPU seconds, both cores). What R4 "
+        "and the float adapters cost per token: [real_model_decode.md](real_model_decode.md).",
         "",
         f"Reproduce: `python benchmarks/real_model_quality.py --windows {ns.windows} --spinquant-steps "
         f"{ns.spinquant_steps} --spinquant-batch {ns.spinquant_batch} --finetune-steps {ns.finetune_steps}{control}`",
@@ -338,7 +341,7 @@ def main() -> int:
         choices=[r[0] for r in ROWS],
         help="the rows also run on the grid-free control (default: all)",
     )
-    ap.add_argument("--pte-rows", nargs="*", default=["ptq", "had_gptq"], help="rows also lowered and run as .pte")
+    ap.add_argument("--pte-rows", nargs="*", default=PTE_ROWS, help="rows also lowered and run as .pte")
     ap.add_argument("--pte-models", nargs="*", default=["grid"], help="models whose --pte-rows are lowered")
     ap.add_argument("--note", default="", help="a sentence about this run for the page (e.g. what shared the CPU)")
     ap.add_argument("--work", type=Path, default=ROOT / "out" / "real_model")
