@@ -99,6 +99,23 @@ def tiny_hf(tmp_path_factory) -> Path:
     return make_hf_checkpoint(tmp_path_factory.mktemp("tiny_hf") / "ckpt")
 
 
+def load_benchmark(path: Path):
+    """A script under benchmarks/ -> it, imported as a module, with benchmarks/ on sys.path while it loads (as
+    `python benchmarks/x.py` has it, for `from common import ...`)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    folder = str(Path(__file__).resolve().parent.parent / "benchmarks")
+    sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(folder)
+    return module
+
+
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_benchmark
+
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCT = sorted(
     p for p in (ROOT / "benchmarks").glob("*.py") if p.name not in ("common.py", "readme_tables.py", "arm_rounding.py")
@@ -144,8 +146,6 @@ def test_product_benchmark_runs_at_a_tiny_shape(script, tmp_path):
 def test_r4_mix_is_timed_alone_from_a_program_that_computes_it(tmp_path):
     """hadamard_share's chain of R4s at a width with a 12 x 12 mix (96 = 12 x 8): the delegated program computes the
     same rotation as edge's eager R4, and ETDump times both the mixes (delegate calls) and the op."""
-    import importlib.util
-
     import torch
     from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  (llama:: ops)
     from executorch.runtime import Runtime
@@ -153,13 +153,7 @@ def test_r4_mix_is_timed_alone_from_a_program_that_computes_it(tmp_path):
     from edge.model import hadamard_transform
     from edge.spinquant.hadamard import online_mix
 
-    spec = importlib.util.spec_from_file_location("hadamard_share", ROOT / "benchmarks" / "hadamard_share.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    mod = load_benchmark(ROOT / "benchmarks" / "hadamard_share.py")
     pte = tmp_path / "chain.pte"
     pte.write_bytes(mod.mix_chain_program(96, 2, 3).buffer)
     x = torch.randn(1, 3, 96, generator=torch.Generator().manual_seed(0))
@@ -175,13 +169,10 @@ def test_r4_mix_is_timed_alone_from_a_program_that_computes_it(tmp_path):
 def test_real_model_decode_times_each_program_and_its_share(q_export, tmp_path):
     """real_model_decode.py on three copies of one tiny 8da4w program: each gets a speed in every round, its share is
     1 - speed / PTQ's speed of the same round, and the page renders from the JSON; a missing program is one error."""
-    import importlib.util
     import shutil
 
     script = ROOT / "benchmarks" / "real_model_decode.py"
-    spec = importlib.util.spec_from_file_location("real_model_decode", script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark(script)
     before = _results_stamps()
     cmd = [sys.executable, str(script), "--work", str(tmp_path / "work"), "--results", str(tmp_path / "out" / "rmd")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)

@@ -7,7 +7,6 @@ file was produced by the current code (rows, shipped configs and scheme table ha
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from edge.core.errors import EdgeError
+from tests.conftest import load_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks" / "real_model_quality.py"
@@ -28,10 +28,7 @@ NO_MODEL = (
 
 def bench_module(path: Path = BENCH):
     """A benchmark script (default: the real-model table) -> it, imported as a module."""
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark(path)
 
 
 def require_real_model() -> None:
