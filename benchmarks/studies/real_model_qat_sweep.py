@@ -87,14 +87,12 @@ def recipe_rows(ptq: dict, ns) -> list[dict]:
         "mean_kl"
     ]:
         return []
-    from edge.config import load_config
-
-    ft = load_config(config=CONFIG, overrides={}).finetune
+    shipped = table["shipped_rates"]  # the table records the shipped config's rates it ran beside its flags
     steps, out = s["finetune_steps"], []
     for key, lora in (("qat", 0), ("qat_lora", steps)):
         if key in rows:
-            point = {"qat_steps": steps, "qat_lr": s.get("qat_lr") or ft.qat.learning_rate, "lora_steps": lora}
-            point["lora_lr"] = s.get("lora_lr") or ft.lora.learning_rate
+            point = {"qat_steps": steps, "qat_lr": s.get("qat_lr") or shipped["qat"], "lora_steps": lora}
+            point["lora_lr"] = s.get("lora_lr") or shipped["lora"]
             out.append(rows[key] | {"point": point})
     return out
 
